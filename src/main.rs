@@ -1,1 +1,5 @@
-fn main() {}
+//! The `firempo` command line.
+
+fn main() -> std::process::ExitCode {
+    firempo::cli::main()
+}

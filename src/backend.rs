@@ -1,0 +1,209 @@
+//! The one place where a `--backend` choice becomes a concrete burn backend and device.
+//!
+//! Everything else in firempo is generic over `B: AutodiffBackend`; a [`BackendTask`] is run on
+//! the backend the user picked. Backends are cargo features (`ndarray` default, `wgpu`, `cuda`),
+//! so a binary may lack one: that is a clear [`BackendError::NotCompiled`], never a panic.
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ElementConversion;
+use serde::{Deserialize, Serialize};
+
+/// A compute backend the user can choose with `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// CPU through ndarray (f32): deterministic, always available in default builds.
+    #[default]
+    Ndarray,
+    /// GPU through wgpu: Vulkan, Metal or DX12 (or Mesa lavapipe on a CPU-only Linux box).
+    Wgpu,
+    /// NVIDIA GPU through CUDA (kernels compiled at run time by NVRTC).
+    Cuda,
+}
+
+impl BackendKind {
+    /// All backends, compiled in or not.
+    pub const ALL: [BackendKind; 3] = [BackendKind::Ndarray, BackendKind::Wgpu, BackendKind::Cuda];
+
+    /// The cargo feature that compiles this backend in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            BackendKind::Ndarray => "ndarray",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this binary was built with the backend.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            BackendKind::Ndarray => cfg!(feature = "ndarray"),
+            BackendKind::Wgpu => cfg!(feature = "wgpu"),
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.feature())
+    }
+}
+
+/// Why a backend could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The binary was built without the backend's cargo feature.
+    #[error(
+        "this firempo binary was built without the `{backend}` backend; rebuild with \
+         `cargo build --release --features {backend}` (compiled in: {compiled})"
+    )]
+    NotCompiled {
+        backend: BackendKind,
+        compiled: String,
+    },
+    /// The backend is compiled in but found no usable device.
+    #[error("the `{backend}` backend found no usable device: {reason}")]
+    NoDevice {
+        backend: BackendKind,
+        reason: String,
+    },
+}
+
+/// Work that runs on whichever autodiff backend the user selected.
+pub trait BackendTask {
+    /// What the task returns.
+    type Output;
+    /// Runs the task on backend `B` and its default device.
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<Self::Output>;
+}
+
+/// Fails with [`BackendError::NotCompiled`] unless the binary has the backend.
+pub fn require_compiled(kind: BackendKind) -> Result<(), BackendError> {
+    if kind.is_compiled() {
+        Ok(())
+    } else {
+        Err(not_compiled(kind))
+    }
+}
+
+/// Runs `task` on the backend `kind`, with that backend's default device.
+pub fn run_on<T: BackendTask>(kind: BackendKind, task: T) -> anyhow::Result<T::Output> {
+    require_compiled(kind)?;
+    match kind {
+        #[cfg(feature = "ndarray")]
+        BackendKind::Ndarray => {
+            task.run::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(Default::default())
+        }
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => {
+            probe(BackendKind::Wgpu)?;
+            task.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(Default::default())
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            probe(BackendKind::Cuda)?;
+            task.run::<burn::backend::Autodiff<burn::backend::Cuda>>(Default::default())
+        }
+        #[allow(unreachable_patterns)]
+        _ => Err(not_compiled(kind).into()),
+    }
+}
+
+fn not_compiled(backend: BackendKind) -> BackendError {
+    let compiled: Vec<&str> = BackendKind::ALL
+        .iter()
+        .filter(|k| k.is_compiled())
+        .map(|k| k.feature())
+        .collect();
+    BackendError::NotCompiled {
+        backend,
+        compiled: if compiled.is_empty() {
+            "none".into()
+        } else {
+            compiled.join(", ")
+        },
+    }
+}
+
+/// Checks that the backend can run a tiny computation on its default device.
+///
+/// burn panics when wgpu finds no adapter or CUDA no driver; the panic is caught (and its message
+/// kept) so callers get a [`BackendError::NoDevice`] with the reason instead.
+pub fn probe(kind: BackendKind) -> Result<String, BackendError> {
+    if !kind.is_compiled() {
+        return Err(not_compiled(kind));
+    }
+    let computation: fn() -> String = match kind {
+        #[cfg(feature = "ndarray")]
+        BackendKind::Ndarray => sum_of_ones::<burn::backend::NdArray<f32>>,
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => sum_of_ones::<burn::backend::Wgpu>,
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => sum_of_ones::<burn::backend::Cuda>,
+        #[allow(unreachable_patterns)]
+        _ => return Err(not_compiled(kind)),
+    };
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = catch_unwind(AssertUnwindSafe(computation));
+    std::panic::set_hook(previous_hook);
+    result.map_err(|panic| BackendError::NoDevice {
+        backend: kind,
+        reason: panic_message(panic.as_ref()),
+    })
+}
+
+/// Runs `1 + 1 + 1 + 1` on `B`'s default device and describes the device.
+#[allow(dead_code)]
+fn sum_of_ones<B: burn::tensor::backend::Backend>() -> String {
+    let device = B::Device::default();
+    let sum: f32 = burn::tensor::Tensor::<B, 1>::ones([4], &device)
+        .sum()
+        .into_scalar()
+        .elem();
+    assert_eq!(sum, 4.0, "backend computed 1+1+1+1 = {sum}");
+    format!("{device:?}")
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Double(f32);
+
+    impl BackendTask for Double {
+        type Output = f32;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<f32> {
+            let x = burn::tensor::Tensor::<B, 1>::from_floats([self.0], &device);
+            Ok((x.clone() + x).into_scalar().elem())
+        }
+    }
+
+    #[test]
+    fn ndarray_runs_tasks_and_probes() {
+        assert_eq!(run_on(BackendKind::Ndarray, Double(1.5)).unwrap(), 3.0);
+        assert_eq!(probe(BackendKind::Ndarray).unwrap(), "Cpu");
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn missing_backend_is_a_clear_error() {
+        let err = run_on(BackendKind::Cuda, Double(1.0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--features cuda"), "{err}");
+        assert!(err.contains("compiled in: ndarray"), "{err}");
+    }
+}

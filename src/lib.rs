@@ -1,0 +1,12 @@
+//! firempo: fine-grained, on-policy, visually grounded preference optimization (FiRe-MPO) for
+//! medical vision-language models, on burn.
+//!
+//! This crate composes the member crates (`firempo-losses`, …) into what users run: backend
+//! selection ([`backend`]), the command line ([`cli`]) and the loss playground ([`playground`]).
+
+pub mod backend;
+pub mod cli;
+pub mod playground;
+pub mod train;
+
+pub use firempo_losses as losses;

@@ -1,0 +1,305 @@
+//! The loop: AdamW, warmup + cosine schedule, gradient accumulation, global-norm clipping,
+//! checkpoints every N steps and at the end, exact `--resume`, NaN stops, Ctrl-C checkpoints.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use firempo_losses::LossOutput;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{self, TrainerState};
+use super::clip::clip_grad_norm;
+use super::interrupt;
+use super::metrics_log::{MetricRow, MetricsLog};
+use super::order::{micro_batch, splitmix64};
+use super::schedule::LrSchedule;
+
+/// Optimization settings of one training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainerConfig {
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Examples per forward/backward.
+    pub micro_batch_size: usize,
+    /// Micro-batches accumulated per optimizer step (effective batch = product).
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warmup steps before the cosine decay.
+    pub warmup_steps: usize,
+    /// Final learning rate as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Clip gradients to this global L2 norm (`None`: no clipping).
+    pub max_grad_norm: Option<f64>,
+    /// Write a checkpoint every N optimizer steps (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Seed of data order and of the backend RNG (dropout), reseeded per step.
+    pub seed: u64,
+    /// Draw a progress bar on a terminal.
+    pub progress: bool,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        Self {
+            steps: 100,
+            micro_batch_size: 4,
+            grad_accum: 1,
+            lr: 1e-4,
+            warmup_steps: 0,
+            min_lr_ratio: 0.0,
+            weight_decay: 0.0,
+            max_grad_norm: Some(1.0),
+            checkpoint_every: 0,
+            seed: 0,
+            progress: true,
+        }
+    }
+}
+
+impl TrainerConfig {
+    /// Checks the settings; errors name the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.steps > 0, "trainer: `steps` must be > 0");
+        anyhow::ensure!(
+            self.micro_batch_size > 0,
+            "trainer: `micro_batch_size` must be > 0"
+        );
+        anyhow::ensure!(self.grad_accum > 0, "trainer: `grad_accum` must be > 0");
+        anyhow::ensure!(
+            self.lr.is_finite() && self.lr > 0.0,
+            "trainer: `lr` must be a finite number > 0, got {}",
+            self.lr
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.min_lr_ratio),
+            "trainer: `min_lr_ratio` must be in [0, 1]"
+        );
+        anyhow::ensure!(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            "trainer: `weight_decay` must be >= 0"
+        );
+        if let Some(norm) = self.max_grad_norm {
+            anyhow::ensure!(
+                norm.is_finite() && norm > 0.0,
+                "trainer: `max_grad_norm` must be > 0 (or omitted)"
+            );
+        }
+        Ok(())
+    }
+
+    /// The learning-rate schedule over the whole run.
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule {
+            peak_lr: self.lr,
+            warmup_steps: self.warmup_steps,
+            total_steps: self.steps,
+            min_lr_ratio: self.min_lr_ratio,
+        }
+    }
+}
+
+/// What the trainer optimizes: a model and a loss over numbered examples.
+pub trait Objective<B: AutodiffBackend> {
+    /// The trained module (frozen parts excluded from gradients by the module itself).
+    type Model: AutodiffModule<B>;
+    /// Examples in one epoch.
+    fn num_examples(&self) -> usize;
+    /// The loss on the examples with these indices.
+    fn loss(&self, model: &Self::Model, examples: &[usize]) -> anyhow::Result<LossOutput<B>>;
+}
+
+/// Result of [`train`].
+#[derive(Debug)]
+pub struct TrainOutcome<M> {
+    /// The trained model.
+    pub model: M,
+    /// Optimizer steps completed (equals the configured steps unless interrupted).
+    pub steps_done: usize,
+    /// The last checkpoint written.
+    pub last_checkpoint: Option<PathBuf>,
+    /// Whether the run stopped early on a stop request (Ctrl-C).
+    pub interrupted: bool,
+    /// All metric rows of the run (including those before a resume).
+    pub rows: Vec<MetricRow>,
+}
+
+/// Trains `model` on `objective`, writing metrics and checkpoints under `run_dir`.
+///
+/// With `resume`, continues from the newest checkpoint in `run_dir` (weights, optimizer state,
+/// step and data position); on ndarray the result is bit-identical to an uninterrupted run.
+/// Without `resume`, a `run_dir` that already holds checkpoints is an error (nothing is
+/// overwritten by accident).
+pub fn train<B, T>(
+    config: &TrainerConfig,
+    objective: &T,
+    model: T::Model,
+    run_dir: &Path,
+    resume: bool,
+    device: &B::Device,
+) -> anyhow::Result<TrainOutcome<T::Model>>
+where
+    B: AutodiffBackend,
+    T: Objective<B>,
+{
+    config.validate()?;
+    let num_examples = objective.num_examples();
+    anyhow::ensure!(
+        num_examples > 0,
+        "nothing to train on: the objective has no examples"
+    );
+    let optimizer = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay as f32)
+        .init::<B, T::Model>();
+    let existing = checkpoint::latest(run_dir)?;
+    let (mut model, mut optimizer, mut state) = match (resume, existing) {
+        (true, Some(path)) => {
+            let (model, optimizer, state) = checkpoint::load(&path, model, optimizer, device)?;
+            anyhow::ensure!(
+                state.total_steps == config.steps && state.seed == config.seed,
+                "checkpoint {} was written by a run of {} steps with seed {}; resume with the same --steps and --seed",
+                path.display(),
+                state.total_steps,
+                state.seed
+            );
+            tracing::info!("resuming from {} at step {}", path.display(), state.step);
+            (model, optimizer, state)
+        }
+        (false, Some(path)) => anyhow::bail!(
+            "{} already holds checkpoints (newest: {}); pass --resume to continue, or choose another output directory",
+            run_dir.display(),
+            path.display()
+        ),
+        (_, None) => (model, optimizer, TrainerState { step: 0, micro_batches: 0, seed: config.seed, total_steps: config.steps }),
+    };
+    let mut log = MetricsLog::open(run_dir, state.step)?;
+    let mut last_checkpoint = None;
+    let schedule = config.schedule();
+    let progress = progress_bar(config, state.step);
+
+    while state.step < config.steps {
+        let started = Instant::now();
+        B::seed(device, step_seed(config.seed, state.step));
+        let mut accumulator = GradientsAccumulator::<T::Model>::new();
+        let mut sums = MetricRow::new();
+        for _ in 0..config.grad_accum {
+            let examples = micro_batch(
+                config.seed,
+                num_examples,
+                config.micro_batch_size,
+                state.micro_batches,
+            );
+            let output = objective.loss(&model, &examples)?;
+            for (metric, value) in output.metrics.read().values {
+                if metric == firempo_losses::Metric::Loss && !value.is_finite() {
+                    anyhow::bail!(
+                        "loss is {value} at step {} (examples {examples:?}); last good checkpoint: {}. \
+                         Lower the learning rate or inspect these examples, then --resume",
+                        state.step + 1,
+                        describe(&last_checkpoint)
+                    );
+                }
+                *sums.entry(metric.name().to_string()).or_insert(0.0) +=
+                    value / config.grad_accum as f64;
+            }
+            let grads = output.loss.div_scalar(config.grad_accum as f64).backward();
+            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+            state.micro_batches += 1;
+        }
+        let (grads, grad_norm) = clip_grad_norm(&model, accumulator.grads(), config.max_grad_norm);
+        anyhow::ensure!(
+            grad_norm.is_finite(),
+            "gradient norm is {grad_norm} at step {}; last good checkpoint: {}",
+            state.step + 1,
+            describe(&last_checkpoint)
+        );
+        let lr = schedule.lr(state.step);
+        model = optimizer.step(lr, model, grads);
+        state.step += 1;
+
+        let seconds = started.elapsed().as_secs_f64();
+        let examples = (config.micro_batch_size * config.grad_accum) as f64;
+        sums.insert("step".into(), state.step as f64);
+        sums.insert("lr".into(), lr);
+        sums.insert("grad_norm".into(), grad_norm);
+        sums.insert("examples_per_s".into(), examples / seconds.max(1e-9));
+        progress.set_message(progress_message(&sums));
+        progress.set_position(state.step as u64);
+        log.push(sums)?;
+
+        let stop = interrupt::take_stop_request();
+        let due = config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0;
+        if due || stop || state.step == config.steps {
+            last_checkpoint = Some(checkpoint::save(run_dir, &model, &optimizer, &state)?);
+            log.write_csv()?;
+        }
+        if stop {
+            progress.abandon_with_message(format!(
+                "stopped at step {}; checkpoint {}",
+                state.step,
+                describe(&last_checkpoint)
+            ));
+            return Ok(TrainOutcome {
+                model,
+                steps_done: state.step,
+                last_checkpoint,
+                interrupted: true,
+                rows: log.rows().to_vec(),
+            });
+        }
+    }
+    progress.finish();
+    log.write_csv().context("writing the final metrics CSV")?;
+    Ok(TrainOutcome {
+        model,
+        steps_done: state.step,
+        last_checkpoint,
+        interrupted: false,
+        rows: log.rows().to_vec(),
+    })
+}
+
+/// A distinct, reproducible backend seed for each step (so dropout does not depend on resumes).
+fn step_seed(seed: u64, step: usize) -> u64 {
+    let mut state = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    splitmix64(&mut state)
+}
+
+fn describe(checkpoint: &Option<PathBuf>) -> String {
+    checkpoint
+        .as_ref()
+        .map_or_else(|| "none yet".into(), |p| p.display().to_string())
+}
+
+fn progress_bar(config: &TrainerConfig, start: usize) -> ProgressBar {
+    if !config.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(config.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("valid progress template"),
+    );
+    bar.set_position(start as u64);
+    bar
+}
+
+fn progress_message(row: &MetricRow) -> String {
+    let get = |name: &str| row.get(name).copied().unwrap_or(f64::NAN);
+    format!(
+        "loss {:.4} acc {:.2} {:.1} ex/s",
+        get("loss"),
+        get("rewards/accuracy"),
+        get("examples_per_s")
+    )
+}
