@@ -54,7 +54,7 @@ pub struct LossesArgs {
     /// Run directory for metrics.jsonl, metrics.csv and checkpoints.
     #[arg(long, default_value = "runs/losses")]
     pub out: PathBuf,
-    /// Continue from the newest checkpoint in --out (otherwise an existing run there is an error).
+    /// Continue from the newest checkpoint in --out (otherwise a previous playground run there is replaced).
     #[arg(long)]
     pub resume: bool,
     /// Print metrics every N steps.
@@ -97,6 +97,10 @@ pub fn run(args: LossesArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..TrainerConfig::default()
     };
+    if !args.resume && args.out.join("checkpoints").exists() {
+        println!("replacing the previous playground run in {}", args.out.display());
+        std::fs::remove_dir_all(&args.out)?;
+    }
     interrupt::install_ctrl_c_handler();
     let config = PlaygroundConfig {
         loss,
