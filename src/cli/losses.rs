@@ -98,7 +98,10 @@ pub fn run(args: LossesArgs) -> anyhow::Result<()> {
         ..TrainerConfig::default()
     };
     if !args.resume && args.out.join("checkpoints").exists() {
-        println!("replacing the previous playground run in {}", args.out.display());
+        println!(
+            "replacing the previous playground run in {}",
+            args.out.display()
+        );
         std::fs::remove_dir_all(&args.out)?;
     }
     interrupt::install_ctrl_c_handler();
