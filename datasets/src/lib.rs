@@ -19,6 +19,7 @@ mod records;
 pub mod rng;
 mod sample;
 pub mod slake;
+pub mod synth;
 pub mod vqa_rad;
 
 pub use corruption::*;
