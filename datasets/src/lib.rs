@@ -1,0 +1,33 @@
+//! Datasets for FiRe-MPO: firempo's JSONL record, sample and pair schemas; loaders for VQA-RAD,
+//! SLAKE and IU-Xray (R2Gen layout); image preprocessing; lesion masks and lesion-targeted
+//! corruption; a synthetic lesion benchmark; minimal-edit preference pairs with phrase masks; and
+//! collation into burn tensors.
+//!
+//! Method: `shared/design/METHOD.md` ("Pair construction", "Lesion-targeted corruption").
+//! Schemas with example lines: the README's "Datasets" section.
+
+mod corruption;
+mod error;
+mod image;
+mod intake;
+pub mod iu_xray;
+mod json_array;
+mod jsonl;
+mod mask;
+mod pair;
+mod records;
+pub mod rng;
+mod sample;
+pub mod slake;
+pub mod synth;
+pub mod vqa_rad;
+
+pub use corruption::*;
+pub use error::*;
+pub use image::*;
+pub use intake::*;
+pub use jsonl::*;
+pub use mask::*;
+pub use pair::*;
+pub use records::*;
+pub use sample::*;

@@ -1,0 +1,73 @@
+//! Preference pairs `(y+, y−)` with their phrase spans, images and the corruption path, as JSONL.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::corruption::CorruptionPath;
+use crate::records::AnswerType;
+
+/// A divergent phrase: bytes `start..end` of an answer, phrase id `id >= 1` (aligned between
+/// `y+` and `y−`: span `k` of the chosen answer corresponds to span `k` of the rejected one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhraseSpan {
+    /// First byte of the phrase.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+    /// Phrase id, 1..N.
+    pub id: u32,
+}
+
+/// Which branch of the paper's pair construction produced a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairBranch {
+    /// The model was wrong: `y+` is its answer with the wrong span replaced by the ground truth,
+    /// `y−` is its answer.
+    Corrected,
+    /// The model was right: `y+` is its answer, `y−` has a plausible opposite spliced in.
+    OppositeSpliced,
+}
+
+/// One preference pair.
+///
+/// JSONL line example:
+/// `{"id":"synth-train-00003-presence","record_id":"synth-train-00003-presence","question":"Is there a lesion in this image?","answer_type":"closed","chosen":"yes","rejected":"no","chosen_spans":[{"start":0,"end":3,"id":1}],"rejected_spans":[{"start":0,"end":2,"id":1}],"branch":"corrected","editor":"rule","image":"images/train-00003.png","corrupted_image":"corrupted/synth-train-00003-presence.png","corruption":"lesion_mask"}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencePair {
+    /// Pair id (the sample's record id, suffixed if a record has several samples).
+    pub id: String,
+    /// The record the pair was built from.
+    pub record_id: String,
+    /// The question.
+    pub question: String,
+    /// The record's answer type.
+    pub answer_type: AnswerType,
+    /// `y+`.
+    pub chosen: String,
+    /// `y−`.
+    pub rejected: String,
+    /// Divergent phrases of `y+`, in order.
+    pub chosen_spans: Vec<PhraseSpan>,
+    /// Divergent phrases of `y−`, in order.
+    pub rejected_spans: Vec<PhraseSpan>,
+    /// Which construction branch was taken.
+    pub branch: PairBranch,
+    /// Which editor built the pair (`rule`, `judge:<model>`).
+    pub editor: String,
+    /// Clean image path (as in the record).
+    pub image: PathBuf,
+    /// Corrupted image path, if one was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupted_image: Option<PathBuf>,
+    /// The corruption path taken; `None` when no corrupted image was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corruption: Option<CorruptionPath>,
+    /// Free metadata.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub meta: Map<String, Value>,
+}
