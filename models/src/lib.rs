@@ -18,6 +18,7 @@ mod lora;
 pub mod mask;
 mod projector;
 mod rope;
+mod scoring;
 mod vision;
 mod vlm;
 
@@ -31,5 +32,6 @@ pub use loading::load_pretrained;
 pub use lora::*;
 pub use projector::*;
 pub use rope::*;
+pub use scoring::*;
 pub use vision::*;
 pub use vlm::*;
