@@ -1,0 +1,77 @@
+//! Decoder self-attention with grouped-query heads, RoPE, optional q/k/v bias and a KV cache
+//! (HF `LlamaAttention` / `Qwen2Attention`; llama-burn `transformer.rs`).
+
+use burn::module::Module;
+use burn::nn::LinearConfig;
+use burn::tensor::{activation::softmax, backend::Backend, Tensor};
+
+use crate::config::TextConfig;
+use crate::kv_cache::KvCache;
+use crate::lora::LoraLinear;
+use crate::rope::{apply_rope, RopeTables};
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: LoraLinear<B>,
+    pub k_proj: LoraLinear<B>,
+    pub v_proj: LoraLinear<B>,
+    pub o_proj: LoraLinear<B>,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    pub fn init(c: &TextConfig, device: &B::Device) -> Self {
+        let lin = |d_in, d_out, bias| {
+            LoraLinear::new(LinearConfig::new(d_in, d_out).with_bias(bias).init(device))
+        };
+        Self {
+            q_proj: lin(c.d_model, c.n_heads * c.head_dim, c.qkv_bias),
+            k_proj: lin(c.d_model, c.n_kv_heads * c.head_dim, c.qkv_bias),
+            v_proj: lin(c.d_model, c.n_kv_heads * c.head_dim, c.qkv_bias),
+            o_proj: lin(c.n_heads * c.head_dim, c.d_model, c.o_bias),
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+        }
+    }
+
+    /// `x` `[batch, seq_len, d_model]`, `bias` `[batch, 1, seq_len, past + seq_len]`.
+    /// With `cache`, keys/values are appended to it and attention covers the cached positions.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        bias: Tensor<B, 4>,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let [batch, seq_len, _] = x.dims();
+        let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let split = |t: Tensor<B, 3>, heads: usize| {
+            t.reshape([batch, seq_len, heads, hd]).swap_dims(1, 2)
+            // [batch, heads, seq_len, head_dim]
+        };
+        let q = apply_rope(split(self.q_proj.forward(x.clone()), h), rope);
+        let k = apply_rope(split(self.k_proj.forward(x.clone()), kvh), rope);
+        let v = split(self.v_proj.forward(x), kvh);
+        let (k, v) = match cache {
+            Some(cache) => cache.append(k, v),
+            None => (k, v),
+        };
+        let kv_len = k.dims()[2];
+        let rep = h / kvh;
+        // Group the query heads that share a KV head instead of copying K and V `rep` times.
+        let q = q.reshape([batch, kvh, rep * seq_len, hd]);
+        // [batch, n_kv_heads, rep * seq_len, head_dim]
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        let scores = scores.reshape([batch, h, seq_len, kv_len]) + bias;
+        // [batch, n_heads, seq_len, kv_len]
+        let probs = softmax(scores, 3).reshape([batch, kvh, rep * seq_len, kv_len]);
+        let out = probs.matmul(v).reshape([batch, h, seq_len, hd]);
+        // [batch, n_heads, seq_len, head_dim]
+        let out = out.swap_dims(1, 2).reshape([batch, seq_len, h * hd]);
+        // [batch, seq_len, n_heads * head_dim]
+        self.o_proj.forward(out)
+    }
+}

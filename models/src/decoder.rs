@@ -1,0 +1,226 @@
+//! LLaMA-family decoder: token embedding, pre-norm blocks (RMSNorm → attention, RMSNorm →
+//! SwiGLU MLP), final RMSNorm and an LM head that may be tied to the embedding
+//! (HF `modeling_llama.py`, `modeling_qwen2.py`, `modeling_mistral.py`; llama-burn `transformer.rs`).
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::{backend::Backend, Int, Tensor};
+
+use crate::activation::Activation;
+use crate::attention::Attention;
+use crate::config::TextConfig;
+use crate::kv_cache::KvCache;
+use crate::lora::{LoraConfig, LoraLinear};
+use crate::rope::Rope;
+
+/// SwiGLU feed-forward: `down(act(gate(x)) · up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub gate_proj: LoraLinear<B>,
+    pub up_proj: LoraLinear<B>,
+    pub down_proj: LoraLinear<B>,
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl<B: Backend> Mlp<B> {
+    pub fn init(c: &TextConfig, device: &B::Device) -> Self {
+        let lin = |d_in, d_out| {
+            LoraLinear::new(
+                LinearConfig::new(d_in, d_out)
+                    .with_bias(c.mlp_bias)
+                    .init(device),
+            )
+        };
+        Self {
+            gate_proj: lin(c.d_model, c.d_ff),
+            up_proj: lin(c.d_model, c.d_ff),
+            down_proj: lin(c.d_ff, c.d_model),
+            activation: c.activation,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let gate = self.activation.forward(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    pub input_layernorm: RmsNorm<B>,
+    pub self_attn: Attention<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+    pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    pub fn init(c: &TextConfig, device: &B::Device) -> Self {
+        let norm = || {
+            RmsNormConfig::new(c.d_model)
+                .with_epsilon(c.rms_norm_eps)
+                .init(device)
+        };
+        Self {
+            input_layernorm: norm(),
+            self_attn: Attention::init(c, device),
+            post_attention_layernorm: norm(),
+            mlp: Mlp::init(c, device),
+        }
+    }
+
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &crate::rope::RopeTables<B>,
+        bias: Tensor<B, 4>,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let h = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), rope, bias, cache);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+
+    /// Applies `f` to each of the seven projections, named as PEFT names them.
+    pub fn map_projections(self, f: &mut impl FnMut(&str, LoraLinear<B>) -> LoraLinear<B>) -> Self {
+        let Self {
+            input_layernorm,
+            self_attn,
+            post_attention_layernorm,
+            mlp,
+        } = self;
+        let self_attn = Attention {
+            q_proj: f("q_proj", self_attn.q_proj),
+            k_proj: f("k_proj", self_attn.k_proj),
+            v_proj: f("v_proj", self_attn.v_proj),
+            o_proj: f("o_proj", self_attn.o_proj),
+            ..self_attn
+        };
+        let mlp = Mlp {
+            gate_proj: f("gate_proj", mlp.gate_proj),
+            up_proj: f("up_proj", mlp.up_proj),
+            down_proj: f("down_proj", mlp.down_proj),
+            ..mlp
+        };
+        Self {
+            input_layernorm,
+            self_attn,
+            post_attention_layernorm,
+            mlp,
+        }
+    }
+
+    /// The seven projections with their PEFT names, for saving adapters.
+    pub fn projections(&self) -> [(&'static str, &LoraLinear<B>); 7] {
+        [
+            ("self_attn.q_proj", &self.self_attn.q_proj),
+            ("self_attn.k_proj", &self.self_attn.k_proj),
+            ("self_attn.v_proj", &self.self_attn.v_proj),
+            ("self_attn.o_proj", &self.self_attn.o_proj),
+            ("mlp.gate_proj", &self.mlp.gate_proj),
+            ("mlp.up_proj", &self.mlp.up_proj),
+            ("mlp.down_proj", &self.mlp.down_proj),
+        ]
+    }
+}
+
+/// The language model.
+#[derive(Module, Debug)]
+pub struct Decoder<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<DecoderLayer<B>>,
+    pub norm: RmsNorm<B>,
+    /// `None` when the head is tied to `embed_tokens`.
+    pub lm_head: Option<Linear<B>>,
+    #[module(skip)]
+    pub rope: Rope,
+}
+
+impl<B: Backend> Decoder<B> {
+    pub fn init(c: &TextConfig, device: &B::Device) -> Self {
+        Self {
+            embed_tokens: EmbeddingConfig::new(c.vocab_size, c.d_model).init(device),
+            layers: (0..c.n_layers)
+                .map(|_| DecoderLayer::init(c, device))
+                .collect(),
+            norm: RmsNormConfig::new(c.d_model)
+                .with_epsilon(c.rms_norm_eps)
+                .init(device),
+            lm_head: (!c.tie_word_embeddings).then(|| {
+                LinearConfig::new(c.d_model, c.vocab_size)
+                    .with_bias(false)
+                    .init(device)
+            }),
+            rope: Rope {
+                theta: c.rope_theta,
+                head_dim: c.head_dim,
+            },
+        }
+    }
+
+    /// Token embeddings `[batch, seq_len, d_model]`.
+    pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.embed_tokens.forward(ids)
+    }
+
+    /// Runs the blocks and the final norm over `embeds` `[batch, seq_len, d_model]` at `positions`
+    /// `[batch, seq_len]` with the additive `bias` `[batch, 1, seq_len, past + seq_len]`.
+    ///
+    /// `caches` holds one [`KvCache`] per layer for incremental decoding, or is empty (training,
+    /// scoring): then nothing is cached. Returns normalized hidden states `[batch, seq_len, d_model]`.
+    pub fn forward(
+        &self,
+        embeds: Tensor<B, 3>,
+        positions: Tensor<B, 2, Int>,
+        bias: Tensor<B, 4>,
+        caches: &mut [KvCache<B>],
+    ) -> Tensor<B, 3> {
+        assert!(
+            caches.is_empty() || caches.len() == self.layers.len(),
+            "need one KvCache per layer ({}), got {}",
+            self.layers.len(),
+            caches.len()
+        );
+        let tables = self.rope.tables(positions);
+        let mut x = embeds;
+        let mut caches = caches.iter_mut();
+        for layer in &self.layers {
+            x = layer.forward(x, &tables, bias.clone(), caches.next());
+        }
+        self.norm.forward(x)
+    }
+
+    /// Vocabulary logits `[batch, seq_len, vocab]` from normalized hidden states.
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => hidden.matmul(self.embed_tokens.weight.val().transpose().unsqueeze::<3>()),
+        }
+    }
+
+    /// Applies `f(name, layer)` to every projection of every layer.
+    pub fn map_projections(
+        mut self,
+        mut f: impl FnMut(&str, LoraLinear<B>) -> LoraLinear<B>,
+    ) -> Self {
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|layer| layer.map_projections(&mut f))
+            .collect();
+        self
+    }
+
+    /// Attaches fresh adapters to the projections `config` targets.
+    pub fn attach_lora(self, config: &LoraConfig, device: &B::Device) -> Self {
+        self.map_projections(|name, lin| {
+            if config.targets(name) {
+                lin.attach(config, device)
+            } else {
+                lin
+            }
+        })
+    }
+}

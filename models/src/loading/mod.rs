@@ -1,0 +1,211 @@
+//! Loading HF checkpoints: `config.json` → [`VlmConfig`], safetensors → weights, names mapped by
+//! [`names`], shapes checked, all problems reported at once.
+
+pub mod hf_config;
+pub mod names;
+pub mod safetensors;
+
+use std::path::Path;
+
+use burn::module::Param;
+use burn::nn::{LayerNorm, Linear, RmsNorm};
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+
+use crate::config::VlmConfig;
+use crate::error::ModelError;
+use crate::vlm::Vlm;
+use names::{ResolvedPrefixes, CAUSAL_LM, LLAVA};
+use safetensors::WeightStore;
+
+/// Loads `dir/config.json` and the safetensors weights in `dir` (single file or sharded index).
+///
+/// Accepts Hub-style (`language_model.model.*`) and current transformers
+/// (`model.language_model.*`) names. Any missing, unexpected or mis-shaped tensor fails the load
+/// with one [`ModelError::Weights`] listing them all. The returned model's parameters require
+/// gradients (full fine-tuning); [`Vlm::with_lora`] freezes them.
+pub fn load_pretrained<B: Backend>(dir: &Path, device: &B::Device) -> Result<Vlm<B>, ModelError> {
+    let mut config = hf_config::read_hf_config(&dir.join("config.json"))?;
+    let mut store = WeightStore::open_dir(dir)?;
+    let prefixes = names::resolve(
+        &store,
+        if config.vision.is_some() {
+            &LLAVA
+        } else {
+            &CAUSAL_LM
+        },
+    );
+    config.name_style = prefixes.style;
+    let model = load_weights(config, &mut store, &prefixes, device);
+    store.finish(names::ignorable)?;
+    Ok(model)
+}
+
+/// Host transpose of a row-major `[rows, cols]` buffer.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+struct Loader<'a, B: Backend> {
+    store: &'a mut WeightStore,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Option<Tensor<B, D>> {
+        let values = self.store.take(name, &shape)?;
+        Some(Tensor::from_data(
+            TensorData::new(values, shape),
+            self.device,
+        ))
+    }
+
+    fn param<const D: usize>(&mut self, name: &str, param: &mut Param<Tensor<B, D>>) {
+        if let Some(t) = self.tensor(name, param.shape().dims()) {
+            *param = Param::from_tensor(t);
+        }
+    }
+
+    /// HF `nn.Linear` stores `[out, in]`; burn's `Linear` holds `[in, out]`.
+    fn linear(&mut self, name: &str, linear: &mut Linear<B>) {
+        let [d_in, d_out] = linear.weight.shape().dims();
+        if let Some(w) = self.store.take(&format!("{name}.weight"), &[d_out, d_in]) {
+            let w = TensorData::new(transpose(&w, d_out, d_in), [d_in, d_out]);
+            linear.weight = Param::from_tensor(Tensor::from_data(w, self.device));
+        }
+        if let Some(bias) = linear.bias.as_mut() {
+            self.param(&format!("{name}.bias"), bias);
+        }
+    }
+
+    /// The patch convolution `[d, C, p, p]` becomes a linear layer over flattened patches.
+    fn patch_conv(&mut self, name: &str, linear: &mut Linear<B>, channels: usize, patch: usize) {
+        let [d_in, d_out] = linear.weight.shape().dims();
+        if let Some(w) = self
+            .store
+            .take(&format!("{name}.weight"), &[d_out, channels, patch, patch])
+        {
+            let w = TensorData::new(transpose(&w, d_out, d_in), [d_in, d_out]);
+            linear.weight = Param::from_tensor(Tensor::from_data(w, self.device));
+        }
+        if let Some(bias) = linear.bias.as_mut() {
+            self.param(&format!("{name}.bias"), bias);
+        }
+    }
+
+    fn layer_norm(&mut self, name: &str, norm: &mut LayerNorm<B>) {
+        self.param(&format!("{name}.weight"), &mut norm.gamma);
+        if let Some(beta) = norm.beta.as_mut() {
+            self.param(&format!("{name}.bias"), beta);
+        }
+    }
+
+    fn rms_norm(&mut self, name: &str, norm: &mut RmsNorm<B>) {
+        self.param(&format!("{name}.weight"), &mut norm.gamma);
+    }
+}
+
+fn load_weights<B: Backend>(
+    config: VlmConfig,
+    store: &mut WeightStore,
+    p: &ResolvedPrefixes,
+    device: &B::Device,
+) -> Vlm<B> {
+    let mut model = config.init::<B>(device);
+    let mut l = Loader { store, device };
+    if let (Some(vision), Some(vc)) = (model.vision.as_mut(), config.vision.as_ref()) {
+        let v = &p.vision;
+        l.patch_conv(
+            &format!("{v}embeddings.patch_embedding"),
+            &mut vision.patch_embedding,
+            vc.num_channels,
+            vc.patch_size,
+        );
+        if let Some(cls) = vision.class_embedding.as_mut() {
+            l.param(&format!("{v}embeddings.class_embedding"), cls);
+        }
+        l.param(
+            &format!("{v}embeddings.position_embedding.weight"),
+            &mut vision.position_embedding,
+        );
+        if let Some(norm) = vision.pre_layernorm.as_mut() {
+            l.layer_norm(&format!("{v}pre_layrnorm"), norm); // sic: CLIP's spelling
+        }
+        for (i, layer) in vision.layers.iter_mut().enumerate() {
+            let n = format!("{v}encoder.layers.{i}");
+            l.layer_norm(&format!("{n}.layer_norm1"), &mut layer.layer_norm1);
+            l.linear(
+                &format!("{n}.self_attn.q_proj"),
+                &mut layer.self_attn.q_proj,
+            );
+            l.linear(
+                &format!("{n}.self_attn.k_proj"),
+                &mut layer.self_attn.k_proj,
+            );
+            l.linear(
+                &format!("{n}.self_attn.v_proj"),
+                &mut layer.self_attn.v_proj,
+            );
+            l.linear(
+                &format!("{n}.self_attn.out_proj"),
+                &mut layer.self_attn.out_proj,
+            );
+            l.layer_norm(&format!("{n}.layer_norm2"), &mut layer.layer_norm2);
+            l.linear(&format!("{n}.mlp.fc1"), &mut layer.mlp.fc1);
+            l.linear(&format!("{n}.mlp.fc2"), &mut layer.mlp.fc2);
+        }
+        // CLIP: `post_layernorm`; SigLIP: same name.
+        l.layer_norm(&format!("{v}post_layernorm"), &mut vision.post_layernorm);
+    }
+    if let Some(projector) = model.projector.as_mut() {
+        let n = &p.projector;
+        l.linear(&format!("{n}linear_1"), &mut projector.linear_1);
+        l.linear(&format!("{n}linear_2"), &mut projector.linear_2);
+    }
+    let t = &p.text;
+    let decoder = &mut model.decoder;
+    l.param(
+        &format!("{t}embed_tokens.weight"),
+        &mut decoder.embed_tokens.weight,
+    );
+    for (i, layer) in decoder.layers.iter_mut().enumerate() {
+        let n = format!("{t}layers.{i}");
+        l.rms_norm(&format!("{n}.input_layernorm"), &mut layer.input_layernorm);
+        l.linear(
+            &format!("{n}.self_attn.q_proj"),
+            &mut layer.self_attn.q_proj.base,
+        );
+        l.linear(
+            &format!("{n}.self_attn.k_proj"),
+            &mut layer.self_attn.k_proj.base,
+        );
+        l.linear(
+            &format!("{n}.self_attn.v_proj"),
+            &mut layer.self_attn.v_proj.base,
+        );
+        l.linear(
+            &format!("{n}.self_attn.o_proj"),
+            &mut layer.self_attn.o_proj.base,
+        );
+        l.rms_norm(
+            &format!("{n}.post_attention_layernorm"),
+            &mut layer.post_attention_layernorm,
+        );
+        l.linear(&format!("{n}.mlp.gate_proj"), &mut layer.mlp.gate_proj.base);
+        l.linear(&format!("{n}.mlp.up_proj"), &mut layer.mlp.up_proj.base);
+        l.linear(&format!("{n}.mlp.down_proj"), &mut layer.mlp.down_proj.base);
+    }
+    l.rms_norm(&format!("{t}norm"), &mut decoder.norm);
+    let head = format!("{}weight", p.lm_head);
+    match decoder.lm_head.as_mut() {
+        Some(lm_head) => l.linear(p.lm_head.trim_end_matches('.'), lm_head),
+        // Tied: some exports still write the (identical) head; it is not read.
+        None => l.store.skip(&head),
+    }
+    model
+}

@@ -1,0 +1,124 @@
+//! Tensor-name tables: one prefix table per checkpoint family, and the per-layer rows.
+//!
+//! Grep a checkpoint key, land on its row. The rows (relative to a group prefix) are spelled out in
+//! [`super::load_pretrained`]'s helpers; the prefixes that differ between the Hub and current
+//! transformers are here.
+
+use crate::config::NameStyle;
+
+use super::safetensors::WeightStore;
+
+/// Candidate prefixes of each part of a checkpoint, tried in order.
+pub struct FamilyPrefixes {
+    pub vision: &'static [&'static str],
+    pub projector: &'static [&'static str],
+    pub text: &'static [&'static str],
+    pub lm_head: &'static [&'static str],
+}
+
+/// LLaVA (`LlavaForConditionalGeneration`).
+pub const LLAVA: FamilyPrefixes = FamilyPrefixes {
+    vision: &[
+        // llava-hf on the Hub (transformers < 4.52): CLIPVisionModel wraps `vision_model`.
+        "vision_tower.vision_model.",
+        // transformers ≥ 4.52 in memory.
+        "model.vision_tower.vision_model.",
+        // transformers 5 `save_pretrained` output.
+        "vision_tower.",
+        "model.vision_tower.",
+    ],
+    projector: &["multi_modal_projector.", "model.multi_modal_projector."],
+    text: &[
+        // Hub (and transformers 5 `save_pretrained`).
+        "language_model.model.",
+        // transformers ≥ 4.52 in memory.
+        "model.language_model.",
+    ],
+    lm_head: &["language_model.lm_head.", "lm_head."],
+};
+
+/// Plain causal LMs (`LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM`).
+pub const CAUSAL_LM: FamilyPrefixes = FamilyPrefixes {
+    vision: &[],
+    projector: &[],
+    text: &["model."],
+    lm_head: &["lm_head."],
+};
+
+/// The prefixes a particular checkpoint uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedPrefixes {
+    pub vision: String,
+    pub projector: String,
+    pub text: String,
+    pub lm_head: String,
+    pub style: NameStyle,
+}
+
+/// Picks, per part, the first prefix under which the part's anchor tensor exists. When none
+/// matches, the first candidate is kept so the missing-tensor report shows the expected names.
+pub fn resolve(store: &WeightStore, family: &FamilyPrefixes) -> ResolvedPrefixes {
+    let pick = |candidates: &[&str], anchor: &str| {
+        candidates
+            .iter()
+            .find(|p| store.contains(&format!("{p}{anchor}")))
+            .or(candidates.first())
+            .map_or(String::new(), |p| p.to_string())
+    };
+    let text = pick(family.text, "embed_tokens.weight");
+    let style = if text == "model.language_model." {
+        NameStyle::Current
+    } else if text == "language_model.model." {
+        NameStyle::Legacy
+    } else {
+        NameStyle::Current
+    };
+    ResolvedPrefixes {
+        vision: pick(family.vision, "embeddings.position_embedding.weight"),
+        projector: pick(family.projector, "linear_1.weight"),
+        lm_head: pick(family.lm_head, "weight"),
+        text,
+        style,
+    }
+}
+
+/// Decoder-module path prefix PEFT uses for adapters, per name style and family.
+pub fn peft_text_prefix(style: NameStyle, has_vision: bool) -> &'static str {
+    match (has_vision, style) {
+        (false, _) => "base_model.model.model.",
+        (true, NameStyle::Legacy) => "base_model.model.language_model.model.",
+        (true, NameStyle::Current) => "base_model.model.model.language_model.",
+    }
+}
+
+/// Buffers and heads some checkpoints carry that the model does not use.
+pub fn ignorable(name: &str) -> bool {
+    name.ends_with("embeddings.position_ids")
+        || name.ends_with("rotary_emb.inv_freq")
+        // SigLIP's attention-pooling head; LLaVA reads hidden states before it.
+        || name.contains("vision_model.head.")
+        || name.starts_with("vision_tower.head.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peft_prefixes_follow_the_checkpoint_layout() {
+        assert_eq!(
+            peft_text_prefix(NameStyle::Legacy, true),
+            "base_model.model.language_model.model."
+        );
+        assert_eq!(
+            peft_text_prefix(NameStyle::Current, true),
+            "base_model.model.model.language_model."
+        );
+        assert!(ignorable(
+            "vision_tower.vision_model.embeddings.position_ids"
+        ));
+        assert!(!ignorable(
+            "vision_tower.vision_model.embeddings.position_embedding.weight"
+        ));
+    }
+}

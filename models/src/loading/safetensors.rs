@@ -1,0 +1,214 @@
+//! Reads tensors from one or several (sharded) safetensors files into f32 host buffers, and keeps
+//! account of every tensor taken, missing, mis-shaped or left over so loading reports all problems
+//! at once (nanoGPT `from_pretrained`'s "every key used, every shape right").
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use safetensors::tensor::{Dtype, Metadata, SafeTensors};
+
+use crate::error::{ModelError, WeightProblem};
+
+struct Shard {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    header_len: usize,
+    metadata: Metadata,
+}
+
+/// All tensors of a checkpoint directory (or a single file), by name.
+pub struct WeightStore {
+    origin: PathBuf,
+    shards: Vec<Shard>,
+    /// Tensor name → shard index.
+    index: BTreeMap<String, usize>,
+    used: BTreeSet<String>,
+    problems: Vec<WeightProblem>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.into(),
+        source,
+    }
+}
+
+impl WeightStore {
+    /// Opens `model.safetensors.index.json` (sharded), else `model.safetensors`, else every
+    /// `*.safetensors` in `dir` except adapters.
+    pub fn open_dir(dir: &Path) -> Result<Self, ModelError> {
+        let index_path = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if index_path.exists() {
+            let text = std::fs::read_to_string(&index_path).map_err(io(&index_path))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ModelError::Json {
+                    path: index_path.clone(),
+                    what: "a safetensors index",
+                    message: e.to_string(),
+                })?;
+            let map = json["weight_map"]
+                .as_object()
+                .ok_or_else(|| ModelError::Json {
+                    path: index_path.clone(),
+                    what: "a safetensors index",
+                    message: "no `weight_map` object".into(),
+                })?;
+            let names: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+            names.into_iter().map(|n| dir.join(n)).collect()
+        } else if dir.join("model.safetensors").exists() {
+            vec![dir.join("model.safetensors")]
+        } else {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(io(dir))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension().is_some_and(|e| e == "safetensors")
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with("adapter"))
+                })
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                return Err(ModelError::Safetensors {
+                    path: dir.into(),
+                    message: "no *.safetensors files here (convert .bin checkpoints with `safetensors` first)".into(),
+                });
+            }
+            found
+        };
+        Self::open_files(dir, &files)
+    }
+
+    /// Opens the given files; `origin` names the checkpoint in errors.
+    pub fn open_files(origin: &Path, files: &[PathBuf]) -> Result<Self, ModelError> {
+        let mut shards = Vec::new();
+        let mut index = BTreeMap::new();
+        for path in files {
+            let bytes = std::fs::read(path).map_err(io(path))?;
+            let bad = |e: safetensors::SafeTensorError| ModelError::Safetensors {
+                path: path.clone(),
+                message: e.to_string(),
+            };
+            // `deserialize` validates that every tensor's bytes lie inside the file.
+            SafeTensors::deserialize(&bytes).map_err(bad)?;
+            let (header_len, metadata) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
+            for name in metadata.tensors().keys() {
+                index.insert(name.clone(), shards.len());
+            }
+            shards.push(Shard {
+                path: path.clone(),
+                bytes,
+                header_len,
+                metadata,
+            });
+        }
+        Ok(Self {
+            origin: origin.into(),
+            shards,
+            index,
+            used: BTreeSet::new(),
+            problems: Vec::new(),
+        })
+    }
+
+    /// Every tensor name in the checkpoint.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// Shape of a tensor, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let shard = &self.shards[*self.index.get(name)?];
+        shard.metadata.info(name).map(|i| i.shape.clone())
+    }
+
+    /// Takes `name` as f32 values (row-major) if it exists with shape `expected`; otherwise records
+    /// the problem and returns `None`.
+    pub fn take(&mut self, name: &str, expected: &[usize]) -> Option<Vec<f32>> {
+        let Some(&s) = self.index.get(name) else {
+            self.problems.push(WeightProblem::Missing {
+                name: name.into(),
+                shape: expected.to_vec(),
+            });
+            return None;
+        };
+        self.used.insert(name.into());
+        let shard = &self.shards[s];
+        let info = shard.metadata.info(name)?;
+        if info.shape != expected {
+            self.problems.push(WeightProblem::Shape {
+                name: name.into(),
+                expected: expected.to_vec(),
+                found: info.shape.clone(),
+            });
+            return None;
+        }
+        let start = 8 + shard.header_len + info.data_offsets.0;
+        let end = 8 + shard.header_len + info.data_offsets.1;
+        let raw = &shard.bytes[start..end];
+        let values = match info.dtype {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                self.problems.push(WeightProblem::Dtype {
+                    name: name.into(),
+                    dtype: format!("{other:?}"),
+                });
+                return None;
+            }
+        };
+        Some(values)
+    }
+
+    /// Marks a tensor as deliberately unused (e.g. a tied `lm_head.weight`).
+    pub fn skip(&mut self, name: &str) {
+        if self.contains(name) {
+            self.used.insert(name.into());
+        }
+    }
+
+    /// Ends loading: an error listing every missing, mis-shaped and unexpected tensor, if any.
+    /// Names for which `ignorable` returns true (buffers such as `position_ids`) are not reported.
+    pub fn finish(mut self, ignorable: impl Fn(&str) -> bool) -> Result<(), ModelError> {
+        let unused: Vec<String> = self
+            .index
+            .keys()
+            .filter(|n| !self.used.contains(*n) && !ignorable(n))
+            .cloned()
+            .collect();
+        self.problems.extend(
+            unused
+                .into_iter()
+                .map(|name| WeightProblem::Unexpected { name }),
+        );
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ModelError::Weights {
+                dir: self.origin,
+                problems: self.problems,
+            })
+        }
+    }
+
+    /// Files this store reads.
+    pub fn files(&self) -> Vec<&Path> {
+        self.shards.iter().map(|s| s.path.as_path()).collect()
+    }
+}

@@ -1,0 +1,213 @@
+//! Shared-prefix answer scoring, the cost core of FiRe-MPO (`shared/design/METHOD.md`, "Cost").
+//!
+//! Each prefix (image + prompt) is followed by all of its answers packed into one sequence:
+//! `[prefix | answer 1 | answer 2 | …]`. Answer tokens see the prefix and their own earlier tokens,
+//! never another answer, and take the positions they would have right after the prefix; so one
+//! forward gives every answer exactly the logits of a separate `prefix + answer` forward, while the
+//! image is encoded and the prefix run once. Logits are computed only at answer positions.
+//! (The same packing is known as "tree attention" / shared-prefix packing, e.g. in
+//! `sglang`'s RadixAttention and in prefix-sharing DPO trainers.)
+
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+
+use crate::error::ModelError;
+use crate::mask::{attention_bias, host_ints, int_tensor, positions_from_mask, RowLayout};
+use crate::vlm::{Vlm, VlmInput};
+
+/// Prefixes and the answers to score after each.
+///
+/// # Shapes
+/// - `prefix_ids`: `[n_prefixes, prefix_len]`, **left**-padded so every prefix ends at the last column.
+/// - `prefix_mask`: `[n_prefixes, prefix_len]`, 1 = token, 0 = padding; `None` = no padding.
+/// - `pixel_values`: `[n_images, C, H, W]` for the image tokens of the prefixes (row-major order).
+/// - `answer_ids`: `[n_prefixes, n_answers, answer_len]`, right-padded with any valid token id
+///   (padded positions produce logits the caller masks out).
+#[derive(Debug, Clone)]
+pub struct ScoringInput<B: Backend> {
+    pub prefix_ids: Tensor<B, 2, Int>,
+    pub prefix_mask: Option<Tensor<B, 2, Int>>,
+    pub pixel_values: Option<Tensor<B, 4>>,
+    pub answer_ids: Tensor<B, 3, Int>,
+}
+
+struct HostScoring {
+    prefix: Vec<Vec<i64>>,
+    mask: Vec<Vec<bool>>,
+    answers: Vec<Vec<Vec<i64>>>,
+}
+
+impl<B: Backend> ScoringInput<B> {
+    fn host(&self) -> Result<HostScoring, ModelError> {
+        let prefix = host_ints(&self.prefix_ids);
+        let mask: Vec<Vec<bool>> = match &self.prefix_mask {
+            Some(m) => host_ints(m)
+                .into_iter()
+                .map(|r| r.into_iter().map(|v| v != 0).collect())
+                .collect(),
+            None => prefix.iter().map(|r| vec![true; r.len()]).collect(),
+        };
+        for (p, row) in mask.iter().enumerate() {
+            let first = row.iter().position(|&m| m);
+            if first.is_none() || row[first.unwrap_or(0)..].iter().any(|&m| !m) {
+                return Err(ModelError::Input(format!(
+                    "prefix {p} must be left-padded and non-empty (mask {row:?}): put padding before the prompt"
+                )));
+            }
+        }
+        let [n_prefixes, n_answers, answer_len] = self.answer_ids.dims();
+        if n_prefixes != prefix.len() || answer_len == 0 || n_answers == 0 {
+            return Err(ModelError::Input(format!(
+                "answer_ids {:?} must be [n_prefixes = {}, n_answers > 0, answer_len > 0]",
+                self.answer_ids.dims(),
+                prefix.len()
+            )));
+        }
+        let flat = host_ints(
+            &self
+                .answer_ids
+                .clone()
+                .reshape([n_prefixes * n_answers, answer_len]),
+        );
+        let answers = flat.chunks(n_answers).map(<[Vec<i64>]>::to_vec).collect();
+        Ok(HostScoring {
+            prefix,
+            mask,
+            answers,
+        })
+    }
+}
+
+/// Positions in the packed row whose hidden state predicts answer token `t` of answer `i`:
+/// the last prefix token for `t = 0`, else answer token `t - 1`.
+fn predictor_index(prefix_len: usize, n_answers: usize, answer_len: usize) -> Vec<i64> {
+    (0..n_answers)
+        .flat_map(|i| {
+            (0..answer_len).map(move |t| {
+                if t == 0 {
+                    prefix_len as i64 - 1
+                } else {
+                    (prefix_len + i * answer_len + t - 1) as i64
+                }
+            })
+        })
+        .collect()
+}
+
+impl<B: Backend> Vlm<B> {
+    /// Scores every answer after its prefix in one packed forward.
+    ///
+    /// Returns logits `[n_prefixes, n_answers, answer_len, vocab]` where `[p, i, t]` is the
+    /// distribution of `answer_ids[p, i, t]` (labels need no shift). Gradients flow through the
+    /// prefix, the image encoder and the projector.
+    pub fn score_answers(&self, input: ScoringInput<B>) -> Result<Tensor<B, 4>, ModelError> {
+        let device = input.prefix_ids.device();
+        let host = input.host()?;
+        let n_prefixes = host.prefix.len();
+        let prefix_len = host.prefix[0].len();
+        let n_answers = host.answers[0].len();
+        let answer_len = host.answers[0][0].len();
+        let total = prefix_len + n_answers * answer_len;
+
+        let mut ids = Vec::with_capacity(n_prefixes);
+        let mut rows = Vec::with_capacity(n_prefixes);
+        let mut positions = Vec::with_capacity(n_prefixes);
+        for p in 0..n_prefixes {
+            let mut row_ids = host.prefix[p].clone();
+            let mut segment = vec![0u32; prefix_len];
+            let mut pos = positions_from_mask(&host.mask[p..p + 1]).remove(0);
+            let n_real = host.mask[p].iter().filter(|&&m| m).count() as i64;
+            for (i, answer) in host.answers[p].iter().enumerate() {
+                row_ids.extend_from_slice(answer);
+                segment.extend(std::iter::repeat_n(i as u32 + 1, answer_len));
+                pos.extend((0..answer_len as i64).map(|t| n_real + t));
+            }
+            let mut valid = host.mask[p].clone();
+            valid.resize(total, true);
+            ids.push(row_ids);
+            positions.push(pos);
+            rows.push(RowLayout {
+                key_valid: valid,
+                key_segment: segment,
+            });
+        }
+        let embeds = self.embed_inputs(&ids, input.pixel_values, &device)?;
+        let bias = attention_bias::<B>(&rows, 0, total, &device);
+        let hidden =
+            self.decoder
+                .forward(embeds, int_tensor::<B>(&positions, &device), bias, &mut []);
+        let index = predictor_index(prefix_len, n_answers, answer_len);
+        let index = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(index, [n_answers * answer_len]),
+            &device,
+        );
+        let logits = self.decoder.logits(hidden.select(1, index));
+        // [n_prefixes, n_answers · answer_len, vocab]
+        let vocab = logits.dims()[2];
+        Ok(logits.reshape([n_prefixes, n_answers, answer_len, vocab]))
+        // [n_prefixes, n_answers, answer_len, vocab]
+    }
+
+    /// The baseline layout: one full `prefix + answer` sequence per answer (image re-encoded per
+    /// sequence), same output as [`Vlm::score_answers`]. For tests and benchmarks; needs exactly one
+    /// image per prefix when images are given.
+    pub fn score_answers_separately(
+        &self,
+        input: ScoringInput<B>,
+    ) -> Result<Tensor<B, 4>, ModelError> {
+        let device = input.prefix_ids.device();
+        let host = input.host()?;
+        let n_prefixes = host.prefix.len();
+        let prefix_len = host.prefix[0].len();
+        let n_answers = host.answers[0].len();
+        let answer_len = host.answers[0][0].len();
+        let mut ids = Vec::new();
+        let mut mask = Vec::new();
+        for p in 0..n_prefixes {
+            for answer in &host.answers[p] {
+                ids.push([host.prefix[p].clone(), answer.clone()].concat());
+                let mut m: Vec<i64> = host.mask[p].iter().map(|&b| i64::from(b)).collect();
+                m.resize(prefix_len + answer_len, 1);
+                mask.push(m);
+            }
+        }
+        let pixel_values = match input.pixel_values {
+            Some(px) => {
+                let [n_images, c, h, w] = px.dims();
+                if n_images != n_prefixes {
+                    return Err(ModelError::Input(format!(
+                        "separate scoring needs one image per prefix, got {n_images} for {n_prefixes}"
+                    )));
+                }
+                let px = px.unsqueeze_dim::<5>(1).repeat_dim(1, n_answers);
+                Some(px.reshape([n_prefixes * n_answers, c, h, w]))
+                // [n_prefixes · n_answers, C, H, W]
+            }
+            None => None,
+        };
+        let input = VlmInput {
+            input_ids: int_tensor::<B>(&ids, &device),
+            pixel_values,
+            attention_mask: Some(int_tensor::<B>(&mask, &device)),
+        };
+        let hidden = self.forward_hidden(input, &mut [])?;
+        let index: Vec<i64> = (0..answer_len as i64)
+            .map(|t| prefix_len as i64 - 1 + t)
+            .collect();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [answer_len]), &device);
+        let logits = self.decoder.logits(hidden.select(1, index));
+        // [n_prefixes · n_answers, answer_len, vocab]
+        let vocab = logits.dims()[2];
+        Ok(logits.reshape([n_prefixes, n_answers, answer_len, vocab]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predictors_point_at_the_previous_token() {
+        // prefix of 3, two answers of 2: answer 0 at 3..5, answer 1 at 5..7.
+        assert_eq!(predictor_index(3, 2, 2), vec![2, 3, 2, 5]);
+    }
+}

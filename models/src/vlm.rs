@@ -1,0 +1,264 @@
+//! The LLaVA composition: vision tower → projector → decoder, with image features written into the
+//! image-token positions of the prompt (HF `modeling_llava.py` `LlavaModel.forward`,
+//! `get_image_features`, `masked_scatter`; candle `llava/mod.rs`).
+
+use burn::module::Module;
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+
+use crate::config::{FeatureSelect, VlmConfig};
+use crate::decoder::Decoder;
+use crate::error::ModelError;
+use crate::kv_cache::KvCache;
+use crate::lora::LoraConfig;
+use crate::mask::{attention_bias, host_ints, int_tensor, positions_from_mask, RowLayout};
+use crate::projector::Projector;
+use crate::vision::VisionTransformer;
+
+/// One batch of prompts, optionally with images.
+///
+/// # Shapes
+/// - `input_ids`: `[batch, seq_len]`; each image occupies `config.image_tokens_per_image()`
+///   consecutive `image_token_id` positions (the expanded `<image>` of the HF processor).
+/// - `pixel_values`: `[n_images, C, H, W]`, images in the order their tokens appear (row-major).
+/// - `attention_mask`: `[batch, seq_len]`, 1 = token, 0 = padding (left or right); `None` = all 1.
+#[derive(Debug, Clone)]
+pub struct VlmInput<B: Backend> {
+    pub input_ids: Tensor<B, 2, Int>,
+    pub pixel_values: Option<Tensor<B, 4>>,
+    pub attention_mask: Option<Tensor<B, 2, Int>>,
+}
+
+impl<B: Backend> VlmInput<B> {
+    pub fn new(input_ids: Tensor<B, 2, Int>) -> Self {
+        Self {
+            input_ids,
+            pixel_values: None,
+            attention_mask: None,
+        }
+    }
+
+    pub fn with_pixels(mut self, pixel_values: Tensor<B, 4>) -> Self {
+        self.pixel_values = Some(pixel_values);
+        self
+    }
+
+    pub fn with_attention_mask(mut self, mask: Tensor<B, 2, Int>) -> Self {
+        self.attention_mask = Some(mask);
+        self
+    }
+
+    /// Host copies of ids and mask.
+    pub(crate) fn host(&self) -> (Vec<Vec<i64>>, Vec<Vec<bool>>) {
+        let ids = host_ints(&self.input_ids);
+        let mask = match &self.attention_mask {
+            Some(m) => host_ints(m)
+                .into_iter()
+                .map(|r| r.into_iter().map(|v| v != 0).collect())
+                .collect(),
+            None => ids.iter().map(|r| vec![true; r.len()]).collect(),
+        };
+        (ids, mask)
+    }
+}
+
+/// A LLaVA-style vision-language model (or a text-only causal LM when `vision` is `None`).
+#[derive(Module, Debug)]
+pub struct Vlm<B: Backend> {
+    pub vision: Option<VisionTransformer<B>>,
+    pub projector: Option<Projector<B>>,
+    pub decoder: Decoder<B>,
+    #[module(skip)]
+    pub config: VlmConfig,
+}
+
+impl VlmConfig {
+    /// Builds a randomly initialized model (weights come from [`crate::load_pretrained`]).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Vlm<B> {
+        let vision = self
+            .vision
+            .as_ref()
+            .map(|v| VisionTransformer::init(v, device));
+        let projector = self.vision.as_ref().map(|v| {
+            Projector::init(
+                v.d_model * self.vision_feature_layers.len(),
+                self.text.d_model,
+                self.projector_bias,
+                self.projector_activation,
+                device,
+            )
+        });
+        Vlm {
+            vision,
+            projector,
+            decoder: Decoder::init(&self.text, device),
+            config: self.clone(),
+        }
+    }
+}
+
+impl<B: Backend> Vlm<B> {
+    /// Projected image features `[n_images, image_tokens_per_image, d_text]`.
+    pub fn image_features(&self, pixel_values: Tensor<B, 4>) -> Result<Tensor<B, 3>, ModelError> {
+        let (Some(vision), Some(projector), Some(vc)) =
+            (&self.vision, &self.projector, &self.config.vision)
+        else {
+            return Err(ModelError::Input(
+                "this model has no vision tower; pass no pixel_values".into(),
+            ));
+        };
+        let [_, c, h, w] = pixel_values.dims();
+        if c != vc.num_channels || h != vc.image_size || w != vc.image_size {
+            return Err(ModelError::Input(format!(
+                "pixel_values are [_, {c}, {h}, {w}] but the vision tower expects [_, {}, {s}, {s}]; preprocess with the checkpoint's preprocessor_config.json",
+                vc.num_channels,
+                s = vc.image_size
+            )));
+        }
+        let states = vision.hidden_states(pixel_values, &self.config.resolved_feature_layers());
+        let mut features = Tensor::cat(states, 2);
+        // [n_images, n_positions, d_vision · n_feature_layers]
+        if self.config.vision_feature_select == FeatureSelect::Default {
+            let n = features.dims()[1];
+            features = features.narrow(1, 1, n - 1);
+        }
+        Ok(projector.forward(features))
+    }
+
+    /// Input embeddings `[batch, seq_len, d_model]`: token embeddings with the image features
+    /// scattered into the image-token positions in row-major order (HF `masked_scatter`).
+    pub fn embed_inputs(
+        &self,
+        ids: &[Vec<i64>],
+        pixel_values: Option<Tensor<B, 4>>,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        let image_id = self.config.image_token_id as i64;
+        let vocab = self.config.text.vocab_size as i64;
+        let batch = ids.len();
+        let seq_len = ids.first().map_or(0, Vec::len);
+        if let Some(bad) = ids
+            .iter()
+            .flatten()
+            .find(|&&t| t < 0 || (t >= vocab && t != image_id))
+        {
+            return Err(ModelError::Input(format!(
+                "token id {bad} is outside the vocabulary (size {vocab})"
+            )));
+        }
+        let n_image_tokens = ids.iter().flatten().filter(|&&t| t == image_id).count();
+        // Image positions embed token 0, then get overwritten.
+        let safe: Vec<Vec<i64>> = ids
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|&t| if t == image_id { 0 } else { t })
+                    .collect()
+            })
+            .collect();
+        let text = self.decoder.embed(int_tensor::<B>(&safe, device));
+        let Some(pixels) = pixel_values else {
+            if n_image_tokens > 0 && self.vision.is_some() {
+                return Err(ModelError::Input(format!(
+                    "the prompt has {n_image_tokens} image tokens (id {image_id}) but no pixel_values were given"
+                )));
+            }
+            return Ok(text);
+        };
+        let features = self.image_features(pixels)?;
+        let [n_images, per_image, d_model] = features.dims();
+        if n_image_tokens != n_images * per_image {
+            return Err(ModelError::Input(format!(
+                "the prompt has {n_image_tokens} image tokens (id {image_id}) but {n_images} image(s) need {}; \
+                 put the image placeholder in the prompt and expand it to {per_image} tokens per image (see chat.rs)",
+                n_images * per_image
+            )));
+        }
+        let n_text = batch * seq_len;
+        let mut next_feature = n_text as i64;
+        let index: Vec<i64> = ids
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, &t)| {
+                if t == image_id {
+                    next_feature += 1;
+                    next_feature - 1
+                } else {
+                    i as i64
+                }
+            })
+            .collect();
+        let rows = Tensor::cat(
+            vec![
+                text.reshape([n_text, d_model]),
+                features.reshape([n_images * per_image, d_model]),
+            ],
+            0,
+        );
+        // [batch·seq_len + n_image_tokens, d_model]
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [n_text]), device);
+        Ok(rows.select(0, index).reshape([batch, seq_len, d_model]))
+        // [batch, seq_len, d_model]
+    }
+
+    /// Full forward: logits `[batch, seq_len, vocab]` at every position.
+    pub fn forward(&self, input: VlmInput<B>) -> Result<Tensor<B, 3>, ModelError> {
+        let hidden = self.forward_hidden(input, &mut [])?;
+        Ok(self.decoder.logits(hidden))
+    }
+
+    /// Normalized decoder hidden states `[batch, seq_len, d_model]`; with one [`KvCache`] per layer
+    /// (empty caches) the prompt's keys and values are kept for [`crate::generate`].
+    pub fn forward_hidden(
+        &self,
+        input: VlmInput<B>,
+        caches: &mut [KvCache<B>],
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        let device = input.input_ids.device();
+        let (ids, mask) = input.host();
+        let embeds = self.embed_inputs(&ids, input.pixel_values, &device)?;
+        let seq_len = ids.first().map_or(0, Vec::len);
+        let rows: Vec<RowLayout> = mask
+            .iter()
+            .map(|m| RowLayout {
+                key_valid: m.clone(),
+                key_segment: vec![0; seq_len],
+            })
+            .collect();
+        let bias = attention_bias::<B>(&rows, 0, seq_len, &device);
+        let positions = int_tensor::<B>(&positions_from_mask(&mask), &device);
+        Ok(self.decoder.forward(embeds, positions, bias, caches))
+    }
+
+    /// Freezes every weight and attaches fresh LoRA adapters to the targeted decoder projections.
+    /// Only the adapters require gradients afterwards.
+    pub fn with_lora(self, config: &LoraConfig, device: &B::Device) -> Result<Self, ModelError> {
+        config.validate()?;
+        let mut model = self.no_grad();
+        model.decoder = model.decoder.attach_lora(config, device);
+        Ok(model)
+    }
+
+    /// The same weights with adapters on or off. Off is the reference model of preference
+    /// training: no second copy of the weights (tensors are shared, not cloned).
+    pub fn with_adapters(mut self, enabled: bool) -> Self {
+        self.decoder = self
+            .decoder
+            .map_projections(|_, l| l.set_adapter_enabled(enabled));
+        self
+    }
+
+    /// Folds every adapter into its base weight (for export); the result has no adapters.
+    pub fn merge_lora(mut self) -> Self {
+        self.decoder = self.decoder.map_projections(|_, l| l.merge());
+        self
+    }
+
+    /// Whether any projection carries an adapter.
+    pub fn has_lora(&self) -> bool {
+        self.decoder
+            .layers
+            .iter()
+            .any(|l| l.projections().iter().any(|(_, p)| p.adapter.is_some()))
+    }
+}

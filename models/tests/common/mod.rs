@@ -1,0 +1,63 @@
+//! Shared helpers of the integration tests: fixture paths and reading expected tensors.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::backend::NdArray;
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use safetensors::tensor::{Dtype, SafeTensors};
+
+pub type B = NdArray<f32>;
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Tensors of an `expected.safetensors` file, by name.
+pub struct Expected {
+    bytes: Vec<u8>,
+}
+
+impl Expected {
+    pub fn open(path: PathBuf) -> Self {
+        Self {
+            bytes: std::fs::read(path).expect("fixture present"),
+        }
+    }
+
+    fn raw(&self, name: &str) -> (Dtype, Vec<usize>, Vec<u8>) {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let t = st.tensor(name).unwrap();
+        (t.dtype(), t.shape().to_vec(), t.data().to_vec())
+    }
+
+    pub fn floats<const D: usize>(&self, name: &str) -> Tensor<B, D> {
+        let (dtype, shape, data) = self.raw(name);
+        assert_eq!(dtype, Dtype::F32);
+        let v: Vec<f32> = data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Tensor::from_data(TensorData::new(v, shape), &Default::default())
+    }
+
+    pub fn ints<const D: usize>(&self, name: &str) -> Tensor<B, D, Int> {
+        let (dtype, shape, data) = self.raw(name);
+        assert_eq!(dtype, Dtype::I64);
+        let v: Vec<i64> = data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        Tensor::from_data(TensorData::new(v, shape), &Default::default())
+    }
+}
+
+/// Largest absolute difference between two float tensors.
+pub fn max_abs_diff<Bk: Backend, const D: usize>(a: Tensor<Bk, D>, b: Tensor<Bk, D>) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b).abs().max().into_scalar().elem::<f32>()
+}
+
+use burn::tensor::ElementConversion;
