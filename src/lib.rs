@@ -6,7 +6,9 @@
 
 pub mod backend;
 pub mod cli;
+pub mod pipeline;
 pub mod playground;
+pub mod stages;
 pub mod train;
 
 pub use firempo_losses as losses;

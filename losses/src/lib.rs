@@ -1,5 +1,5 @@
 //! Preference-optimization losses for vision-language models, generic over burn's `Backend`:
-//! DPO, RRPO, mDPO and FiRe-MPO, with the token log-prob and token-wise KL building blocks.
+//! DPO, RRPO, mDPO and FiRe-MPO (plus the SFT token NLL), with the token log-prob and token-wise KL building blocks.
 //!
 //! Losses consume answer-position logits only ([`PreferenceBatch`]) and return the differentiable
 //! batch loss with detached metrics ([`LossOutput`]). Formulas: each loss's doc comment and
@@ -15,6 +15,7 @@ mod mdpo;
 mod output;
 mod preference;
 mod rrpo;
+mod sft;
 
 pub use batch::*;
 pub use dpo::*;
@@ -24,3 +25,4 @@ pub use mdpo::*;
 pub use output::*;
 pub use preference::*;
 pub use rrpo::*;
+pub use sft::*;

@@ -36,6 +36,8 @@ pub enum Metric {
     ChosenLogps,
     /// Policy sequence log-prob of the rejected answer, batch mean.
     RejectedLogps,
+    /// SFT: fraction of answer tokens predicted exactly (argmax).
+    TokenAccuracy,
 }
 
 impl Metric {
@@ -56,6 +58,7 @@ impl Metric {
             Metric::VisualMargin => "rewards/visual_margin",
             Metric::ChosenLogps => "logps/chosen",
             Metric::RejectedLogps => "logps/rejected",
+            Metric::TokenAccuracy => "sft/token_accuracy",
         }
     }
 }
@@ -135,7 +138,8 @@ impl MetricValues {
 pub struct LossOutput<B: Backend> {
     /// Batch-mean loss, shape `[1]`, differentiable w.r.t. the policy logits.
     pub loss: Tensor<B, 1>,
-    /// Per-example loss `[batch]` (differentiable), e.g. for NaN diagnostics by example id.
+    /// Per-example loss `[batch]` (differentiable), e.g. for NaN diagnostics by example id
+    /// (for SFT: the summed answer NLL of each example).
     pub per_example: Tensor<B, 1>,
     /// Detached metrics (always includes [`Metric::Loss`]).
     pub metrics: LossMetrics<B>,
@@ -143,8 +147,16 @@ pub struct LossOutput<B: Backend> {
 
 impl<B: Backend> LossOutput<B> {
     /// Builds the output from per-example losses and the metrics recorded so far.
-    pub(crate) fn new(per_example: Tensor<B, 1>, mut metrics: LossMetrics<B>) -> Self {
-        let loss = per_example.clone().mean();
+    pub(crate) fn new(per_example: Tensor<B, 1>, metrics: LossMetrics<B>) -> Self {
+        Self::with_loss(per_example.clone().mean(), per_example, metrics)
+    }
+
+    /// Builds the output from a batch loss that is not the plain mean of `per_example`.
+    pub(crate) fn with_loss(
+        loss: Tensor<B, 1>,
+        per_example: Tensor<B, 1>,
+        mut metrics: LossMetrics<B>,
+    ) -> Self {
         metrics
             .entries
             .insert(0, (Metric::Loss, loss.clone().detach()));

@@ -3,6 +3,7 @@
 mod info;
 mod loss_args;
 mod losses;
+mod stages;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,12 @@ pub enum Command {
     Info,
     /// Optimize free answer logits with a preference loss and print how its metrics evolve.
     Losses(Box<losses::LossesArgs>),
+    /// Generate the synthetic lesion benchmark (images, masks, questions, reports).
+    Synth(stages::SynthArgs),
+    /// Supervised fine-tuning on records (the demo's tiny VLM from scratch, or a model directory).
+    Sft(Box<stages::SftArgs>),
+    /// Preference alignment (DPO, RRPO, mDPO, FiRe-MPO) of a model directory on pairs.
+    Align(Box<stages::AlignArgs>),
 }
 
 /// Entry point of the binary: runs the command and turns errors into a message and exit code 1.
@@ -50,5 +57,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info => info::run(),
         Command::Losses(args) => losses::run(*args),
+        Command::Synth(args) => stages::synth(args),
+        Command::Sft(args) => stages::sft(*args),
+        Command::Align(args) => stages::align(*args),
     }
 }

@@ -1,0 +1,221 @@
+//! Arguments of the pipeline stages (`synth`, `sft`, `align`) and their conversion to stage
+//! settings. Every computing stage takes `--backend`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use firempo_datasets::synth::{generate, SynthConfig};
+use firempo_models::LoraConfig;
+
+use super::LossArgs;
+use crate::backend::{run_on, BackendKind};
+use crate::stages::align::AlignStage;
+use crate::stages::sft::{ModelSource, SftStage};
+use crate::train::{interrupt, TrainerConfig};
+
+/// `firempo synth`: the synthetic lesion benchmark.
+#[derive(Debug, Clone, Args)]
+pub struct SynthArgs {
+    /// Output folder (train/val/test JSONL, images, masks).
+    #[arg(long, default_value = "runs/synth")]
+    pub out: PathBuf,
+    /// Seed (same seed, byte-identical output).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Training images.
+    #[arg(long, default_value_t = 1000)]
+    pub train: usize,
+    /// Validation images.
+    #[arg(long, default_value_t = 200)]
+    pub val: usize,
+    /// Test images.
+    #[arg(long, default_value_t = 200)]
+    pub test: usize,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 64)]
+    pub image_size: u32,
+}
+
+/// Runs `firempo synth`.
+pub fn synth(args: SynthArgs) -> anyhow::Result<()> {
+    let config = SynthConfig {
+        seed: args.seed,
+        n_train: args.train,
+        n_val: args.val,
+        n_test: args.test,
+        image_size: args.image_size,
+        ..SynthConfig::default()
+    };
+    let summary = generate(&config, &args.out)?;
+    for split in &summary.splits {
+        println!(
+            "{:<5} {:>5} images {:>6} records ({} with lesions) -> {}",
+            split.split.name(),
+            split.images,
+            split.records,
+            split.with_lesions,
+            args.out.join(&split.records_path).display()
+        );
+    }
+    Ok(())
+}
+
+/// Optimization flags shared by the training stages.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// Examples per micro-batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Micro-batches accumulated per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Peak AdamW learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Linear warmup steps.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Clip gradients to this global L2 norm.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: usize,
+    /// Seed of initialization, data order and dropout.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Continue the interrupted run in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+    pub backend: BackendKind,
+}
+
+impl TrainArgs {
+    fn trainer(&self, default_lr: f64) -> TrainerConfig {
+        TrainerConfig {
+            steps: self.steps,
+            micro_batch_size: self.batch,
+            grad_accum: self.grad_accum,
+            lr: self.lr.unwrap_or(default_lr),
+            warmup_steps: self.warmup,
+            weight_decay: self.weight_decay,
+            max_grad_norm: Some(self.max_grad_norm),
+            checkpoint_every: self.checkpoint_every,
+            seed: self.seed,
+            ..TrainerConfig::default()
+        }
+    }
+}
+
+/// `firempo sft`: supervised fine-tuning.
+#[derive(Debug, Clone, Args)]
+pub struct SftArgs {
+    /// Training records (firempo JSONL, e.g. runs/synth/train.jsonl).
+    #[arg(long)]
+    pub records: PathBuf,
+    /// Output model directory.
+    #[arg(long, default_value = "runs/sft")]
+    pub out: PathBuf,
+    /// Starting model: `demo` (tiny VLM from scratch) or a firempo model directory.
+    #[arg(long, default_value = "demo")]
+    pub model: String,
+    /// Use at most this many records.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Freeze the vision tower and projector.
+    #[arg(long)]
+    pub freeze_vision: bool,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+/// Runs `firempo sft`.
+pub fn sft(args: SftArgs) -> anyhow::Result<()> {
+    let stage = SftStage {
+        records: args.records,
+        out: args.out,
+        model: if args.model == "demo" {
+            ModelSource::Demo
+        } else {
+            ModelSource::Dir(args.model.into())
+        },
+        limit: args.limit,
+        freeze_vision: args.freeze_vision,
+        trainer: args.train.trainer(3e-3),
+        resume: args.train.resume,
+    };
+    interrupt::install_ctrl_c_handler();
+    let out = run_on(args.train.backend, stage)?;
+    println!("SFT model written to {}", out.display());
+    Ok(())
+}
+
+/// `firempo align`: preference alignment.
+#[derive(Debug, Clone, Args)]
+pub struct AlignArgs {
+    /// Preference pairs (JSONL written by `firempo pairs`).
+    #[arg(long)]
+    pub pairs: PathBuf,
+    /// Folder the pairs' image paths are relative to (default: the pairs file's folder).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Model directory to align (the SFT output).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output model directory.
+    #[arg(long, default_value = "runs/align")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub loss: LossArgs,
+    /// LoRA rank (0: full fine-tuning against a frozen copy).
+    #[arg(long, default_value_t = 8)]
+    pub lora_rank: usize,
+    /// LoRA alpha.
+    #[arg(long, default_value_t = 16.0)]
+    pub lora_alpha: f64,
+    /// LoRA dropout.
+    #[arg(long, default_value_t = 0.0)]
+    pub lora_dropout: f64,
+    /// Train the vision tower and projector too (frozen by default, as in the paper).
+    #[arg(long)]
+    pub train_vision: bool,
+    /// Off-policy baseline: use the ground-truth answers of this records file as y+.
+    #[arg(long, value_name = "RECORDS")]
+    pub ground_truth_chosen: Option<PathBuf>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+/// Runs `firempo align`.
+pub fn align(args: AlignArgs) -> anyhow::Result<()> {
+    let lora = (args.lora_rank > 0).then(|| LoraConfig {
+        rank: args.lora_rank,
+        alpha: args.lora_alpha,
+        dropout: args.lora_dropout,
+        ..LoraConfig::default()
+    });
+    let stage = AlignStage {
+        pairs: args.pairs,
+        root: args.root,
+        model: args.model,
+        out: args.out,
+        loss: args.loss.to_loss()?,
+        lora,
+        freeze_vision: !args.train_vision,
+        ground_truth_chosen: args.ground_truth_chosen,
+        trainer: args.train.trainer(1e-3),
+        resume: args.train.resume,
+    };
+    interrupt::install_ctrl_c_handler();
+    let out = run_on(args.train.backend, stage)?;
+    println!("aligned model written to {}", out.display());
+    Ok(())
+}

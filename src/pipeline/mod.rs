@@ -1,0 +1,10 @@
+//! The alignment pipeline's stages and the pieces they share: tokenizer training, the model's
+//! processor (tokens and pixels), scoring batches, and the SFT and preference objectives.
+
+pub mod align;
+pub mod batch;
+pub mod demo_model;
+pub mod model_dir;
+pub mod processor;
+pub mod sft;
+pub mod tokenizer;

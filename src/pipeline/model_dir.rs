@@ -1,0 +1,104 @@
+//! A trained model on disk, everything needed to use it again:
+//!
+//! ```text
+//! DIR/model.json       firempo-models VlmConfig (architecture)
+//! DIR/model.mpk        weights (burn record, full precision)
+//! DIR/tokenizer.json   HF tokenizers format
+//! DIR/processor.json   image preprocessing and prompt template
+//! ```
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::Context;
+use burn::module::Module;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::Backend;
+use firempo_datasets::PreprocessConfig;
+use firempo_models::{Vlm, VlmConfig};
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use super::processor::Processor;
+
+/// `processor.json`: how text and images become model inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorConfig {
+    /// Image preprocessing.
+    pub preprocess: PreprocessConfig,
+    /// Prompt template with `{question}` and one `<image>`.
+    pub template: String,
+}
+
+/// Writes the model, its tokenizer and processor settings to `dir`.
+pub fn save_model_dir<B: Backend>(
+    dir: &Path,
+    model: &Vlm<B>,
+    processor: &Processor,
+) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::write(
+        dir.join("model.json"),
+        serde_json::to_string_pretty(&model.config)?,
+    )?;
+    let processor_config = ProcessorConfig {
+        preprocess: processor.preprocess.clone(),
+        template: processor.template.clone(),
+    };
+    fs::write(
+        dir.join("processor.json"),
+        serde_json::to_string_pretty(&processor_config)?,
+    )?;
+    processor
+        .tokenizer
+        .save(dir.join("tokenizer.json"), true)
+        .map_err(|e| anyhow::anyhow!("writing {}/tokenizer.json: {e}", dir.display()))?;
+    model
+        .clone()
+        .save_file(
+            dir.join("model"),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+        )
+        .with_context(|| format!("writing weights to {}/model.mpk", dir.display()))
+}
+
+/// Loads a model directory written by [`save_model_dir`].
+pub fn load_model_dir<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> anyhow::Result<(Vlm<B>, Processor)> {
+    let read = |name: &str| -> anyhow::Result<String> {
+        let path = dir.join(name);
+        fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (is {} a firempo model directory, written by `firempo sft`?)",
+                path.display(),
+                dir.display()
+            )
+        })
+    };
+    let config: VlmConfig = serde_json::from_str(&read("model.json")?)
+        .with_context(|| format!("parsing {}/model.json", dir.display()))?;
+    config.validate()?;
+    let processor_config: ProcessorConfig = serde_json::from_str(&read("processor.json")?)
+        .with_context(|| format!("parsing {}/processor.json", dir.display()))?;
+    let tokenizer_path = dir.join("tokenizer.json");
+    let tokenizer = Tokenizer::from_file(&tokenizer_path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", tokenizer_path.display()))?;
+    let processor = Processor::new(
+        &config,
+        tokenizer,
+        processor_config.preprocess,
+        &processor_config.template,
+    )?;
+    let model = config
+        .init::<B>(device)
+        .load_file(
+            dir.join("model"),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+            device,
+        )
+        .with_context(|| format!("loading weights from {}/model.mpk", dir.display()))?;
+    Ok((model, processor))
+}

@@ -1,0 +1,82 @@
+//! Supervised fine-tuning objective: teacher-forced answer NLL on `(image, question, answer)`
+//! records, scored with the shared-prefix API (logits only at answer positions).
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use firempo_datasets::Record;
+use firempo_losses::{sft_loss, LossOutput};
+use firempo_models::Vlm;
+
+use super::batch::scoring_batch;
+use super::processor::Processor;
+use crate::train::Objective;
+
+/// One tokenized training example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SftExample {
+    /// Prompt ids (with the expanded image tokens).
+    pub prompt: Vec<i64>,
+    /// Answer ids ending in `</s>`.
+    pub answer: Vec<i64>,
+    /// The image file.
+    pub image: PathBuf,
+}
+
+/// Tokenizes `records` (image paths resolved against `root`).
+pub fn sft_examples(
+    processor: &Processor,
+    records: &[Record],
+    root: &Path,
+) -> anyhow::Result<Vec<SftExample>> {
+    records
+        .iter()
+        .map(|record| {
+            Ok(SftExample {
+                prompt: processor.prompt_ids(&record.question)?,
+                answer: processor.answer_ids(&record.answer)?,
+                image: record.image_path(root),
+            })
+        })
+        .collect()
+}
+
+/// Mean answer-token NLL over a micro-batch of examples.
+pub struct SftObjective<'a, B: Backend> {
+    /// Tokenizer and image preprocessing.
+    pub processor: &'a Processor,
+    /// The training examples.
+    pub examples: Vec<SftExample>,
+    /// Where batches are built.
+    pub device: B::Device,
+}
+
+impl<B: AutodiffBackend> Objective<B> for SftObjective<'_, B> {
+    type Model = Vlm<B>;
+
+    fn num_examples(&self) -> usize {
+        self.examples.len()
+    }
+
+    fn loss(&self, model: &Vlm<B>, indices: &[usize]) -> anyhow::Result<LossOutput<B>> {
+        let examples: Vec<&SftExample> = indices.iter().map(|&i| &self.examples[i]).collect();
+        let prompts: Vec<Vec<i64>> = examples.iter().map(|e| e.prompt.clone()).collect();
+        let answers: Vec<Vec<Vec<i64>>> = examples.iter().map(|e| vec![e.answer.clone()]).collect();
+        let paths: Vec<&Path> = examples.iter().map(|e| e.image.as_path()).collect();
+        let pixels = self.processor.pixels::<B>(&paths, &self.device)?;
+        let batch = scoring_batch(
+            &prompts,
+            &answers,
+            Some(pixels),
+            self.processor.special.pad,
+            &self.device,
+        );
+        let logits = model.score_answers(batch.input)?; // [batch, 1, answer_len, vocab]
+        let [n, _, t, v] = logits.dims();
+        Ok(sft_loss(
+            logits.reshape([n, t, v]),
+            batch.labels.reshape([n, t]),
+            batch.answer_mask.reshape([n, t]),
+        )?)
+    }
+}

@@ -1,0 +1,136 @@
+//! `firempo align`: preference alignment of a model directory on preference pairs with DPO, RRPO,
+//! mDPO or FiRe-MPO (LoRA by default, the reference being the adapters-off model); writes a model
+//! directory with the adapters merged.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use burn::module::Module;
+use burn::tensor::backend::AutodiffBackend;
+use firempo_datasets::{read_jsonl, BadRecordPolicy, PreferencePair};
+use firempo_losses::PreferenceLoss;
+use firempo_models::LoraConfig;
+use serde::{Deserialize, Serialize};
+
+use super::data::read_records;
+use crate::backend::BackendTask;
+use crate::pipeline::align::{align_examples, reference_of, whole_answer_spans, AlignObjective};
+use crate::pipeline::model_dir::{load_model_dir, save_model_dir};
+use crate::train::{train, TrainerConfig};
+
+/// Settings of the alignment stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlignStage {
+    /// Preference pairs (JSONL).
+    pub pairs: PathBuf,
+    /// Folder the pairs' image paths are relative to (default: the pairs file's folder).
+    pub root: Option<PathBuf>,
+    /// The model directory to align (usually the SFT output).
+    pub model: PathBuf,
+    /// Output model directory (the run's checkpoints go to `out/run`).
+    pub out: PathBuf,
+    /// The preference loss.
+    pub loss: PreferenceLoss,
+    /// LoRA adapters (None: full fine-tuning against a frozen copy).
+    pub lora: Option<LoraConfig>,
+    /// Keep the vision tower and projector frozen (the paper's setting).
+    pub freeze_vision: bool,
+    /// Off-policy DPO baseline: replace `y+` with the ground-truth answer of the pair's record,
+    /// read from this records file (the setup the paper criticises).
+    pub ground_truth_chosen: Option<PathBuf>,
+    /// Optimization.
+    pub trainer: TrainerConfig,
+    /// Continue an interrupted run.
+    pub resume: bool,
+}
+
+/// Reads pairs, optionally swapping `y+` for the ground truth.
+fn read_pairs(stage: &AlignStage) -> anyhow::Result<Vec<PreferencePair>> {
+    let loaded = read_jsonl::<PreferencePair>(&stage.pairs, BadRecordPolicy::Skip)
+        .with_context(|| format!("reading pairs from {}", stage.pairs.display()))?;
+    if loaded.skipped > 0 {
+        eprintln!(
+            "warning: {}: skipped {} bad pairs; first problem: {}",
+            stage.pairs.display(),
+            loaded.skipped,
+            loaded.problems[0]
+        );
+    }
+    let mut pairs = loaded.items;
+    anyhow::ensure!(
+        !pairs.is_empty(),
+        "{} holds no usable pairs",
+        stage.pairs.display()
+    );
+    if let Some(records_path) = &stage.ground_truth_chosen {
+        let records = read_records(records_path, BadRecordPolicy::Skip, None)?;
+        let truth: HashMap<&str, &str> = records
+            .records
+            .iter()
+            .map(|r| (r.id.as_str(), r.answer.as_str()))
+            .collect();
+        for pair in &mut pairs {
+            let answer = truth.get(pair.record_id.as_str()).with_context(|| {
+                format!(
+                    "pair {} names record {} which {} lacks",
+                    pair.id,
+                    pair.record_id,
+                    records_path.display()
+                )
+            })?;
+            pair.chosen = answer.to_string();
+            pair.chosen_spans = whole_answer_spans(answer);
+            pair.rejected_spans = whole_answer_spans(&pair.rejected);
+        }
+    }
+    Ok(pairs)
+}
+
+impl BackendTask for AlignStage {
+    type Output = PathBuf;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<PathBuf> {
+        self.loss.validate()?;
+        let pairs = read_pairs(&self)?;
+        let root = self.root.clone().unwrap_or_else(|| {
+            self.pairs
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        });
+        let (mut model, processor) = load_model_dir::<B>(&self.model, &device)?;
+        if self.freeze_vision {
+            model.vision = model.vision.map(|v| v.no_grad());
+            model.projector = model.projector.map(|p| p.no_grad());
+        }
+        B::seed(&device, self.trainer.seed);
+        let policy = match &self.lora {
+            Some(lora) => model.with_lora(lora, &device)?,
+            None => model,
+        };
+        let objective = AlignObjective::<B> {
+            processor: &processor,
+            examples: align_examples(&processor, &pairs, &root)?,
+            loss: self.loss,
+            reference: reference_of(&policy),
+            device: device.clone(),
+        };
+        let outcome = train(
+            &self.trainer,
+            &objective,
+            policy,
+            &self.out.join("run"),
+            self.resume,
+            &device,
+        )?;
+        anyhow::ensure!(
+            !outcome.interrupted,
+            "alignment interrupted at step {}; rerun with --resume",
+            outcome.steps_done
+        );
+        save_model_dir(&self.out, &outcome.model.merge_lora(), &processor)?;
+        Ok(self.out)
+    }
+}

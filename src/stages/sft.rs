@@ -1,0 +1,107 @@
+//! `firempo sft`: supervised fine-tuning on records, from the demo's tiny model (tokenizer trained
+//! on the records) or from a model directory; writes a model directory.
+
+use std::path::PathBuf;
+
+use burn::module::Module;
+use burn::tensor::backend::AutodiffBackend;
+use firempo_datasets::{BadRecordPolicy, PreprocessConfig};
+use serde::{Deserialize, Serialize};
+
+use super::data::read_records;
+use crate::backend::BackendTask;
+use crate::pipeline::demo_model::{demo_config, DEMO_IMAGE_SIZE};
+use crate::pipeline::model_dir::{load_model_dir, save_model_dir};
+use crate::pipeline::processor::{Processor, LLAVA_TEMPLATE};
+use crate::pipeline::sft::{sft_examples, SftObjective};
+use crate::pipeline::tokenizer::train_word_level;
+use crate::train::{train, TrainerConfig};
+
+/// Where the model to fine-tune comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSource {
+    /// The demo's tiny VLM, randomly initialized, with a word-level tokenizer trained on the records.
+    Demo,
+    /// A firempo model directory (`model.json`, `model.mpk`, `tokenizer.json`, `processor.json`).
+    Dir(PathBuf),
+}
+
+/// Settings of the SFT stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftStage {
+    /// Training records (JSONL; image paths relative to its folder).
+    pub records: PathBuf,
+    /// Output model directory (the run's checkpoints go to `out/run`).
+    pub out: PathBuf,
+    /// Starting model.
+    pub model: ModelSource,
+    /// Use at most this many records.
+    pub limit: Option<usize>,
+    /// Keep the vision tower and projector frozen (the paper's setting for pretrained models).
+    pub freeze_vision: bool,
+    /// Optimization.
+    pub trainer: TrainerConfig,
+    /// Continue an interrupted run.
+    pub resume: bool,
+}
+
+impl BackendTask for SftStage {
+    type Output = PathBuf;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<PathBuf> {
+        let data = read_records(&self.records, BadRecordPolicy::Skip, self.limit)?;
+        let (model, processor) = match &self.model {
+            ModelSource::Demo => {
+                let corpus = data.records.iter().flat_map(|r| {
+                    [
+                        LLAVA_TEMPLATE.replace("{question}", &r.question),
+                        r.answer.clone(),
+                    ]
+                });
+                let tokenizer = train_word_level(corpus, 1)?;
+                let image_token = tokenizer
+                    .token_to_id("<image>")
+                    .expect("the demo tokenizer has <image>")
+                    as usize;
+                let config = demo_config(tokenizer.get_vocab_size(true), image_token);
+                let processor = Processor::new(
+                    &config,
+                    tokenizer,
+                    PreprocessConfig::grayscale(DEMO_IMAGE_SIZE as u32),
+                    LLAVA_TEMPLATE,
+                )?;
+                B::seed(&device, self.trainer.seed);
+                (config.init::<B>(&device), processor)
+            }
+            ModelSource::Dir(dir) => load_model_dir::<B>(dir, &device)?,
+        };
+        let mut model = model;
+        if self.freeze_vision {
+            model.vision = model.vision.map(|v| v.no_grad());
+            model.projector = model.projector.map(|p| p.no_grad());
+        }
+        let examples = sft_examples(&processor, &data.records, &data.root)?;
+        let objective = SftObjective::<B> {
+            processor: &processor,
+            examples,
+            device: device.clone(),
+        };
+        let outcome = train(
+            &self.trainer,
+            &objective,
+            model,
+            &self.out.join("run"),
+            self.resume,
+            &device,
+        )?;
+        anyhow::ensure!(
+            !outcome.interrupted,
+            "SFT interrupted at step {}; rerun with --resume",
+            outcome.steps_done
+        );
+        save_model_dir(&self.out, &outcome.model, &processor)?;
+        Ok(self.out)
+    }
+}
