@@ -28,6 +28,7 @@ pub use config::*;
 pub use decoder::*;
 pub use error::*;
 pub use kv_cache::*;
+pub use loading::adapter::{load_adapter, save_adapter};
 pub use loading::load_pretrained;
 pub use lora::*;
 pub use projector::*;
