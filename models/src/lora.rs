@@ -184,7 +184,7 @@ impl<B: Backend> LoraLinear<B> {
     pub fn merge(mut self) -> Self {
         if let Some(adapter) = self.adapter.take() {
             let merged = self.base.weight.val() + adapter.delta();
-            self.base.weight = Param::from_tensor(merged).set_require_grad(false);
+            self.base.weight = Param::from_tensor(merged.detach()).set_require_grad(false);
         }
         self.adapter_enabled = true;
         self

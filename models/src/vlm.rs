@@ -69,6 +69,9 @@ pub struct Vlm<B: Backend> {
     pub decoder: Decoder<B>,
     #[module(skip)]
     pub config: VlmConfig,
+    /// The adapters' hyperparameters, when [`Vlm::with_lora`] attached some.
+    #[module(skip)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl VlmConfig {
@@ -92,6 +95,7 @@ impl VlmConfig {
             projector,
             decoder: Decoder::init(&self.text, device),
             config: self.clone(),
+            lora: None,
         }
     }
 }
@@ -236,6 +240,7 @@ impl<B: Backend> Vlm<B> {
         config.validate()?;
         let mut model = self.no_grad();
         model.decoder = model.decoder.attach_lora(config, device);
+        model.lora = Some(config.clone());
         Ok(model)
     }
 
@@ -251,6 +256,7 @@ impl<B: Backend> Vlm<B> {
     /// Folds every adapter into its base weight (for export); the result has no adapters.
     pub fn merge_lora(mut self) -> Self {
         self.decoder = self.decoder.map_projections(|_, l| l.merge());
+        self.lora = None;
         self
     }
 

@@ -1,6 +1,7 @@
 //! Loading HF checkpoints: `config.json` → [`VlmConfig`], safetensors → weights, names mapped by
 //! [`names`], shapes checked, all problems reported at once.
 
+pub mod adapter;
 pub mod hf_config;
 pub mod names;
 pub mod safetensors;
@@ -41,7 +42,7 @@ pub fn load_pretrained<B: Backend>(dir: &Path, device: &B::Device) -> Result<Vlm
 }
 
 /// Host transpose of a row-major `[rows, cols]` buffer.
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; values.len()];
     for r in 0..rows {
         for c in 0..cols {
