@@ -6,6 +6,7 @@
 //! Method: `shared/design/METHOD.md` ("Pair construction", "Lesion-targeted corruption").
 //! Schemas with example lines: the README's "Datasets" section.
 
+mod collate;
 mod corruption;
 mod error;
 mod image;
@@ -22,8 +23,10 @@ pub mod rng;
 mod sample;
 pub mod slake;
 pub mod synth;
+mod tokenizer;
 pub mod vqa_rad;
 
+pub use collate::*;
 pub use corruption::*;
 pub use error::*;
 pub use image::*;
@@ -35,3 +38,4 @@ pub use pairs::*;
 pub use phrase::*;
 pub use records::*;
 pub use sample::*;
+pub use tokenizer::*;
