@@ -3,11 +3,13 @@
 //! divergent phrases marked; [`build_pairs`] adds the lesion-corrupted image and writes JSONL.
 
 mod build;
-// mod judge;
+mod judge;
+mod prompts;
 mod rule;
 
 pub use build::*;
-// pub use judge::*;
+pub use judge::*;
+pub use prompts::{StageOne, StageTwo};
 pub use rule::*;
 
 use crate::error::DatasetError;
