@@ -130,9 +130,8 @@ pub enum DatasetError {
         requirement: &'static str,
     },
     /// An editor could not build a pair for a sample.
-    #[error("{at}: sample for record `{record}`: {message}; fix: {hint}")]
+    #[error("sample for record `{record}`: {message}; fix: {hint}")]
     Edit {
-        at: Location,
         record: String,
         message: String,
         hint: String,

@@ -6,6 +6,7 @@
 //! Method: `shared/design/METHOD.md` ("Pair construction", "Lesion-targeted corruption").
 //! Schemas with example lines: the README's "Datasets" section.
 
+mod collate;
 mod corruption;
 mod error;
 mod image;
@@ -15,13 +16,17 @@ mod json_array;
 mod jsonl;
 mod mask;
 mod pair;
+pub mod pairs;
+mod phrase;
 mod records;
 pub mod rng;
 mod sample;
 pub mod slake;
 pub mod synth;
+mod tokenizer;
 pub mod vqa_rad;
 
+pub use collate::*;
 pub use corruption::*;
 pub use error::*;
 pub use image::*;
@@ -29,5 +34,8 @@ pub use intake::*;
 pub use jsonl::*;
 pub use mask::*;
 pub use pair::*;
+pub use pairs::*;
+pub use phrase::*;
 pub use records::*;
 pub use sample::*;
+pub use tokenizer::*;
