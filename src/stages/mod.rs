@@ -3,4 +3,6 @@
 
 pub mod align;
 pub mod data;
+pub mod pairs;
+pub mod sample;
 pub mod sft;

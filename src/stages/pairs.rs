@@ -1,0 +1,69 @@
+//! `firempo pairs`: minimal-edit preference pairs from on-policy samples and ground truth, with
+//! lesion-corrupted images (rule editor, or an OpenAI-compatible judge).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use firempo_datasets::pairs::{build_pairs, PairOptions, RuleEditor};
+use firempo_datasets::{read_jsonl, BadRecordPolicy, CorruptionConfig, Sample};
+use serde::{Deserialize, Serialize};
+
+use super::data::read_records;
+
+/// Settings of the pair-building stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairsStage {
+    /// Records with the ground truth (the file the samples were drawn from).
+    pub records: PathBuf,
+    /// On-policy samples (JSONL from `firempo sample`).
+    pub samples: PathBuf,
+    /// Output folder: `pairs.jsonl`, `corrupted/`, `previews/`, `pair_failures.jsonl`.
+    pub out: PathBuf,
+    /// Lesion corruption settings (`None`: pairs without corrupted images).
+    pub corruption: Option<CorruptionConfig>,
+    /// Write a side-by-side preview PNG per pair.
+    pub previews: bool,
+}
+
+/// What the stage wrote.
+#[derive(Debug, Clone)]
+pub struct PairsSummary {
+    /// Pairs written.
+    pub pairs: usize,
+    /// Samples that gave no pair (see `pair_failures.jsonl`).
+    pub skipped: usize,
+    /// Count per construction branch.
+    pub branches: Vec<(String, usize)>,
+    /// Count per corruption path.
+    pub corruption_paths: Vec<(String, usize)>,
+    /// The pairs file.
+    pub path: PathBuf,
+}
+
+impl PairsStage {
+    /// Builds the pairs with the deterministic rule editor.
+    pub fn run(&self) -> anyhow::Result<PairsSummary> {
+        let data = read_records(&self.records, BadRecordPolicy::Skip, None)?;
+        let samples = read_jsonl::<Sample>(&self.samples, BadRecordPolicy::Skip)
+            .with_context(|| format!("reading samples from {}", self.samples.display()))?;
+        // Absolute roots: the pairs file then names images that any later stage can open.
+        let dataset_root = std::path::absolute(&data.root)?;
+        let out_dir = std::path::absolute(&self.out)?;
+        let options = PairOptions {
+            dataset_root,
+            out_dir,
+            corruption: self.corruption.clone(),
+            previews: self.previews,
+            policy: BadRecordPolicy::Skip,
+        };
+        let report = build_pairs(&samples.items, &data.records, &RuleEditor::default(), &options)?;
+        Ok(PairsSummary {
+            pairs: report.pairs.len(),
+            skipped: report.skipped,
+            branches: report.branches.into_iter().collect(),
+            corruption_paths: report.corruption_paths.into_iter().collect(),
+            path: report.pairs_path,
+        })
+    }
+}

@@ -1,0 +1,121 @@
+//! `firempo sample`: the model's own greedy answers to the records' questions (on-policy samples),
+//! written as JSONL for `firempo pairs`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use firempo_datasets::{write_jsonl, BadRecordPolicy, Record, Sample};
+use firempo_models::{GenerationConfig, Vlm, VlmInput};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::data::read_records;
+use crate::backend::BackendTask;
+use crate::pipeline::model_dir::load_model_dir;
+use crate::pipeline::processor::Processor;
+
+/// Settings of the sampling stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleStage {
+    /// Records whose questions are answered.
+    pub records: PathBuf,
+    /// The model directory (the policy before alignment).
+    pub model: PathBuf,
+    /// Output JSONL of samples.
+    pub out: PathBuf,
+    /// Answer at most this many records.
+    pub limit: Option<usize>,
+    /// Prompts decoded together.
+    pub batch: usize,
+    /// Longest answer in tokens.
+    pub max_new_tokens: usize,
+}
+
+/// Greedy answers of `model` to `records`, `batch` prompts at a time.
+pub fn answer_records<B: Backend>(
+    model: &Vlm<B>,
+    processor: &Processor,
+    records: &[Record],
+    root: &Path,
+    batch: usize,
+    max_new_tokens: usize,
+    device: &B::Device,
+) -> anyhow::Result<Vec<String>> {
+    let images: Vec<PathBuf> = records.iter().map(|r| r.image_path(root)).collect();
+    let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
+    let questions: Vec<&str> = records.iter().map(|r| r.question.as_str()).collect();
+    answer_questions(model, processor, &questions, &image_refs, batch, max_new_tokens, device)
+}
+
+/// Greedy answers to `questions` about `images` (one image per question).
+pub fn answer_questions<B: Backend>(
+    model: &Vlm<B>,
+    processor: &Processor,
+    questions: &[&str],
+    images: &[&Path],
+    batch: usize,
+    max_new_tokens: usize,
+    device: &B::Device,
+) -> anyhow::Result<Vec<String>> {
+    let config = GenerationConfig {
+        max_new_tokens,
+        stop_token_ids: vec![processor.special.eos as u32],
+        ..GenerationConfig::default()
+    };
+    let mut answers = Vec::with_capacity(questions.len());
+    for (chunk_questions, chunk_images) in questions.chunks(batch.max(1)).zip(images.chunks(batch.max(1))) {
+        let prompts = chunk_questions
+            .iter()
+            .map(|q| processor.prompt_ids(q))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(prompts.len() * width);
+        let mut mask = Vec::with_capacity(prompts.len() * width);
+        for prompt in &prompts {
+            let padding = width - prompt.len();
+            ids.extend(std::iter::repeat_n(processor.special.pad, padding).chain(prompt.iter().copied()));
+            mask.extend(std::iter::repeat_n(0i64, padding).chain(std::iter::repeat_n(1, prompt.len())));
+        }
+        let shape = [prompts.len(), width];
+        let input = VlmInput::new(Tensor::<B, 2, Int>::from_data(TensorData::new(ids, shape), device))
+            .with_attention_mask(Tensor::from_data(TensorData::new(mask, shape), device))
+            .with_pixels(processor.pixels::<B>(chunk_images, device)?);
+        let generation = model.generate(input, &config)?;
+        for tokens in generation.tokens {
+            let ids: Vec<i64> = tokens.into_iter().map(i64::from).collect();
+            answers.push(processor.decode(&ids)?);
+        }
+    }
+    Ok(answers)
+}
+
+impl BackendTask for SampleStage {
+    type Output = usize;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<usize> {
+        let data = read_records(&self.records, BadRecordPolicy::Skip, self.limit)?;
+        let (model, processor) = load_model_dir::<B::InnerBackend>(&self.model, &device)?;
+        let answers = answer_records(&model, &processor, &data.records, &data.root, self.batch, self.max_new_tokens, &device)?;
+        let model_name = self.model.display().to_string();
+        let samples: Vec<Sample> = data
+            .records
+            .iter()
+            .zip(answers)
+            .map(|(record, answer)| Sample {
+                record_id: record.id.clone(),
+                question: record.question.clone(),
+                answer,
+                model: Some(model_name.clone()),
+                meta: json!({"decoding": "greedy", "max_new_tokens": self.max_new_tokens})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+            .collect();
+        write_jsonl(&self.out, &samples).with_context(|| format!("writing {}", self.out.display()))?;
+        Ok(samples.len())
+    }
+}
