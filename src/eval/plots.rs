@@ -445,6 +445,22 @@ mod tests {
     }
 
     #[test]
+    fn results_bars_with_gaps_and_negative_values() {
+        // Single seeds (no error bars), one missing cell, a negative mean (log-prob drop).
+        let mut table = ResultsTable::new(["accuracy", "log-prob drop"]);
+        table.insert("SFT", "accuracy", vec![61.2]).unwrap();
+        table.insert("FiRe-MPO", "accuracy", vec![69.7]).unwrap();
+        table
+            .insert("FiRe-MPO", "log-prob drop", vec![-1.5])
+            .unwrap();
+        let path = out_dir("bars-gaps").join("bars.png");
+        plot_results_bars(&table, "gaps", &path, PlotSize::new(640, 360)).unwrap();
+        let (w, h, bytes) = decode(&path);
+        assert_eq!((w, h), (640, 360));
+        assert!(variance(&bytes) > 0.0);
+    }
+
+    #[test]
     fn segments_split_at_nan() {
         let pts = [(1.0, 1.0), (2.0, f64::NAN), (3.0, 3.0), (4.0, 4.0)];
         assert_eq!(
