@@ -2,10 +2,12 @@
 //! medical vision-language models, on burn.
 //!
 //! This crate composes the member crates (`firempo-losses`, …) into what users run: backend
-//! selection ([`backend`]), the command line ([`cli`]) and the loss playground ([`playground`]).
+//! selection ([`backend`]), the command line ([`cli`]), the loss playground ([`playground`]) and the
+//! evaluation and reporting layer ([`eval`]).
 
 pub mod backend;
 pub mod cli;
+pub mod eval;
 pub mod pipeline;
 pub mod playground;
 pub mod stages;

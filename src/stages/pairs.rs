@@ -57,7 +57,12 @@ impl PairsStage {
             previews: self.previews,
             policy: BadRecordPolicy::Skip,
         };
-        let report = build_pairs(&samples.items, &data.records, &RuleEditor::default(), &options)?;
+        let report = build_pairs(
+            &samples.items,
+            &data.records,
+            &RuleEditor::default(),
+            &options,
+        )?;
         Ok(PairsSummary {
             pairs: report.pairs.len(),
             skipped: report.skipped,

@@ -47,7 +47,15 @@ pub fn answer_records<B: Backend>(
     let images: Vec<PathBuf> = records.iter().map(|r| r.image_path(root)).collect();
     let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
     let questions: Vec<&str> = records.iter().map(|r| r.question.as_str()).collect();
-    answer_questions(model, processor, &questions, &image_refs, batch, max_new_tokens, device)
+    answer_questions(
+        model,
+        processor,
+        &questions,
+        &image_refs,
+        batch,
+        max_new_tokens,
+        device,
+    )
 }
 
 /// Greedy answers to `questions` about `images` (one image per question).
@@ -66,7 +74,10 @@ pub fn answer_questions<B: Backend>(
         ..GenerationConfig::default()
     };
     let mut answers = Vec::with_capacity(questions.len());
-    for (chunk_questions, chunk_images) in questions.chunks(batch.max(1)).zip(images.chunks(batch.max(1))) {
+    for (chunk_questions, chunk_images) in questions
+        .chunks(batch.max(1))
+        .zip(images.chunks(batch.max(1)))
+    {
         let prompts = chunk_questions
             .iter()
             .map(|q| processor.prompt_ids(q))
@@ -76,13 +87,20 @@ pub fn answer_questions<B: Backend>(
         let mut mask = Vec::with_capacity(prompts.len() * width);
         for prompt in &prompts {
             let padding = width - prompt.len();
-            ids.extend(std::iter::repeat_n(processor.special.pad, padding).chain(prompt.iter().copied()));
-            mask.extend(std::iter::repeat_n(0i64, padding).chain(std::iter::repeat_n(1, prompt.len())));
+            ids.extend(
+                std::iter::repeat_n(processor.special.pad, padding).chain(prompt.iter().copied()),
+            );
+            mask.extend(
+                std::iter::repeat_n(0i64, padding).chain(std::iter::repeat_n(1, prompt.len())),
+            );
         }
         let shape = [prompts.len(), width];
-        let input = VlmInput::new(Tensor::<B, 2, Int>::from_data(TensorData::new(ids, shape), device))
-            .with_attention_mask(Tensor::from_data(TensorData::new(mask, shape), device))
-            .with_pixels(processor.pixels::<B>(chunk_images, device)?);
+        let input = VlmInput::new(Tensor::<B, 2, Int>::from_data(
+            TensorData::new(ids, shape),
+            device,
+        ))
+        .with_attention_mask(Tensor::from_data(TensorData::new(mask, shape), device))
+        .with_pixels(processor.pixels::<B>(chunk_images, device)?);
         let generation = model.generate(input, &config)?;
         for tokens in generation.tokens {
             let ids: Vec<i64> = tokens.into_iter().map(i64::from).collect();
@@ -98,7 +116,15 @@ impl BackendTask for SampleStage {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<usize> {
         let data = read_records(&self.records, BadRecordPolicy::Skip, self.limit)?;
         let (model, processor) = load_model_dir::<B::InnerBackend>(&self.model, &device)?;
-        let answers = answer_records(&model, &processor, &data.records, &data.root, self.batch, self.max_new_tokens, &device)?;
+        let answers = answer_records(
+            &model,
+            &processor,
+            &data.records,
+            &data.root,
+            self.batch,
+            self.max_new_tokens,
+            &device,
+        )?;
         let model_name = self.model.display().to_string();
         let samples: Vec<Sample> = data
             .records
@@ -115,7 +141,8 @@ impl BackendTask for SampleStage {
                     .unwrap_or_default(),
             })
             .collect();
-        write_jsonl(&self.out, &samples).with_context(|| format!("writing {}", self.out.display()))?;
+        write_jsonl(&self.out, &samples)
+            .with_context(|| format!("writing {}", self.out.display()))?;
         Ok(samples.len())
     }
 }
