@@ -22,6 +22,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole pipeline on synthetic data: synth, SFT, sample, pairs, align (each method), eval.
+    Demo(stages::DemoArgs),
     /// Show the backends this binary was built with and the devices they find.
     Info,
     /// Optimize free answer logits with a preference loss and print how its metrics evolve.
@@ -30,8 +32,14 @@ pub enum Command {
     Synth(stages::SynthArgs),
     /// Supervised fine-tuning on records (the demo's tiny VLM from scratch, or a model directory).
     Sft(Box<stages::SftArgs>),
+    /// On-policy samples: the model's own greedy answers to records' questions.
+    Sample(Box<stages::SampleArgs>),
+    /// Minimal-edit preference pairs from samples and ground truth, with lesion-corrupted images.
+    Pairs(Box<stages::PairsArgs>),
     /// Preference alignment (DPO, RRPO, mDPO, FiRe-MPO) of a model directory on pairs.
     Align(Box<stages::AlignArgs>),
+    /// Evaluate a model directory on test records (accuracy, recall, reports, visual sensitivity).
+    Eval(Box<stages::EvalArgs>),
 }
 
 /// Entry point of the binary: runs the command and turns errors into a message and exit code 1.
@@ -55,10 +63,14 @@ pub fn main() -> ExitCode {
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo(args) => stages::demo(args),
         Command::Info => info::run(),
         Command::Losses(args) => losses::run(*args),
         Command::Synth(args) => stages::synth(args),
         Command::Sft(args) => stages::sft(*args),
+        Command::Sample(args) => stages::sample(*args),
+        Command::Pairs(args) => stages::pairs(*args),
         Command::Align(args) => stages::align(*args),
+        Command::Eval(args) => stages::eval(*args),
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod align;
 pub mod data;
+pub mod demo;
+pub mod eval;
 pub mod pairs;
 pub mod sample;
 pub mod sft;

@@ -34,9 +34,15 @@ impl MetricsLog {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let row: MetricRow = serde_json::from_str(&line).with_context(|| {
-                    format!("{}:{}: not a metrics row", jsonl.display(), line_no + 1)
-                })?;
+                // serde_json writes non-finite values as `null`; read them back as NaN.
+                let row: BTreeMap<String, Option<f64>> =
+                    serde_json::from_str(&line).with_context(|| {
+                        format!("{}:{}: not a metrics row", jsonl.display(), line_no + 1)
+                    })?;
+                let row: MetricRow = row
+                    .into_iter()
+                    .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+                    .collect();
                 if row.get("step").is_some_and(|s| *s as usize <= keep_through) {
                     rows.push(row);
                 }

@@ -12,7 +12,7 @@ use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use firempo::losses::{
+use firempo_losses::{
     CorruptedAnswers, DpoConfig, FiReMpoConfig, PreferenceBatch, PreferenceLoss, ScoredAnswer,
 };
 

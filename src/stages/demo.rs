@@ -1,0 +1,378 @@
+//! `firempo demo`: the whole pipeline on the synthetic lesion benchmark, from nothing, on the
+//! chosen backend: synth → SFT a tiny VLM from scratch → on-policy samples → minimal-edit pairs
+//! with lesion corruption → align with each method from the same SFT start → evaluate all →
+//! results table (mean ± std over seeds) and plots.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+use firempo_datasets::synth::{generate, SynthConfig};
+use firempo_datasets::CorruptionConfig;
+use firempo_losses::{DpoConfig, FiReMpoConfig, PreferenceLoss, RrpoConfig};
+use firempo_models::LoraConfig;
+
+use super::align::AlignStage;
+use super::eval::{EvalReport, EvalStage};
+use super::pairs::PairsStage;
+use super::sample::SampleStage;
+use super::sft::{ModelSource, SftStage};
+use crate::backend::BackendTask;
+use crate::eval::{
+    plot_results_bars, plot_training_curves, read_metrics_jsonl, CurvePanel, PlotSize, ResultsTable,
+};
+use crate::train::TrainerConfig;
+
+/// Sizes of a demo run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoSizes {
+    /// Synthetic images per split (train, val, test).
+    pub images: [usize; 3],
+    /// SFT optimizer steps and batch.
+    pub sft_steps: usize,
+    /// SFT micro-batch.
+    pub sft_batch: usize,
+    /// Training records answered on-policy (pairs come from these).
+    pub sample_limit: usize,
+    /// Alignment steps per method.
+    pub align_steps: usize,
+    /// Alignment micro-batch (pairs).
+    pub align_batch: usize,
+    /// Test records evaluated.
+    pub eval_limit: usize,
+}
+
+impl DemoSizes {
+    /// The default demo (about ten minutes on two cores, release build).
+    pub fn full() -> Self {
+        Self {
+            images: [240, 20, 60],
+            sft_steps: 300,
+            sft_batch: 16,
+            sample_limit: 480,
+            align_steps: 60,
+            align_batch: 8,
+            eval_limit: 180,
+        }
+    }
+
+    /// `--quick`: the same stages at toy size (the end-to-end test uses it).
+    pub fn quick() -> Self {
+        Self {
+            images: [24, 4, 8],
+            sft_steps: 30,
+            sft_batch: 16,
+            sample_limit: 48,
+            align_steps: 6,
+            align_batch: 8,
+            eval_limit: 24,
+        }
+    }
+}
+
+/// One alignment method of the comparison.
+#[derive(Debug, Clone)]
+pub struct DemoMethod {
+    /// Row name in the results table.
+    pub name: &'static str,
+    /// Short name for folders.
+    pub slug: &'static str,
+    /// The loss.
+    pub loss: PreferenceLoss,
+    /// Off-policy: `y+` is the ground truth instead of the minimally edited own answer.
+    pub ground_truth_chosen: bool,
+}
+
+/// The methods the demo compares (all from the same SFT model).
+pub fn demo_methods() -> Vec<DemoMethod> {
+    let dpo = PreferenceLoss::Dpo(DpoConfig::default());
+    let fire = FiReMpoConfig::default();
+    vec![
+        DemoMethod {
+            name: "DPO (GT chosen)",
+            slug: "dpo-gt",
+            loss: dpo,
+            ground_truth_chosen: true,
+        },
+        DemoMethod {
+            name: "DPO",
+            slug: "dpo",
+            loss: dpo,
+            ground_truth_chosen: false,
+        },
+        DemoMethod {
+            name: "RRPO",
+            slug: "rrpo",
+            loss: PreferenceLoss::Rrpo(RrpoConfig::default()),
+            ground_truth_chosen: false,
+        },
+        DemoMethod {
+            name: "FiRe-MPO",
+            slug: "fire-mpo",
+            loss: PreferenceLoss::FireMpo(fire),
+            ground_truth_chosen: false,
+        },
+        DemoMethod {
+            name: "FiRe-MPO w/o visual",
+            slug: "fire-mpo-no-visual",
+            loss: PreferenceLoss::FireMpo(FiReMpoConfig { gamma: 0.0, ..fire }),
+            ground_truth_chosen: false,
+        },
+    ]
+}
+
+/// Columns of the results table.
+pub const TABLE_METRICS: [&str; 7] = [
+    "closed_acc",
+    "open_recall",
+    "finding_f1",
+    "rouge_l",
+    "avg",
+    "answer_change",
+    "logp_drop",
+];
+
+/// A demo run.
+#[derive(Debug, Clone)]
+pub struct Demo {
+    /// Output folder (one `seed-N/` per seed, plus the table and plots).
+    pub out: PathBuf,
+    /// Sizes.
+    pub sizes: DemoSizes,
+    /// Seeds to run (the table reports mean ± std when several).
+    pub seeds: Vec<u64>,
+}
+
+/// What a demo produced.
+#[derive(Debug)]
+pub struct DemoOutcome {
+    /// The results table.
+    pub table: ResultsTable,
+    /// Files written (table, plots).
+    pub files: Vec<PathBuf>,
+}
+
+fn stage(name: &str, started: &Instant) {
+    println!("[{:>6.1}s] {name}", started.elapsed().as_secs_f64());
+}
+
+impl Demo {
+    fn trainer(&self, steps: usize, batch: usize, lr: f64, seed: u64) -> TrainerConfig {
+        TrainerConfig {
+            steps,
+            micro_batch_size: batch,
+            lr,
+            warmup_steps: steps / 10,
+            checkpoint_every: 0,
+            seed,
+            ..TrainerConfig::default()
+        }
+    }
+
+    fn evaluate<B: AutodiffBackend>(
+        &self,
+        data: &Path,
+        model: &Path,
+        out: PathBuf,
+        seed: u64,
+        device: &B::Device,
+    ) -> anyhow::Result<EvalReport> {
+        EvalStage {
+            records: data.join("test.jsonl"),
+            model: model.to_path_buf(),
+            out,
+            limit: Some(self.sizes.eval_limit),
+            batch: 32,
+            max_new_tokens: 24,
+            corruption: CorruptionConfig {
+                seed,
+                ..CorruptionConfig::default()
+            },
+        }
+        .run::<B>(device.clone())
+    }
+
+    /// Runs one seed; returns `(method, report)` rows, SFT first.
+    fn run_seed<B: AutodiffBackend>(
+        &self,
+        seed: u64,
+        device: &B::Device,
+        started: &Instant,
+    ) -> anyhow::Result<Vec<(String, EvalReport)>> {
+        let dir = self.out.join(format!("seed-{seed}"));
+        let data = dir.join("data");
+        let [n_train, n_val, n_test] = self.sizes.images;
+        stage(
+            &format!("seed {seed}: synth ({n_train}/{n_val}/{n_test} images)"),
+            started,
+        );
+        generate(
+            &SynthConfig {
+                seed,
+                n_train,
+                n_val,
+                n_test,
+                ..SynthConfig::default()
+            },
+            &data,
+        )?;
+
+        stage(
+            &format!(
+                "seed {seed}: SFT of the tiny VLM from scratch ({} steps)",
+                self.sizes.sft_steps
+            ),
+            started,
+        );
+        let sft = SftStage {
+            records: data.join("train.jsonl"),
+            out: dir.join("sft"),
+            model: ModelSource::Demo,
+            limit: None,
+            freeze_vision: false,
+            trainer: self.trainer(self.sizes.sft_steps, self.sizes.sft_batch, 3e-3, seed),
+            resume: false,
+        }
+        .run::<B>(device.clone())?;
+
+        stage(
+            &format!(
+                "seed {seed}: on-policy samples ({} records)",
+                self.sizes.sample_limit
+            ),
+            started,
+        );
+        SampleStage {
+            records: data.join("train.jsonl"),
+            model: sft.clone(),
+            out: dir.join("samples.jsonl"),
+            limit: Some(self.sizes.sample_limit),
+            batch: 32,
+            max_new_tokens: 24,
+        }
+        .run::<B>(device.clone())?;
+
+        stage(
+            &format!("seed {seed}: minimal-edit pairs with lesion corruption"),
+            started,
+        );
+        let pairs = PairsStage {
+            records: data.join("train.jsonl"),
+            samples: dir.join("samples.jsonl"),
+            out: dir.join("pairs"),
+            corruption: Some(CorruptionConfig {
+                seed,
+                ..CorruptionConfig::default()
+            }),
+            previews: false,
+        }
+        .run()?;
+        println!(
+            "          {} pairs, branches {:?}, corruption {:?}",
+            pairs.pairs, pairs.branches, pairs.corruption_paths
+        );
+
+        stage(&format!("seed {seed}: evaluate SFT"), started);
+        let mut rows = vec![(
+            "SFT".to_string(),
+            self.evaluate::<B>(&data, &sft, dir.join("eval/sft"), seed, device)?,
+        )];
+        for method in demo_methods() {
+            stage(
+                &format!(
+                    "seed {seed}: align with {} ({} steps)",
+                    method.name, self.sizes.align_steps
+                ),
+                started,
+            );
+            let model = AlignStage {
+                pairs: pairs.path.clone(),
+                root: None,
+                model: sft.clone(),
+                out: dir.join("align").join(method.slug),
+                loss: method.loss,
+                lora: Some(LoraConfig {
+                    rank: 8,
+                    alpha: 16.0,
+                    dropout: 0.0,
+                    ..LoraConfig::default()
+                }),
+                freeze_vision: true,
+                ground_truth_chosen: method.ground_truth_chosen.then(|| data.join("train.jsonl")),
+                trainer: self.trainer(self.sizes.align_steps, self.sizes.align_batch, 2e-3, seed),
+                resume: false,
+            }
+            .run::<B>(device.clone())?;
+            stage(&format!("seed {seed}: evaluate {}", method.name), started);
+            rows.push((
+                method.name.to_string(),
+                self.evaluate::<B>(
+                    &data,
+                    &model,
+                    dir.join("eval").join(method.slug),
+                    seed,
+                    device,
+                )?,
+            ));
+        }
+        Ok(rows)
+    }
+}
+
+impl BackendTask for Demo {
+    type Output = DemoOutcome;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<DemoOutcome> {
+        anyhow::ensure!(!self.seeds.is_empty(), "the demo needs at least one seed");
+        let started = Instant::now();
+        let mut table = ResultsTable::new(TABLE_METRICS);
+        let mut per_seed = Vec::new();
+        for &seed in &self.seeds {
+            per_seed.push(self.run_seed::<B>(seed, &device, &started)?);
+        }
+        for (index, (method, _)) in per_seed[0].iter().enumerate() {
+            for metric in TABLE_METRICS {
+                let values: Vec<f64> = per_seed
+                    .iter()
+                    .filter_map(|rows| rows[index].1.metrics.get(metric).copied())
+                    .collect();
+                table.insert(method, metric, values)?;
+            }
+        }
+        stage("writing the results table and plots", &started);
+        let mut files: Vec<PathBuf> = table.save(&self.out, "results", 2)?.into();
+        let bars = self.out.join("methods.png");
+        plot_results_bars(
+            &table,
+            "firempo demo: methods on the synthetic lesion benchmark",
+            &bars,
+            PlotSize::new(1200, 600),
+        )?;
+        files.push(bars);
+        let first = self.out.join(format!("seed-{}", self.seeds[0]));
+        let mut runs = Vec::new();
+        for method in demo_methods() {
+            let rows = read_metrics_jsonl(
+                first
+                    .join("align")
+                    .join(method.slug)
+                    .join("run/metrics.jsonl"),
+            )?;
+            runs.push((method.name, rows));
+        }
+        let run_refs: Vec<(&str, &[_])> = runs
+            .iter()
+            .map(|(name, rows)| (*name, rows.as_slice()))
+            .collect();
+        let curves = self.out.join("training_curves.png");
+        plot_training_curves(
+            &run_refs,
+            &CurvePanel::defaults(),
+            &curves,
+            PlotSize::new(1500, 450),
+        )?;
+        files.push(curves);
+        stage("done", &started);
+        Ok(DemoOutcome { table, files })
+    }
+}
