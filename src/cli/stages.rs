@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use firempo_datasets::synth::{generate, SynthConfig};
-use firempo_datasets::{CorruptionConfig, CorruptionMode};
+use firempo_datasets::{AnswerType, CorruptionConfig, CorruptionMode};
 use firempo_models::LoraConfig;
 
 use super::LossArgs;
@@ -240,6 +240,9 @@ pub struct SampleArgs {
     /// Answer at most this many records.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Only these answer types, comma-separated (closed, open, report); default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub answer_types: Option<Vec<String>>,
     /// Prompts decoded together.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -251,6 +254,17 @@ pub struct SampleArgs {
     pub backend: BackendKind,
 }
 
+/// Parses answer-type names (`closed`, `open`, `report`).
+fn answer_types(names: &[String]) -> anyhow::Result<Vec<AnswerType>> {
+    names
+        .iter()
+        .map(|name| {
+            serde_json::from_value(serde_json::Value::String(name.trim().to_lowercase()))
+                .map_err(|_| anyhow::anyhow!("unknown answer type `{name}`: use closed, open or report"))
+        })
+        .collect()
+}
+
 /// Runs `firempo sample`.
 pub fn sample(args: SampleArgs) -> anyhow::Result<()> {
     let stage = SampleStage {
@@ -258,6 +272,7 @@ pub fn sample(args: SampleArgs) -> anyhow::Result<()> {
         model: args.model,
         out: args.out.clone(),
         limit: args.limit,
+        answer_types: args.answer_types.as_deref().map(answer_types).transpose()?,
         batch: args.batch,
         max_new_tokens: args.max_new_tokens,
     };

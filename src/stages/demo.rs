@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
 use firempo_datasets::synth::{generate, SynthConfig};
-use firempo_datasets::CorruptionConfig;
+use firempo_datasets::{AnswerType, CorruptionConfig};
 use firempo_losses::{DpoConfig, FiReMpoConfig, PreferenceLoss, RrpoConfig};
 use firempo_models::LoraConfig;
 
@@ -247,6 +247,8 @@ impl Demo {
             model: sft.clone(),
             out: dir.join("samples.jsonl"),
             limit: Some(self.sizes.sample_limit),
+            // The rule editor builds pairs for closed and open answers; reports need the judge.
+            answer_types: Some(vec![AnswerType::Closed, AnswerType::Open]),
             batch: 32,
             max_new_tokens: 24,
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use firempo_datasets::{write_jsonl, BadRecordPolicy, Record, Sample};
+use firempo_datasets::{write_jsonl, AnswerType, BadRecordPolicy, Record, Sample};
 use firempo_models::{GenerationConfig, Vlm, VlmInput};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -28,6 +28,9 @@ pub struct SampleStage {
     pub out: PathBuf,
     /// Answer at most this many records.
     pub limit: Option<usize>,
+    /// Only records of these answer types (e.g. leave reports out when the rule editor builds
+    /// the pairs: reports need the judge editor). `None`: all.
+    pub answer_types: Option<Vec<AnswerType>>,
     /// Prompts decoded together.
     pub batch: usize,
     /// Longest answer in tokens.
@@ -114,7 +117,14 @@ impl BackendTask for SampleStage {
     type Output = usize;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<usize> {
-        let data = read_records(&self.records, BadRecordPolicy::Skip, self.limit)?;
+        let mut data = read_records(&self.records, BadRecordPolicy::Skip, None)?;
+        if let Some(types) = &self.answer_types {
+            data.records.retain(|r| types.contains(&r.answer_type));
+        }
+        if let Some(limit) = self.limit {
+            data.records.truncate(limit);
+        }
+        anyhow::ensure!(!data.records.is_empty(), "no records of the requested answer types in {}", self.records.display());
         let (model, processor) = load_model_dir::<B::InnerBackend>(&self.model, &device)?;
         let answers = answer_records(
             &model,
