@@ -1,6 +1,6 @@
 //! Writes a small synthetic benchmark and a contact sheet of its first images, to look at.
 //!
-//! `cargo run -p firempo-datasets --example synth_preview -- /tmp/synth-preview`
+//! `cargo run -p firempo-datasets --example synth_preview -- /tmp/synth-preview [n_train n_val n_test]`
 
 use firempo_datasets::synth::{generate, SynthConfig};
 use image::{DynamicImage, GrayImage};
@@ -10,10 +10,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "synth-preview".into());
     let out = std::path::Path::new(&out);
+    let count = |i: usize, default: usize| -> Result<usize, Box<dyn std::error::Error>> {
+        Ok(match std::env::args().nth(i) {
+            Some(n) => n.parse()?,
+            None => default,
+        })
+    };
     let config = SynthConfig {
-        n_train: 16,
-        n_val: 0,
-        n_test: 0,
+        n_train: count(2, 16)?.max(16),
+        n_val: count(3, 0)?,
+        n_test: count(4, 0)?,
         ..Default::default()
     };
     let summary = generate(&config, out)?;

@@ -87,11 +87,12 @@ impl<T: TextTokenizer> PairCollator<T> {
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>, DatasetError> {
-        self.tokenizer.encode(text).map_err(|e| DatasetError::Edit {
-            record: String::new(),
-            message: format!("{e} (text {text:?})"),
-            hint: "check the tokenizer files".into(),
-        })
+        self.tokenizer
+            .encode(text)
+            .map_err(|e| DatasetError::Tokenizer {
+                pair: String::new(),
+                message: format!("{e} (text {text:?})"),
+            })
     }
 
     /// Encodes the prompt for `question`.
@@ -162,6 +163,10 @@ impl<T: TextTokenizer> PairCollator<T> {
                 record: pair.id.clone(),
                 message,
                 hint,
+            },
+            DatasetError::Tokenizer { message, .. } => DatasetError::Tokenizer {
+                pair: pair.id.clone(),
+                message,
             },
             other => other,
         };

@@ -18,16 +18,28 @@ pub fn read_jsonl<T: DeserializeOwned>(
     path: &Path,
     policy: BadRecordPolicy,
 ) -> Result<Loaded<T>, DatasetError> {
-    let file = File::open(path).map_err(|e| DatasetError::io(path, e))?;
     let mut intake = Intake::new(policy);
-    for (index, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| DatasetError::io(path, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        intake.take(parse_line(path, index + 1, &line))?;
+    for item in iter_jsonl(path)? {
+        intake.take(item)?;
     }
     Ok(intake.finish())
+}
+
+/// Streams a JSONL file one line at a time (for files too large to hold): each item is a parsed
+/// line or the error naming its line and field; blank lines are skipped.
+pub fn iter_jsonl<T: DeserializeOwned>(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<T, DatasetError>>, DatasetError> {
+    let file = File::open(path).map_err(|e| DatasetError::io(path, e))?;
+    let path = path.to_path_buf();
+    Ok(BufReader::new(file)
+        .lines()
+        .enumerate()
+        .filter_map(move |(index, line)| match line {
+            Err(e) => Some(Err(DatasetError::io(&path, e))),
+            Ok(line) if line.trim().is_empty() => None,
+            Ok(line) => Some(parse_line(&path, index + 1, &line)),
+        }))
 }
 
 /// Parses one JSONL line, naming the failing field.

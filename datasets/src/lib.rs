@@ -7,6 +7,7 @@
 //! Schemas with example lines: the README's "Datasets" section.
 
 mod collate;
+mod corrupt_dataset;
 mod corruption;
 mod error;
 mod image;
@@ -27,6 +28,7 @@ mod tokenizer;
 pub mod vqa_rad;
 
 pub use collate::*;
+pub use corrupt_dataset::*;
 pub use corruption::*;
 pub use error::*;
 pub use image::*;

@@ -71,3 +71,21 @@ pub struct PreferencePair {
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub meta: Map<String, Value>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_line_parses() {
+        let line = r#"{"id":"synth-train-00003-presence","record_id":"synth-train-00003-presence","question":"Is there a lesion in this image?","answer_type":"closed","chosen":"yes","rejected":"no","chosen_spans":[{"start":0,"end":3,"id":1}],"rejected_spans":[{"start":0,"end":2,"id":1}],"branch":"corrected","editor":"rule","image":"images/train-00003.png","corrupted_image":"corrupted/synth-train-00003-presence.png","corruption":"lesion_mask"}"#;
+        let pair: PreferencePair = serde_json::from_str(line).unwrap();
+        assert_eq!(pair.branch, PairBranch::Corrected);
+        assert_eq!(pair.corruption, Some(CorruptionPath::LesionMask));
+        assert_eq!(
+            &pair.chosen[pair.chosen_spans[0].start..pair.chosen_spans[0].end],
+            "yes"
+        );
+        assert_eq!(serde_json::to_string(&pair).unwrap(), line);
+    }
+}

@@ -23,3 +23,17 @@ pub struct Sample {
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub meta: Map<String, Value>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_line_parses() {
+        let line = r#"{"record_id":"synth-train-00003-presence","question":"Is there a lesion in this image?","answer":"no","model":"tiny-vlm@step-0"}"#;
+        let sample: Sample = serde_json::from_str(line).unwrap();
+        assert_eq!(sample.answer, "no");
+        assert_eq!(sample.model.as_deref(), Some("tiny-vlm@step-0"));
+        assert_eq!(serde_json::to_string(&sample).unwrap(), line);
+    }
+}

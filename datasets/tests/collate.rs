@@ -150,3 +150,41 @@ fn bad_spans_and_missing_images_are_errors() {
     assert!(err.contains("clean.png"), "{err}");
     assert!(collator.collate::<B>(&[], &Default::default()).is_err());
 }
+
+/// A tokenizer that fails, as a models-crate wrapper might on a broken vocabulary.
+struct Failing;
+
+impl TextTokenizer for Failing {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, firempo_datasets::TokenizerError> {
+        Err(firempo_datasets::TokenizerError(format!(
+            "cannot encode {} bytes",
+            text.len()
+        )))
+    }
+    fn decode(&self, _: &[u32]) -> Result<String, firempo_datasets::TokenizerError> {
+        Ok(String::new())
+    }
+    fn pad_id(&self) -> u32 {
+        0
+    }
+    fn eos_id(&self) -> Option<u32> {
+        None
+    }
+    fn vocab_size(&self) -> usize {
+        1
+    }
+}
+
+#[test]
+fn tokenizer_errors_name_the_pair() {
+    let collator = PairCollator::new(Failing, PreprocessConfig::grayscale(4));
+    let err = collator
+        .encode_pair(&pair("z", "yes", "no", None))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, firempo_datasets::DatasetError::Tokenizer { ref pair, .. } if pair == "z"),
+        "{text}"
+    );
+    assert!(text.contains("cannot encode 20 bytes"), "{text}");
+}

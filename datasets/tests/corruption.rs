@@ -192,3 +192,56 @@ fn writes_corrupted_png_and_side_by_side_preview() {
     .unwrap_err();
     assert!(missing.to_string().contains("nope.png"), "{missing}");
 }
+
+#[test]
+fn corrupt_records_writes_listing_and_counts_bad_records() {
+    use firempo_datasets::synth::{self, SynthConfig};
+    use firempo_datasets::{
+        corrupt_records, read_jsonl, AnswerType, BadRecordPolicy, CorruptedRecord, Record,
+    };
+    let data = TempDir::new("corrupt-data");
+    let out = TempDir::new("corrupt-out");
+    let config = SynthConfig {
+        n_train: 4,
+        n_val: 0,
+        n_test: 0,
+        ..Default::default()
+    };
+    synth::generate(&config, data.path()).unwrap();
+    let mut records = read_jsonl::<Record>(&data.path().join("train.jsonl"), BadRecordPolicy::Stop)
+        .unwrap()
+        .items;
+    let mut broken = records[0].clone();
+    broken.id = "broken".into();
+    broken.image = "images/none.png".into();
+    records.push(broken);
+    let done = corrupt_records(
+        &records,
+        data.path(),
+        &CorruptionConfig::default(),
+        out.path(),
+        true,
+        BadRecordPolicy::Skip,
+    )
+    .unwrap();
+    assert_eq!(done.skipped, 1);
+    assert!(done.problems[0].to_string().contains("none.png"));
+    assert_eq!(done.items.len(), records.len() - 1);
+    for item in &done.items {
+        let record = records.iter().find(|r| r.id == item.record_id).unwrap();
+        let lesions = !record.meta["lesions"].as_array().unwrap().is_empty();
+        let expected = match (record.answer_type, lesions) {
+            (AnswerType::Report, _) => CorruptionPath::WholeImageFallback,
+            (_, true) => CorruptionPath::LesionMask,
+            (_, false) => CorruptionPath::GlobalSigma12Fallback,
+        };
+        assert_eq!(item.corruption, expected, "{}", item.record_id);
+        assert!(item.corrupted_image.is_file());
+        assert!(item.preview.as_ref().unwrap().is_file());
+    }
+    let listed =
+        read_jsonl::<CorruptedRecord>(&out.path().join("corruptions.jsonl"), BadRecordPolicy::Stop)
+            .unwrap()
+            .items;
+    assert_eq!(listed, done.items);
+}

@@ -263,3 +263,26 @@ fn jsonl_round_trip_and_bad_lines_name_line_and_field() {
         "{err}"
     );
 }
+
+#[test]
+fn iter_jsonl_streams_lines_with_errors_in_place() {
+    let dir = common::TempDir::new("iter-jsonl");
+    let path = dir.path().join("samples.jsonl");
+    let good = r#"{"record_id":"a","question":"q","answer":"yes"}"#;
+    std::fs::write(
+        &path,
+        format!("{good}\n\n{{\"record_id\":\"b\"}}\n{good}\n"),
+    )
+    .unwrap();
+    let items: Vec<_> = firempo_datasets::iter_jsonl::<firempo_datasets::Sample>(&path)
+        .unwrap()
+        .collect();
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[0].as_ref().unwrap().record_id, "a");
+    let err = items[1].as_ref().unwrap_err().to_string();
+    assert!(
+        err.contains("samples.jsonl:3") && err.contains("missing field `question`"),
+        "{err}"
+    );
+    assert!(items[2].is_ok());
+}

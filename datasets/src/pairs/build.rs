@@ -3,17 +3,16 @@
 //! images, optional side-by-side previews, and `pair_failures.jsonl` for samples that failed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use crate::corruption::{write_corruption, CorruptionConfig, CorruptionPath};
+use crate::corrupt_dataset::corrupt_record;
+use crate::corruption::CorruptionConfig;
 use crate::error::DatasetError;
-use crate::image::load_image;
 use crate::intake::{BadRecordPolicy, Intake};
 use crate::jsonl::write_jsonl;
-use crate::mask::Mask;
 use crate::pair::PreferencePair;
 use crate::records::Record;
 use crate::sample::Sample;
@@ -163,8 +162,15 @@ fn assemble(
     let (corrupted_image, corruption) = match &options.corruption {
         None => (None, None),
         Some(config) => {
-            let (corrupted, path) = corrupt_record(&id, record, &image, config, options)?;
-            (Some(corrupted), Some(path))
+            let done = corrupt_record(
+                record,
+                &options.dataset_root,
+                config,
+                &options.out_dir,
+                &id,
+                options.previews,
+            )?;
+            (Some(done.corrupted_image), Some(done.corruption))
         }
     };
     Ok(PreferencePair {
@@ -183,58 +189,4 @@ fn assemble(
         corruption,
         meta: Map::new(),
     })
-}
-
-fn corrupt_record(
-    id: &str,
-    record: &Record,
-    image: &Path,
-    config: &CorruptionConfig,
-    options: &PairOptions,
-) -> Result<(PathBuf, CorruptionPath), DatasetError> {
-    if !image.is_file() {
-        return Err(DatasetError::MissingImage {
-            at: crate::error::Location::file(image),
-            record: record.id.clone(),
-            field: "image".into(),
-            file: image.to_path_buf(),
-        });
-    }
-    let mask = match &record.mask {
-        None => None,
-        Some(source) => {
-            let probe = load_image(image)?;
-            Some(Mask::load(
-                source,
-                &options.dataset_root,
-                probe.width(),
-                probe.height(),
-            )?)
-        }
-    };
-    let file = format!("{}.png", sanitize(id));
-    let corrupted = options.out_dir.join("corrupted").join(&file);
-    let preview = options.out_dir.join("previews").join(&file);
-    let path = write_corruption(
-        image,
-        mask.as_ref(),
-        config,
-        &record.id,
-        &corrupted,
-        options.previews.then_some(preview.as_path()),
-    )?;
-    Ok((corrupted, path))
-}
-
-/// A file-name-safe version of an id.
-fn sanitize(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
