@@ -9,6 +9,7 @@
 
 mod activation;
 mod attention;
+mod chat;
 mod config;
 mod decoder;
 mod error;
@@ -17,14 +18,17 @@ mod kv_cache;
 pub mod loading;
 mod lora;
 pub mod mask;
+mod preprocess;
 mod projector;
 mod rope;
 mod scoring;
+mod tokenizer;
 mod vision;
 mod vlm;
 
 pub use activation::*;
 pub use attention::*;
+pub use chat::*;
 pub use config::*;
 pub use decoder::*;
 pub use error::*;
@@ -33,8 +37,10 @@ pub use kv_cache::*;
 pub use loading::adapter::{load_adapter, save_adapter};
 pub use loading::load_pretrained;
 pub use lora::*;
+pub use preprocess::*;
 pub use projector::*;
 pub use rope::*;
 pub use scoring::*;
+pub use tokenizer::*;
 pub use vision::*;
 pub use vlm::*;
