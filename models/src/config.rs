@@ -147,6 +147,27 @@ impl VlmConfig {
         }
     }
 
+    /// A small model for CPU benchmarks: the tiny vision tower (64 px, 64 patches) and a 4-layer,
+    /// 256-wide GQA decoder with a 2048-token vocabulary (~5 M parameters).
+    pub fn small() -> Self {
+        let mut c = Self::tiny();
+        if let Some(v) = c.vision.as_mut() {
+            v.image_size = 64;
+        }
+        c.text = TextConfig {
+            vocab_size: 2048,
+            d_model: 256,
+            n_layers: 4,
+            n_heads: 8,
+            n_kv_heads: 2,
+            head_dim: 32,
+            d_ff: 688,
+            ..c.text
+        };
+        c.image_token_id = 2047;
+        c
+    }
+
     /// LLaVA-1.5-7B (`llava-hf/llava-1.5-7b-hf`: CLIP ViT-L/14-336 + Vicuna-7B).
     pub fn llava_1_5_7b() -> Self {
         Self {
@@ -305,6 +326,8 @@ mod tests {
     #[test]
     fn presets_validate_and_count_image_tokens() {
         VlmConfig::tiny().validate().unwrap();
+        VlmConfig::small().validate().unwrap();
+        assert_eq!(VlmConfig::small().image_tokens_per_image(), 64);
         let llava = VlmConfig::llava_1_5_7b();
         llava.validate().unwrap();
         assert_eq!(llava.image_tokens_per_image(), 576);

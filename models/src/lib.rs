@@ -6,9 +6,34 @@
 //! Entry points: [`VlmConfig::init`], [`load_pretrained`], [`Vlm::forward`],
 //! [`Vlm::score_answers`], [`Vlm::generate`], [`Vlm::with_lora`] / [`Vlm::with_adapters`],
 //! [`save_adapter`] / [`load_adapter`].
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use burn::backend::NdArray;
+//! use firempo_models::{
+//!     load_pretrained, prepare_question, ChatTemplate, GenerationConfig, ImagePreprocessor, Tokenizer,
+//! };
+//!
+//! # fn main() -> Result<(), firempo_models::ModelError> {
+//! let dir = Path::new("checkpoints/llava-1.5-7b-hf");
+//! let device = Default::default();
+//! let model = load_pretrained::<NdArray>(dir, &device)?;
+//! let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+//! let preprocessor = ImagePreprocessor::from_file(&dir.join("preprocessor_config.json"))?;
+//! let template = ChatTemplate::Llava15;
+//! let input = prepare_question(&model.config, &tokenizer, template, &preprocessor,
+//!     "Is there a pleural effusion?", Some(Path::new("xray.png")), &device)?;
+//! let stop = template.stop_tokens().iter().filter_map(|t| tokenizer.token_id(t)).collect();
+//! let config = GenerationConfig { max_new_tokens: 64, stop_token_ids: stop, ..Default::default() };
+//! let answer = model.generate(input, &config)?;
+//! println!("{}", tokenizer.decode(&answer.tokens[0], true)?);
+//! # Ok(())
+//! # }
+//! ```
 
 mod activation;
 mod attention;
+mod chat;
 mod config;
 mod decoder;
 mod error;
@@ -17,14 +42,17 @@ mod kv_cache;
 pub mod loading;
 mod lora;
 pub mod mask;
+mod preprocess;
 mod projector;
 mod rope;
 mod scoring;
+mod tokenizer;
 mod vision;
 mod vlm;
 
 pub use activation::*;
 pub use attention::*;
+pub use chat::*;
 pub use config::*;
 pub use decoder::*;
 pub use error::*;
@@ -33,8 +61,10 @@ pub use kv_cache::*;
 pub use loading::adapter::{load_adapter, save_adapter};
 pub use loading::load_pretrained;
 pub use lora::*;
+pub use preprocess::*;
 pub use projector::*;
 pub use rope::*;
 pub use scoring::*;
+pub use tokenizer::*;
 pub use vision::*;
 pub use vlm::*;

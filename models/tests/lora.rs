@@ -4,7 +4,7 @@
 mod common;
 
 use burn::backend::{Autodiff, NdArray};
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::{activation::log_softmax, Distribution, Int, Tensor, TensorData};
 use common::max_abs_diff;
@@ -94,6 +94,23 @@ fn lora_reference_switch_merge_and_peft_round_trip() {
         base_logits.to_data(),
         "adapters off is the base"
     );
+    // The graph-free reference the trainer uses: inner backend, adapters off.
+    let inner_input = VlmInput {
+        input_ids: input.input_ids.clone().inner(),
+        pixel_values: input.pixel_values.clone().map(|p| p.inner()),
+        attention_mask: None,
+    };
+    let valid_ref = trained
+        .valid()
+        .with_adapters(false)
+        .forward(inner_input.clone())
+        .unwrap();
+    let valid_on = trained.valid().forward(inner_input).unwrap();
+    assert_eq!(
+        valid_ref.into_data(),
+        base_logits.clone().inner().into_data()
+    );
+    assert_eq!(valid_on.into_data(), on.clone().inner().into_data());
 
     let merged = trained.clone().merge_lora();
     assert!(!merged.has_lora());
