@@ -259,8 +259,9 @@ fn answer_types(names: &[String]) -> anyhow::Result<Vec<AnswerType>> {
     names
         .iter()
         .map(|name| {
-            serde_json::from_value(serde_json::Value::String(name.trim().to_lowercase()))
-                .map_err(|_| anyhow::anyhow!("unknown answer type `{name}`: use closed, open or report"))
+            serde_json::from_value(serde_json::Value::String(name.trim().to_lowercase())).map_err(
+                |_| anyhow::anyhow!("unknown answer type `{name}`: use closed, open or report"),
+            )
         })
         .collect()
 }

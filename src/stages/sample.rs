@@ -124,7 +124,11 @@ impl BackendTask for SampleStage {
         if let Some(limit) = self.limit {
             data.records.truncate(limit);
         }
-        anyhow::ensure!(!data.records.is_empty(), "no records of the requested answer types in {}", self.records.display());
+        anyhow::ensure!(
+            !data.records.is_empty(),
+            "no records of the requested answer types in {}",
+            self.records.display()
+        );
         let (model, processor) = load_model_dir::<B::InnerBackend>(&self.model, &device)?;
         let answers = answer_records(
             &model,
