@@ -75,6 +75,7 @@ impl FindingVocabulary {
             {
                 continue;
             }
+            let before = found.len();
             for clause in clauses(sentence) {
                 if negations.iter().any(|n| contains_phrase(&clause, n)) {
                     continue;
@@ -85,6 +86,23 @@ impl FindingVocabulary {
                         found.insert(Finding::new(a, b));
                     } else if self.zones.contains(a) && self.sides.contains(b) {
                         found.insert(Finding::new(b, a));
+                    }
+                }
+            }
+            // Templates that name the side and the zone apart ("a lesion in the right lung,
+            // middle zone"): with one side in a non-negated sentence, pair it with its zones.
+            if found.len() == before
+                && !negations
+                    .iter()
+                    .any(|n| contains_phrase(&sentence_words, n))
+            {
+                let sides: Vec<&String> = sentence_words
+                    .iter()
+                    .filter(|w| self.sides.contains(w))
+                    .collect();
+                if let [side] = sides.as_slice() {
+                    for zone in sentence_words.iter().filter(|w| self.zones.contains(w)) {
+                        found.insert(Finding::new(*side, zone));
                     }
                 }
             }
@@ -272,5 +290,19 @@ mod tests {
         // TP 3, FP 1, FN 0: P = 3/4, R = 1, F1 = 2·0.75/1.75 = 6/7.
         let s = FindingScores::from_counts(3, 1, 0);
         assert!((s.f1 - 6.0 / 7.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn synthetic_report_templates_are_parsed() {
+        let vocab = FindingVocabulary::default();
+        let one = vocab.parse(
+            "There is a large lesion in the right lung, middle zone. The left lung is clear.",
+        );
+        assert_eq!(one, BTreeSet::from([Finding::new("right", "middle")]));
+        let many = vocab.parse("There are 3 lesions in the left lung; the largest is medium, in the upper zone. The right lung is clear.");
+        assert_eq!(many, BTreeSet::from([Finding::new("left", "upper")]));
+        assert!(vocab
+            .parse("Both lungs are clear. No lesion is seen.")
+            .is_empty());
     }
 }
