@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
 use firempo_datasets::{read_jsonl, BadRecordPolicy, PreferencePair};
 use firempo_losses::PreferenceLoss;
@@ -14,10 +13,11 @@ use firempo_models::LoraConfig;
 use serde::{Deserialize, Serialize};
 
 use super::data::read_records;
+use super::{freeze_vision, train_into_model_dir};
 use crate::backend::BackendTask;
 use crate::pipeline::align::{align_examples, reference_of, whole_answer_spans, AlignObjective};
-use crate::pipeline::model_dir::{load_model_dir, save_model_dir};
-use crate::train::{train, TrainerConfig};
+use crate::pipeline::model_dir::load_model_dir;
+use crate::train::TrainerConfig;
 
 /// Settings of the alignment stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,11 +100,12 @@ impl BackendTask for AlignStage {
                 .map(Path::to_path_buf)
                 .unwrap_or_default()
         });
-        let (mut model, processor) = load_model_dir::<B>(&self.model, &device)?;
-        if self.freeze_vision {
-            model.vision = model.vision.map(|v| v.no_grad());
-            model.projector = model.projector.map(|p| p.no_grad());
-        }
+        let (model, processor) = load_model_dir::<B>(&self.model, &device)?;
+        let model = if self.freeze_vision {
+            freeze_vision(model)
+        } else {
+            model
+        };
         B::seed(&device, self.trainer.seed);
         let policy = match &self.lora {
             Some(lora) => model.with_lora(lora, &device)?,
@@ -117,20 +118,15 @@ impl BackendTask for AlignStage {
             reference: reference_of(&policy),
             device: device.clone(),
         };
-        let outcome = train(
+        train_into_model_dir(
+            "alignment",
             &self.trainer,
             &objective,
             policy,
-            &self.out.join("run"),
+            &processor,
+            &self.out,
             self.resume,
             &device,
-        )?;
-        anyhow::ensure!(
-            !outcome.interrupted,
-            "alignment interrupted at step {}; rerun with --resume",
-            outcome.steps_done
-        );
-        save_model_dir(&self.out, &outcome.model.merge_lora(), &processor)?;
-        Ok(self.out)
+        )
     }
 }

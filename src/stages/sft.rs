@@ -3,19 +3,17 @@
 
 use std::path::PathBuf;
 
-use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
-use firempo_datasets::{BadRecordPolicy, PreprocessConfig};
+use firempo_datasets::BadRecordPolicy;
 use serde::{Deserialize, Serialize};
 
 use super::data::read_records;
+use super::{freeze_vision, train_into_model_dir};
 use crate::backend::BackendTask;
-use crate::pipeline::demo_model::{demo_config, DEMO_IMAGE_SIZE};
-use crate::pipeline::model_dir::{load_model_dir, save_model_dir};
-use crate::pipeline::processor::{Processor, LLAVA_TEMPLATE};
+use crate::pipeline::demo_model::demo_processor;
+use crate::pipeline::model_dir::load_model_dir;
 use crate::pipeline::sft::{sft_examples, SftObjective};
-use crate::pipeline::tokenizer::train_word_level;
-use crate::train::{train, TrainerConfig};
+use crate::train::TrainerConfig;
 
 /// Where the model to fine-tune comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,54 +52,32 @@ impl BackendTask for SftStage {
         let data = read_records(&self.records, BadRecordPolicy::Skip, self.limit)?;
         let (model, processor) = match &self.model {
             ModelSource::Demo => {
-                let corpus = data.records.iter().flat_map(|r| {
-                    [
-                        LLAVA_TEMPLATE.replace("{question}", &r.question),
-                        r.answer.clone(),
-                    ]
-                });
-                let tokenizer = train_word_level(corpus, 1)?;
-                let image_token = tokenizer
-                    .token_to_id("<image>")
-                    .expect("the demo tokenizer has <image>")
-                    as usize;
-                let config = demo_config(tokenizer.get_vocab_size(true), image_token);
-                let processor = Processor::new(
-                    &config,
-                    tokenizer,
-                    PreprocessConfig::grayscale(DEMO_IMAGE_SIZE as u32),
-                    LLAVA_TEMPLATE,
-                )?;
+                let (config, processor) = demo_processor(&data.records)?;
                 B::seed(&device, self.trainer.seed);
                 (config.init::<B>(&device), processor)
             }
             ModelSource::Dir(dir) => load_model_dir::<B>(dir, &device)?,
         };
-        let mut model = model;
-        if self.freeze_vision {
-            model.vision = model.vision.map(|v| v.no_grad());
-            model.projector = model.projector.map(|p| p.no_grad());
-        }
+        let model = if self.freeze_vision {
+            freeze_vision(model)
+        } else {
+            model
+        };
         let examples = sft_examples(&processor, &data.records, &data.root)?;
         let objective = SftObjective::<B> {
             processor: &processor,
             examples,
             device: device.clone(),
         };
-        let outcome = train(
+        train_into_model_dir(
+            "SFT",
             &self.trainer,
             &objective,
             model,
-            &self.out.join("run"),
+            &processor,
+            &self.out,
             self.resume,
             &device,
-        )?;
-        anyhow::ensure!(
-            !outcome.interrupted,
-            "SFT interrupted at step {}; rerun with --resume",
-            outcome.steps_done
-        );
-        save_model_dir(&self.out, &outcome.model, &processor)?;
-        Ok(self.out)
+        )
     }
 }

@@ -20,6 +20,7 @@ fn run(name: &str) -> (firempo::eval::ResultsTable, Vec<PathBuf>, PathBuf) {
 
 #[test]
 fn quick_demo_runs_every_stage_and_is_deterministic() {
+    let _serial = crate::common::exclusive();
     let (table, files, out) = run("a");
     let methods: Vec<&str> = table.methods().collect();
     assert_eq!(

@@ -61,6 +61,7 @@ fn config(name: &str) -> PlaygroundConfig {
 
 #[test]
 fn nan_loss_stops_with_step_examples_and_last_checkpoint() {
+    let _serial = crate::common::exclusive();
     let device = Default::default();
     let cfg = config("nan");
     let (inner, table) = Playground::<B>::new(&cfg, &device);
@@ -97,6 +98,7 @@ fn nan_loss_stops_with_step_examples_and_last_checkpoint() {
 
 #[test]
 fn invalid_trainer_settings_name_the_field() {
+    let _serial = crate::common::exclusive();
     let device = Default::default();
     let mut cfg = config("invalid");
     cfg.trainer.lr = -1.0;

@@ -4,13 +4,8 @@
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
-use firempo::pipeline::demo_model::demo_config;
-use firempo::pipeline::processor::{Processor, LLAVA_TEMPLATE};
 use firempo::pipeline::sft::{sft_examples, SftObjective};
-use firempo::pipeline::tokenizer::train_word_level;
 use firempo::train::{train, TrainerConfig};
-use firempo_datasets::synth::{generate, SynthConfig};
-use firempo_datasets::{read_jsonl, BadRecordPolicy, PreprocessConfig, Record};
 
 type B = Autodiff<NdArray<f32>>;
 
@@ -47,45 +42,20 @@ fn parameter_tensors(model: &firempo_models::Vlm<B>) -> Vec<(String, Vec<f32>)> 
 
 #[test]
 fn sft_lowers_the_loss_and_updates_every_parameter() {
-    let dir = std::env::temp_dir().join(format!("firempo-sft-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let synth = SynthConfig {
-        n_train: 8,
-        n_val: 2,
-        n_test: 2,
-        ..SynthConfig::default()
-    };
-    generate(&synth, &dir.join("data")).unwrap();
-    let records: Vec<Record> = read_jsonl(&dir.join("data/train.jsonl"), BadRecordPolicy::Stop)
-        .unwrap()
-        .items;
-    let corpus: Vec<String> = records
-        .iter()
-        .flat_map(|r| {
-            [
-                LLAVA_TEMPLATE.replace("{question}", &r.question),
-                r.answer.clone(),
-            ]
-        })
-        .collect();
-    let tokenizer = train_word_level(corpus.iter(), 1).unwrap();
-    let config = demo_config(
-        tokenizer.get_vocab_size(true),
-        tokenizer.token_to_id("<image>").unwrap() as usize,
-    );
-    let processor = Processor::new(
-        &config,
-        tokenizer,
-        PreprocessConfig::grayscale(64),
-        LLAVA_TEMPLATE,
-    )
-    .unwrap();
+    let _serial = crate::common::exclusive();
+    let crate::common::TinySetup {
+        dir,
+        root,
+        records,
+        config,
+        processor,
+    } = crate::common::tiny_setup("sft");
     let device = Default::default();
     let model = config.init::<B>(&device);
     let before = parameter_tensors(&model);
     let objective = SftObjective::<B> {
         processor: &processor,
-        examples: sft_examples(&processor, &records, &dir.join("data")).unwrap(),
+        examples: sft_examples(&processor, &records, &root).unwrap(),
         device,
     };
     let trainer = TrainerConfig {

@@ -7,14 +7,10 @@ use std::path::Path;
 use burn::backend::{Autodiff, NdArray};
 use firempo::losses::{FiReMpoConfig, PreferenceLoss};
 use firempo::pipeline::align::{align_examples, reference_of, AlignObjective};
-use firempo::pipeline::demo_model::demo_config;
-use firempo::pipeline::processor::{Processor, LLAVA_TEMPLATE};
-use firempo::pipeline::tokenizer::train_word_level;
 use firempo::train::{train, TrainerConfig};
-use firempo_datasets::synth::{generate, SynthConfig};
 use firempo_datasets::{
-    corrupt, load_image, read_jsonl, save_png, AnswerType, BadRecordPolicy, CorruptionConfig,
-    PairBranch, PhraseSpan, PreferencePair, PreprocessConfig, Record,
+    corrupt, load_image, save_png, AnswerType, CorruptionConfig, PairBranch, PhraseSpan,
+    PreferencePair, Record,
 };
 use firempo_models::LoraConfig;
 
@@ -71,45 +67,16 @@ fn presence_pairs(records: &[Record], root: &Path) -> Vec<PreferencePair> {
 
 #[test]
 fn lora_fire_mpo_starts_at_ln2_and_raises_the_margin() {
-    let dir = std::env::temp_dir().join(format!("firempo-align-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let root = dir.join("data");
-    generate(
-        &SynthConfig {
-            n_train: 8,
-            n_val: 2,
-            n_test: 2,
-            ..SynthConfig::default()
-        },
-        &root,
-    )
-    .unwrap();
-    let records: Vec<Record> = read_jsonl(&root.join("train.jsonl"), BadRecordPolicy::Stop)
-        .unwrap()
-        .items;
+    let _serial = crate::common::exclusive();
+    let crate::common::TinySetup {
+        dir,
+        root,
+        records,
+        config,
+        processor,
+    } = crate::common::tiny_setup("align");
     let pairs = presence_pairs(&records, &root);
     assert!(pairs.len() >= 4, "{} presence pairs", pairs.len());
-    let corpus: Vec<String> = records
-        .iter()
-        .flat_map(|r| {
-            [
-                LLAVA_TEMPLATE.replace("{question}", &r.question),
-                r.answer.clone(),
-            ]
-        })
-        .collect();
-    let tokenizer = train_word_level(corpus.iter(), 1).unwrap();
-    let config = demo_config(
-        tokenizer.get_vocab_size(true),
-        tokenizer.token_to_id("<image>").unwrap() as usize,
-    );
-    let processor = Processor::new(
-        &config,
-        tokenizer,
-        PreprocessConfig::grayscale(64),
-        LLAVA_TEMPLATE,
-    )
-    .unwrap();
     let device = Default::default();
     let lora = LoraConfig {
         dropout: 0.0,

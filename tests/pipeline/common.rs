@@ -1,0 +1,55 @@
+//! Shared setup of the pipeline tests: a tiny synthetic dataset and the demo's processor.
+
+use std::path::PathBuf;
+
+use firempo::pipeline::demo_model::demo_processor;
+use firempo::pipeline::processor::Processor;
+use firempo_datasets::synth::{generate, SynthConfig};
+use firempo_datasets::{read_jsonl, BadRecordPolicy, Record};
+use firempo_models::VlmConfig;
+
+/// Serializes the tests of this binary: burn's ndarray RNG is process-wide, so tests training
+/// at the same time would draw from one stream and lose their determinism.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A fresh synthetic dataset of 8 training images and the demo model config and processor.
+pub struct TinySetup {
+    /// Scratch folder of the test.
+    pub dir: PathBuf,
+    /// Dataset root (records' paths are relative to it).
+    pub root: PathBuf,
+    /// Training records.
+    pub records: Vec<Record>,
+    /// The demo model config.
+    pub config: VlmConfig,
+    /// Its processor.
+    pub processor: Processor,
+}
+
+/// Builds the setup in a temporary folder named after `name`.
+pub fn tiny_setup(name: &str) -> TinySetup {
+    let dir = std::env::temp_dir().join(format!("firempo-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let root = dir.join("data");
+    let synth = SynthConfig {
+        n_train: 8,
+        n_val: 2,
+        n_test: 2,
+        ..SynthConfig::default()
+    };
+    generate(&synth, &root).unwrap();
+    let records = read_jsonl(&root.join("train.jsonl"), BadRecordPolicy::Stop)
+        .unwrap()
+        .items;
+    let (config, processor) = demo_processor(&records).unwrap();
+    TinySetup {
+        dir,
+        root,
+        records,
+        config,
+        processor,
+    }
+}

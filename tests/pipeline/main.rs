@@ -1,0 +1,9 @@
+//! End-to-end tests of the pipeline, in one test binary (each binary of this package compiles
+//! burn's generic kernels at opt-level 2, so fewer binaries build much faster). The resume test
+//! has its own binary (`tests/trainer_resume.rs`) because the stop flag it sets is process-wide.
+
+mod align;
+mod common;
+mod demo;
+mod sft;
+mod trainer_errors;
