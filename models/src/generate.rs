@@ -189,7 +189,20 @@ impl<B: Backend> Vlm<B> {
             let mut next = vec![0i64; batch];
             for b in 0..batch {
                 let row = &host[b * vocab..(b + 1) * vocab];
-                let token = choose(row, config.sampling, &mut rng);
+                // Never emit the image placeholder: fed back, it would be read as an image slot.
+                let token = match self
+                    .config
+                    .vision
+                    .as_ref()
+                    .map(|_| self.config.image_token_id)
+                {
+                    Some(image) if image < vocab => {
+                        let mut allowed = row.to_vec();
+                        allowed[image] = f32::NEG_INFINITY;
+                        choose(&allowed, config.sampling, &mut rng)
+                    }
+                    _ => choose(row, config.sampling, &mut rng),
+                };
                 next[b] = token as i64;
                 if done[b] {
                     continue;

@@ -57,7 +57,13 @@ fn recompute(
             .forward(VlmInput::new(ids).with_pixels(pixels.clone()))
             .unwrap();
         let last = log_softmax(logits.slice([0..1, n - 1..n]), 2).flatten::<1>(0, 2);
-        let token = last.clone().argmax(0).into_scalar() as i64;
+        // Generation never emits the image placeholder; exclude it here too.
+        let image = model.config.image_token_id;
+        let allowed = last.clone().slice_assign(
+            [image..image + 1],
+            Tensor::full([1], f32::NEG_INFINITY, &Default::default()),
+        );
+        let token = allowed.argmax(0).into_scalar() as i64;
         lps.push(last.narrow(0, token as usize, 1).into_scalar());
         tokens.push(token as u32);
         seq.push(token);
