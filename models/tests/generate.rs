@@ -59,10 +59,10 @@ fn recompute(
         let last = log_softmax(logits.slice([0..1, n - 1..n]), 2).flatten::<1>(0, 2);
         // Generation never emits the image placeholder; exclude it here too.
         let image = model.config.image_token_id;
-        let allowed = last.clone().slice_assign(
-            [image..image + 1],
-            Tensor::full([1], f32::NEG_INFINITY, &Default::default()),
-        );
+        let mut mask = vec![0.0f32; last.dims()[0]];
+        mask[image] = f32::NEG_INFINITY;
+        let allowed =
+            last.clone() + Tensor::<B, 1>::from_floats(mask.as_slice(), &Default::default());
         let token = allowed.argmax(0).into_scalar() as i64;
         lps.push(last.narrow(0, token as usize, 1).into_scalar());
         tokens.push(token as u32);
