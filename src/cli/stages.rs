@@ -120,6 +120,33 @@ impl TrainArgs {
     }
 }
 
+/// LoRA flags shared by the training stages.
+#[derive(Debug, Clone, Args)]
+pub struct LoraArgs {
+    /// LoRA rank; 0 trains all weights (full fine-tuning). Default: 0 for `sft`, 8 for `align`.
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// LoRA alpha (the update is scaled by alpha / rank).
+    #[arg(long, default_value_t = 16.0)]
+    pub lora_alpha: f64,
+    /// LoRA dropout.
+    #[arg(long, default_value_t = 0.0)]
+    pub lora_dropout: f64,
+}
+
+impl LoraArgs {
+    /// The adapters to train, `None` for full fine-tuning.
+    fn config(&self, default_rank: usize) -> Option<LoraConfig> {
+        let rank = self.lora_rank.unwrap_or(default_rank);
+        (rank > 0).then(|| LoraConfig {
+            rank,
+            alpha: self.lora_alpha,
+            dropout: self.lora_dropout,
+            ..LoraConfig::default()
+        })
+    }
+}
+
 /// `firempo sft`: supervised fine-tuning.
 #[derive(Debug, Clone, Args)]
 pub struct SftArgs {
@@ -129,7 +156,9 @@ pub struct SftArgs {
     /// Output model directory.
     #[arg(long, default_value = "runs/sft")]
     pub out: PathBuf,
-    /// Starting model: `demo` (tiny VLM from scratch) or a firempo model directory.
+    /// Starting model: `demo` (tiny VLM from scratch), a firempo model directory, or a
+    /// HuggingFace LLaVA checkpoint directory (config.json, safetensors, tokenizer.json,
+    /// preprocessor_config.json).
     #[arg(long, default_value = "demo")]
     pub model: String,
     /// Use at most this many records.
@@ -138,6 +167,8 @@ pub struct SftArgs {
     /// Freeze the vision tower and projector.
     #[arg(long)]
     pub freeze_vision: bool,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     #[command(flatten)]
     pub train: TrainArgs,
 }
@@ -154,6 +185,7 @@ pub fn sft(args: SftArgs) -> anyhow::Result<()> {
         },
         limit: args.limit,
         freeze_vision: args.freeze_vision,
+        lora: args.lora.config(0),
         trainer: args.train.trainer(3e-3),
         resume: args.train.resume,
     };
@@ -172,7 +204,8 @@ pub struct AlignArgs {
     /// Folder the pairs' image paths are relative to (default: the pairs file's folder).
     #[arg(long)]
     pub root: Option<PathBuf>,
-    /// Model directory to align (the SFT output).
+    /// Model to align: a firempo model directory (the SFT output) or a HuggingFace LLaVA
+    /// checkpoint directory.
     #[arg(long)]
     pub model: PathBuf,
     /// Output model directory.
@@ -180,15 +213,8 @@ pub struct AlignArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub loss: LossArgs,
-    /// LoRA rank (0: full fine-tuning against a frozen copy).
-    #[arg(long, default_value_t = 8)]
-    pub lora_rank: usize,
-    /// LoRA alpha.
-    #[arg(long, default_value_t = 16.0)]
-    pub lora_alpha: f64,
-    /// LoRA dropout.
-    #[arg(long, default_value_t = 0.0)]
-    pub lora_dropout: f64,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     /// Train the vision tower and projector too (frozen by default, as in the paper).
     #[arg(long)]
     pub train_vision: bool,
@@ -201,12 +227,7 @@ pub struct AlignArgs {
 
 /// Runs `firempo align`.
 pub fn align(args: AlignArgs) -> anyhow::Result<()> {
-    let lora = (args.lora_rank > 0).then(|| LoraConfig {
-        rank: args.lora_rank,
-        alpha: args.lora_alpha,
-        dropout: args.lora_dropout,
-        ..LoraConfig::default()
-    });
+    let lora = args.lora.config(8);
     let stage = AlignStage {
         pairs: args.pairs,
         root: args.root,
@@ -231,7 +252,8 @@ pub struct SampleArgs {
     /// Records to answer (e.g. runs/synth/train.jsonl).
     #[arg(long)]
     pub records: PathBuf,
-    /// Model directory (the policy, e.g. the SFT output).
+    /// Model (the policy): a firempo model directory, e.g. the SFT output, or a HuggingFace
+    /// LLaVA checkpoint directory.
     #[arg(long)]
     pub model: PathBuf,
     /// Output samples JSONL.
@@ -352,7 +374,7 @@ pub struct EvalArgs {
     /// Test records (e.g. runs/synth/test.jsonl).
     #[arg(long)]
     pub records: PathBuf,
-    /// Model directory.
+    /// Model: a firempo model directory or a HuggingFace LLaVA checkpoint directory.
     #[arg(long)]
     pub model: PathBuf,
     /// Output folder (eval.json, predictions.jsonl, corrupted/).

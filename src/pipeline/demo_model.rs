@@ -4,7 +4,7 @@
 use firempo_datasets::{PreprocessConfig, Record};
 use firempo_models::{FeatureSelect, VlmConfig};
 
-use super::processor::{Processor, LLAVA_TEMPLATE};
+use super::processor::{Processor, PromptFormat};
 use super::tokenizer::train_word_level;
 
 /// Image side the demo model sees (the synthetic benchmark's default size).
@@ -28,20 +28,18 @@ pub fn demo_config(vocab_size: usize, image_token_id: usize) -> VlmConfig {
 }
 
 /// The demo's model config and processor for `records`: a word-level tokenizer trained on their
-/// prompts and answers, grayscale 64×64 preprocessing, the LLaVA-1.5 template.
+/// prompts and answers, grayscale 64×64 preprocessing, the LLaVA-1.5 prompt format.
 pub fn demo_processor(records: &[Record]) -> anyhow::Result<(VlmConfig, Processor)> {
-    let corpus = records.iter().flat_map(|r| {
-        [
-            LLAVA_TEMPLATE.replace("{question}", &r.question),
-            r.answer.clone(),
-        ]
-    });
+    let format = PromptFormat::llava15();
+    let corpus = records
+        .iter()
+        .flat_map(|r| [format.prompt(&r.question), r.answer.clone()]);
     let tokenizer = train_word_level(corpus, 1)?;
     let image_token = tokenizer
         .token_to_id("<image>")
         .expect("the demo tokenizer has <image>") as usize;
     let config = demo_config(tokenizer.get_vocab_size(true), image_token);
     let preprocess = PreprocessConfig::grayscale(DEMO_IMAGE_SIZE as u32);
-    let processor = Processor::new(&config, tokenizer, preprocess, LLAVA_TEMPLATE)?;
+    let processor = Processor::new(&config, tokenizer, preprocess, format)?;
     Ok((config, processor))
 }

@@ -4,8 +4,11 @@
 //! DIR/model.json       firempo-models VlmConfig (architecture)
 //! DIR/model.mpk        weights (burn record, full precision)
 //! DIR/tokenizer.json   HF tokenizers format
-//! DIR/processor.json   image preprocessing and prompt template
+//! DIR/processor.json   image preprocessing and prompt format
+//! DIR/adapter/         the LoRA adapters alone, PEFT format (when trained with LoRA)
 //! ```
+//!
+//! [`load_model`] also takes a HuggingFace LLaVA checkpoint directory (see [`super::hf_checkpoint`]).
 
 use std::fs;
 use std::path::Path;
@@ -19,7 +22,8 @@ use firempo_models::{Vlm, VlmConfig};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use super::processor::Processor;
+use super::hf_checkpoint::{is_hf_checkpoint, load_hf_checkpoint};
+use super::processor::{Processor, PromptFormat};
 
 /// `processor.json`: how text and images become model inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +33,61 @@ pub struct ProcessorConfig {
     pub preprocess: PreprocessConfig,
     /// Prompt template with `{question}` and one `<image>`.
     pub template: String,
+    /// Token prepended to prompts (default `<s>`; `null` for none).
+    #[serde(default = "default_bos")]
+    pub bos_token: Option<String>,
+    /// Token that ends answers (default `</s>`).
+    #[serde(default = "default_eos")]
+    pub eos_token: String,
+}
+
+fn default_bos() -> Option<String> {
+    PromptFormat::llava15().bos_token
+}
+
+fn default_eos() -> String {
+    PromptFormat::llava15().eos_token
+}
+
+impl ProcessorConfig {
+    fn of(processor: &Processor) -> Self {
+        let format = processor.format.clone();
+        Self {
+            preprocess: processor.preprocess.clone(),
+            template: format.template,
+            bos_token: format.bos_token,
+            eos_token: format.eos_token,
+        }
+    }
+
+    fn format(&self) -> PromptFormat {
+        PromptFormat {
+            template: self.template.clone(),
+            bos_token: self.bos_token.clone(),
+            eos_token: self.eos_token.clone(),
+        }
+    }
+}
+
+/// Loads a model and its processor from a firempo model directory (`model.json`) or a
+/// HuggingFace LLaVA checkpoint directory (`config.json`, safetensors, `tokenizer.json`,
+/// `preprocessor_config.json`).
+pub fn load_model<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> anyhow::Result<(Vlm<B>, Processor)> {
+    if dir.join("model.json").is_file() {
+        load_model_dir(dir, device)
+    } else if is_hf_checkpoint(dir) {
+        load_hf_checkpoint(dir, device)
+    } else {
+        anyhow::bail!(
+            "{} is neither a firempo model directory (model.json, written by `firempo sft` or \
+             `firempo align`) nor a HuggingFace checkpoint directory (config.json with safetensors \
+             weights); check the path",
+            dir.display()
+        )
+    }
 }
 
 /// Writes the model, its tokenizer and processor settings to `dir`.
@@ -42,13 +101,9 @@ pub fn save_model_dir<B: Backend>(
         dir.join("model.json"),
         serde_json::to_string_pretty(&model.config)?,
     )?;
-    let processor_config = ProcessorConfig {
-        preprocess: processor.preprocess.clone(),
-        template: processor.template.clone(),
-    };
     fs::write(
         dir.join("processor.json"),
-        serde_json::to_string_pretty(&processor_config)?,
+        serde_json::to_string_pretty(&ProcessorConfig::of(processor))?,
     )?;
     processor
         .tokenizer
@@ -89,9 +144,10 @@ pub fn load_model_dir<B: Backend>(
     let processor = Processor::new(
         &config,
         tokenizer,
-        processor_config.preprocess,
-        &processor_config.template,
-    )?;
+        processor_config.preprocess.clone(),
+        processor_config.format(),
+    )
+    .with_context(|| format!("{}/processor.json", dir.display()))?;
     let model = config
         .init::<B>(device)
         .load_file(

@@ -1,4 +1,4 @@
-//! The processor of a model (HF's term): its tokenizer, image preprocessing and prompt template.
+//! The processor of a model (HF's term): its tokenizer, image preprocessing and prompt format.
 //! Turns questions, answers and image files into the token ids and pixels the model consumes,
 //! and generated ids back into text.
 
@@ -10,21 +10,75 @@ use anyhow::Context;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use firempo_datasets::{load_image, preprocess, PhraseSpan, PixelValues, PreprocessConfig};
-use firempo_models::VlmConfig;
+use firempo_models::{expand_image_tokens, ChatTemplate, VlmConfig, IMAGE_PLACEHOLDER};
+use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-/// The LLaVA-1.5 conversation template; `{question}` is replaced, `<image>` expanded to the
-/// model's image-token count.
-pub const LLAVA_TEMPLATE: &str = "USER: <image>\n{question} ASSISTANT:";
+/// How a question becomes a prompt and where an answer ends: the template text and the special
+/// tokens around it. Saved in a model directory's `processor.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptFormat {
+    /// Prompt text with `{question}` and one `<image>`.
+    pub template: String,
+    /// Token prepended to every prompt (`<s>` for LLaMA tokenizers, none for ChatML).
+    #[serde(default = "llama_bos")]
+    pub bos_token: Option<String>,
+    /// Token that ends an answer: appended in training, stops generation.
+    #[serde(default = "llama_eos")]
+    pub eos_token: String,
+}
+
+fn llama_bos() -> Option<String> {
+    Some("<s>".into())
+}
+
+fn llama_eos() -> String {
+    "</s>".into()
+}
+
+impl PromptFormat {
+    /// The format of one of the models crate's chat templates (one user turn with the image).
+    pub fn of(template: ChatTemplate) -> Self {
+        Self {
+            template: template.prompt("{question}", true),
+            bos_token: match template {
+                ChatTemplate::Llava15 => llama_bos(),
+                ChatTemplate::ChatMl => None,
+            },
+            eos_token: template.stop_tokens()[0].to_string(),
+        }
+    }
+
+    /// The LLaVA-1.5 format `USER: <image>\n{question} ASSISTANT:` with `<s>` and `</s>`.
+    pub fn llava15() -> Self {
+        Self::of(ChatTemplate::Llava15)
+    }
+
+    /// The prompt text of `question` (before tokenization and image expansion).
+    pub fn prompt(&self, question: &str) -> String {
+        self.template.replace("{question}", question.trim())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.template.contains("{question}")
+                && self.template.matches(IMAGE_PLACEHOLDER).count() == 1,
+            "the prompt template must contain `{{question}}` and exactly one `{IMAGE_PLACEHOLDER}`: {:?}",
+            self.template
+        );
+        Ok(())
+    }
+}
 
 /// Everything needed to talk to a model, except the model.
 pub struct Processor {
-    /// The tokenizer (with `<s>`, `</s>`, `<pad>` and `<image>` tokens).
+    /// The tokenizer (with the format's special tokens and `<image>`).
     pub tokenizer: Tokenizer,
     /// Image preprocessing matching the vision tower.
     pub preprocess: PreprocessConfig,
-    /// Prompt template with `{question}` and one `<image>`.
-    pub template: String,
+    /// Prompt template and special tokens.
+    pub format: PromptFormat,
     /// Token ids of the special tokens.
     pub special: SpecialIds,
     /// Image-feature positions per image in the model (`<image>` expands to this many ids).
@@ -35,48 +89,53 @@ pub struct Processor {
 /// Ids of the special tokens the pipeline needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecialIds {
-    /// Padding (never attended or scored).
+    /// Padding (never attended or scored): `<pad>`, else `<unk>`, else `<|endoftext|>`, else
+    /// the end token.
     pub pad: i64,
-    /// Begin of sequence, prepended to every prompt.
-    pub bos: i64,
-    /// End of sequence, appended to every answer; generation stops there.
+    /// Begin of sequence, prepended to every prompt, if the format has one.
+    pub bos: Option<i64>,
+    /// End of answer, appended to every answer; generation stops there.
     pub eos: i64,
     /// Image placeholder, expanded to one id per image feature.
     pub image: i64,
 }
 
 impl SpecialIds {
-    /// Looks the special tokens up in `tokenizer`, naming any that is missing.
-    pub fn from_tokenizer(tokenizer: &Tokenizer) -> anyhow::Result<Self> {
+    /// Looks the special tokens of `format` up in `tokenizer`, naming any that is missing.
+    pub fn from_tokenizer(tokenizer: &Tokenizer, format: &PromptFormat) -> anyhow::Result<Self> {
+        let lookup = |token: &str| tokenizer.token_to_id(token).map(i64::from);
         let id = |token: &str| -> anyhow::Result<i64> {
-            tokenizer
-                .token_to_id(token)
-                .map(i64::from)
-                .with_context(|| {
-                    format!("the tokenizer has no `{token}` token; add it as a special token")
-                })
+            lookup(token).with_context(|| {
+                format!("the tokenizer has no `{token}` token; add it as a special token")
+            })
         };
+        let eos = id(&format.eos_token)?;
         Ok(Self {
-            pad: id("<pad>").or_else(|_| id("<unk>"))?,
-            bos: id("<s>")?,
-            eos: id("</s>")?,
-            image: id("<image>")?,
+            pad: ["<pad>", "<unk>", "<|endoftext|>"]
+                .into_iter()
+                .find_map(lookup)
+                .unwrap_or(eos),
+            bos: format.bos_token.as_deref().map(id).transpose()?,
+            eos,
+            image: id(IMAGE_PLACEHOLDER)?,
         })
     }
 }
 
 impl Processor {
-    /// Bundles a tokenizer, preprocessing and template for the model `config`; checks they agree.
+    /// Bundles a tokenizer, preprocessing and prompt format for the model `config`; checks they
+    /// agree.
     pub fn new(
         config: &VlmConfig,
         tokenizer: Tokenizer,
         preprocess: PreprocessConfig,
-        template: &str,
+        format: PromptFormat,
     ) -> anyhow::Result<Self> {
-        let special = SpecialIds::from_tokenizer(&tokenizer)?;
+        format.validate()?;
+        let special = SpecialIds::from_tokenizer(&tokenizer, &format)?;
         anyhow::ensure!(
             special.image as usize == config.image_token_id,
-            "the tokenizer's <image> id {} differs from the model's image_token_id {}",
+            "the tokenizer's {IMAGE_PLACEHOLDER} id {} differs from the model's image_token_id {}",
             special.image,
             config.image_token_id
         );
@@ -86,15 +145,19 @@ impl Processor {
             "the tokenizer has {vocab} tokens but the model's vocabulary only {}",
             config.text.vocab_size
         );
-        anyhow::ensure!(
-            template.contains("{question}") && template.matches("<image>").count() == 1,
-            "the prompt template must contain `{{question}}` and exactly one `<image>`: {template:?}"
-        );
+        if let Some(vision) = &config.vision {
+            anyhow::ensure!(
+                preprocess.n_channels() == vision.num_channels,
+                "the image preprocessing gives {} channels but the vision tower takes {}",
+                preprocess.n_channels(),
+                vision.num_channels
+            );
+        }
         Ok(Self {
             image_tokens: config.image_tokens_per_image(),
             tokenizer,
             preprocess,
-            template: template.to_string(),
+            format,
             special,
             pixel_cache: Mutex::new(HashMap::new()),
         })
@@ -108,28 +171,28 @@ impl Processor {
         Ok(encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
     }
 
-    /// Prompt ids: `<s>`, the template with the question, `<image>` expanded to the model's
-    /// image-token count.
+    /// Prompt ids: the begin token (if any), the template with the question, `<image>` expanded
+    /// to the model's image-token count.
     pub fn prompt_ids(&self, question: &str) -> anyhow::Result<Vec<i64>> {
-        let text = self.template.replace("{question}", question.trim());
-        let mut ids = vec![self.special.bos];
-        for id in self.encode(&text)? {
-            if id == self.special.image {
-                ids.extend(std::iter::repeat_n(id, self.image_tokens));
-            } else {
-                ids.push(id);
-            }
-        }
-        Ok(ids)
+        let text = self.format.prompt(question);
+        let ids: Vec<u32> = self.encode(&text)?.iter().map(|&id| id as u32).collect();
+        let expanded = expand_image_tokens(&ids, self.special.image as u32, self.image_tokens, 1)
+            .with_context(|| format!("the prompt {text:?}"))?;
+        Ok(self
+            .special
+            .bos
+            .into_iter()
+            .chain(expanded.into_iter().map(i64::from))
+            .collect())
     }
 
-    /// Answer ids followed by `</s>` (what SFT teaches and preference losses score).
+    /// Answer ids followed by the end token (what SFT teaches and preference losses score).
     pub fn answer_ids(&self, answer: &str) -> anyhow::Result<Vec<i64>> {
         Ok(self.answer_ids_with_phrases(answer, &[])?.0)
     }
 
-    /// Answer ids followed by `</s>`, and for each id its phrase id: the id of the byte span in
-    /// `spans` that the token overlaps, 0 outside every span (and for `</s>`).
+    /// Answer ids followed by the end token, and for each id its phrase id: the id of the byte
+    /// span in `spans` that the token overlaps, 0 outside every span (and for the end token).
     pub fn answer_ids_with_phrases(
         &self,
         answer: &str,
@@ -155,7 +218,7 @@ impl Processor {
         Ok((ids, phrases))
     }
 
-    /// Text of generated ids, up to the first `</s>`.
+    /// Text of generated ids, up to the first end token.
     pub fn decode(&self, ids: &[i64]) -> anyhow::Result<String> {
         let end = ids
             .iter()

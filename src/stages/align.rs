@@ -16,7 +16,7 @@ use super::data::read_records;
 use super::{freeze_vision, train_into_model_dir};
 use crate::backend::BackendTask;
 use crate::pipeline::align::{align_examples, reference_of, whole_answer_spans, AlignObjective};
-use crate::pipeline::model_dir::load_model_dir;
+use crate::pipeline::model_dir::load_model;
 use crate::train::TrainerConfig;
 
 /// Settings of the alignment stage.
@@ -100,7 +100,7 @@ impl BackendTask for AlignStage {
                 .map(Path::to_path_buf)
                 .unwrap_or_default()
         });
-        let (model, processor) = load_model_dir::<B>(&self.model, &device)?;
+        let (model, processor) = load_model::<B>(&self.model, &device)?;
         let model = if self.freeze_vision {
             freeze_vision(model)
         } else {

@@ -230,6 +230,7 @@ impl Demo {
             model: ModelSource::Demo,
             limit: None,
             freeze_vision: false,
+            lora: None,
             trainer: self.trainer(self.sizes.sft_steps, self.sizes.sft_batch, 3e-3, seed),
             resume: false,
         }

@@ -22,7 +22,7 @@ use crate::eval::{
     visual_sensitivity, BleuSmoothing, FindingVocabulary, SensitivityRecord,
 };
 use crate::pipeline::batch::scoring_batch;
-use crate::pipeline::model_dir::load_model_dir;
+use crate::pipeline::model_dir::load_model;
 use crate::pipeline::processor::Processor;
 
 /// Settings of the evaluation stage.
@@ -172,7 +172,7 @@ impl BackendTask for EvalStage {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<EvalReport> {
         let data = read_records(&self.records, BadRecordPolicy::Skip, self.limit)?;
-        let (model, processor) = load_model_dir::<B::InnerBackend>(&self.model, &device)?;
+        let (model, processor) = load_model::<B::InnerBackend>(&self.model, &device)?;
         let records = &data.records;
         let clean: Vec<PathBuf> = records.iter().map(|r| r.image_path(&data.root)).collect();
         let corrupted = corrupted_images(records, &data.root, &self.corruption, &self.out)?;

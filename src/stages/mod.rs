@@ -11,9 +11,10 @@ pub mod sft;
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use firempo_models::Vlm;
+use firempo_models::{save_adapter, Vlm};
 
 use crate::pipeline::model_dir::save_model_dir;
 use crate::pipeline::processor::Processor;
@@ -27,7 +28,9 @@ pub fn freeze_vision<B: Backend>(mut model: Vlm<B>) -> Vlm<B> {
 }
 
 /// Trains `model` on `objective` (checkpoints and metrics in `out/run`) and writes the result,
-/// adapters merged, as a model directory at `out`. `what` names the stage in errors.
+/// adapters merged, as a model directory at `out`; LoRA adapters are also written alone, in PEFT
+/// format, to `out/adapter` (small enough to share for a 7B model). `what` names the stage in
+/// errors.
 #[allow(clippy::too_many_arguments)]
 pub fn train_into_model_dir<B, T>(
     what: &str,
@@ -49,6 +52,11 @@ where
         "{what} interrupted at step {}; rerun with --resume",
         outcome.steps_done
     );
+    if outcome.model.lora.is_some() {
+        let adapter = out.join("adapter");
+        save_adapter(&outcome.model, &adapter, None)
+            .with_context(|| format!("writing the LoRA adapters to {}", adapter.display()))?;
+    }
     save_model_dir(out, &outcome.model.merge_lora(), processor)?;
     Ok(out.to_path_buf())
 }

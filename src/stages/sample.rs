@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::data::read_records;
 use crate::backend::BackendTask;
-use crate::pipeline::model_dir::load_model_dir;
+use crate::pipeline::model_dir::load_model;
 use crate::pipeline::processor::Processor;
 
 /// Settings of the sampling stage.
@@ -129,7 +129,7 @@ impl BackendTask for SampleStage {
             "no records of the requested answer types in {}",
             self.records.display()
         );
-        let (model, processor) = load_model_dir::<B::InnerBackend>(&self.model, &device)?;
+        let (model, processor) = load_model::<B::InnerBackend>(&self.model, &device)?;
         let answers = answer_records(
             &model,
             &processor,

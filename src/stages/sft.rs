@@ -5,13 +5,14 @@ use std::path::PathBuf;
 
 use burn::tensor::backend::AutodiffBackend;
 use firempo_datasets::BadRecordPolicy;
+use firempo_models::LoraConfig;
 use serde::{Deserialize, Serialize};
 
 use super::data::read_records;
 use super::{freeze_vision, train_into_model_dir};
 use crate::backend::BackendTask;
 use crate::pipeline::demo_model::demo_processor;
-use crate::pipeline::model_dir::load_model_dir;
+use crate::pipeline::model_dir::load_model;
 use crate::pipeline::sft::{sft_examples, SftObjective};
 use crate::train::TrainerConfig;
 
@@ -21,7 +22,8 @@ use crate::train::TrainerConfig;
 pub enum ModelSource {
     /// The demo's tiny VLM, randomly initialized, with a word-level tokenizer trained on the records.
     Demo,
-    /// A firempo model directory (`model.json`, `model.mpk`, `tokenizer.json`, `processor.json`).
+    /// A firempo model directory (`model.json`, `model.mpk`, `tokenizer.json`, `processor.json`)
+    /// or a HuggingFace LLaVA checkpoint directory.
     Dir(PathBuf),
 }
 
@@ -39,6 +41,8 @@ pub struct SftStage {
     pub limit: Option<usize>,
     /// Keep the vision tower and projector frozen (the paper's setting for pretrained models).
     pub freeze_vision: bool,
+    /// Train LoRA adapters instead of all weights (what fits a 7B model on one GPU).
+    pub lora: Option<LoraConfig>,
     /// Optimization.
     pub trainer: TrainerConfig,
     /// Continue an interrupted run.
@@ -56,12 +60,19 @@ impl BackendTask for SftStage {
                 B::seed(&device, self.trainer.seed);
                 (config.init::<B>(&device), processor)
             }
-            ModelSource::Dir(dir) => load_model_dir::<B>(dir, &device)?,
+            ModelSource::Dir(dir) => load_model::<B>(dir, &device)?,
         };
         let model = if self.freeze_vision {
             freeze_vision(model)
         } else {
             model
+        };
+        let model = match &self.lora {
+            Some(lora) => {
+                B::seed(&device, self.trainer.seed);
+                model.with_lora(lora, &device)?
+            }
+            None => model,
         };
         let examples = sft_examples(&processor, &data.records, &data.root)?;
         let objective = SftObjective::<B> {

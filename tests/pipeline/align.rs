@@ -18,7 +18,7 @@ type B = Autodiff<NdArray<f32>>;
 
 /// Presence questions become pairs: the truth as `y+`, the opposite as `y−`; the first half get a
 /// whole-image-noise corrupted image, the rest none.
-fn presence_pairs(records: &[Record], root: &Path) -> Vec<PreferencePair> {
+pub(crate) fn presence_pairs(records: &[Record], root: &Path) -> Vec<PreferencePair> {
     let presence: Vec<&Record> = records
         .iter()
         .filter(|r| r.answer_type == AnswerType::Closed && (r.answer == "yes" || r.answer == "no"))

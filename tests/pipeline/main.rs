@@ -5,5 +5,6 @@
 mod align;
 mod common;
 mod demo;
+mod hf_checkpoint;
 mod sft;
 mod trainer_errors;

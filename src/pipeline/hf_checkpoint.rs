@@ -1,0 +1,147 @@
+//! A HuggingFace LLaVA checkpoint directory as a pipeline model: the weights through the models
+//! crate's loader, `tokenizer.json`, `preprocessor_config.json` mapped onto the datasets crate's
+//! [`PreprocessConfig`], and the prompt format chosen from the tokenizer (ChatML when it has
+//! `<|im_start|>`, LLaVA-1.5 otherwise).
+
+use std::path::Path;
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
+use firempo_datasets::{ChannelMode, PreprocessConfig, Resample, Resize};
+use firempo_models::{load_pretrained, ChatTemplate, ImagePreprocessor, SizeSpec, Vlm};
+use tokenizers::Tokenizer;
+
+use super::processor::{Processor, PromptFormat};
+
+/// Files a checkpoint directory needs besides its safetensors weights.
+const REQUIRED: [(&str, &str); 3] = [
+    ("config.json", "the model's HF config"),
+    (
+        "tokenizer.json",
+        "a fast tokenizer; write one with \
+         `AutoTokenizer.from_pretrained(dir).save_pretrained(dir)` in Python",
+    ),
+    (
+        "preprocessor_config.json",
+        "the image processor's settings (from the model's HF repository)",
+    ),
+];
+
+/// Whether `dir` looks like a HF checkpoint: a `config.json` next to safetensors weights.
+pub fn is_hf_checkpoint(dir: &Path) -> bool {
+    dir.join("config.json").is_file()
+        && std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|entry| {
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".safetensors")
+            })
+        })
+}
+
+/// The prompt format of a checkpoint, chosen from its tokenizer's special tokens.
+pub fn detect_format(tokenizer: &Tokenizer) -> PromptFormat {
+    if tokenizer.token_to_id("<|im_start|>").is_some() {
+        PromptFormat::of(ChatTemplate::ChatMl)
+    } else {
+        PromptFormat::of(ChatTemplate::Llava15)
+    }
+}
+
+/// Maps HF `preprocessor_config.json` settings onto the pipeline's preprocessing (RGB output).
+pub fn preprocess_config(hf: &ImagePreprocessor, path: &Path) -> anyhow::Result<PreprocessConfig> {
+    let unsupported = |field: &str, what: String| {
+        anyhow::anyhow!(
+            "{}: `{field}` {what} is not supported; use `shortest_edge` or a square `height`/`width`",
+            path.display()
+        )
+    };
+    let resize = match (hf.do_resize, hf.size) {
+        (false, _) | (true, None) => Resize::None,
+        (
+            true,
+            Some(SizeSpec {
+                shortest_edge: Some(size),
+                ..
+            }),
+        ) => Resize::ShortestEdge { size },
+        (
+            true,
+            Some(SizeSpec {
+                height: Some(height),
+                width: Some(width),
+                ..
+            }),
+        ) if height == width => Resize::Square { size: height },
+        (true, Some(size)) => return Err(unsupported("size", format!("{size:?}"))),
+    };
+    let center_crop = match (hf.do_center_crop, hf.crop_size) {
+        (false, _) => None,
+        (
+            true,
+            Some(SizeSpec {
+                height: Some(height),
+                width: Some(width),
+                ..
+            }),
+        ) => Some([height, width]),
+        (true, crop) => return Err(unsupported("crop_size", format!("{crop:?}"))),
+    };
+    let channel_values = |values: &[f64], identity: f32| -> Vec<f32> {
+        if hf.do_normalize {
+            values.iter().map(|&v| v as f32).collect()
+        } else {
+            vec![identity]
+        }
+    };
+    Ok(PreprocessConfig {
+        resize,
+        center_crop,
+        rescale_factor: if hf.do_rescale {
+            hf.rescale_factor as f32
+        } else {
+            1.0
+        },
+        image_mean: channel_values(&hf.image_mean, 0.0),
+        image_std: channel_values(&hf.image_std, 1.0),
+        channels: ChannelMode::Rgb,
+        resample: match hf.resample {
+            0 => Resample::Nearest,
+            2 => Resample::Bilinear,
+            _ => Resample::Bicubic,
+        },
+    })
+}
+
+/// Loads a HF LLaVA checkpoint directory and builds its processor.
+pub fn load_hf_checkpoint<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> anyhow::Result<(Vlm<B>, Processor)> {
+    for (file, what) in REQUIRED {
+        anyhow::ensure!(
+            dir.join(file).is_file(),
+            "{} has no {file}: the pipeline needs {what}",
+            dir.display()
+        );
+    }
+    let tokenizer_path = dir.join("tokenizer.json");
+    let tokenizer = Tokenizer::from_file(&tokenizer_path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", tokenizer_path.display()))?;
+    let preprocessor_path = dir.join("preprocessor_config.json");
+    let hf_preprocessor = ImagePreprocessor::from_file(&preprocessor_path)?;
+    let preprocess = preprocess_config(&hf_preprocessor, &preprocessor_path)?;
+    let model = load_pretrained::<B>(dir, device)
+        .with_context(|| format!("loading the HF checkpoint {}", dir.display()))?;
+    anyhow::ensure!(
+        model.config.vision.is_some(),
+        "{} is a text-only model; the pipeline needs a LLaVA-style checkpoint with a \
+         `vision_config`",
+        dir.display()
+    );
+    let format = detect_format(&tokenizer);
+    let processor = Processor::new(&model.config, tokenizer, preprocess, format)
+        .with_context(|| format!("the tokenizer and config of {}", dir.display()))?;
+    Ok((model, processor))
+}

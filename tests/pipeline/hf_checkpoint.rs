@@ -1,0 +1,214 @@
+//! A HuggingFace LLaVA checkpoint directory through the stages: the models crate's tiny
+//! LLaVA+LLaMA parity fixture (made by `models/tests/fixtures/make_parity_fixtures.py`) with its
+//! HF tokenizer, loaded by `sample`, `sft`, `align` and `eval`.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::{Autodiff, NdArray};
+use firempo::backend::BackendTask;
+use firempo::losses::{FiReMpoConfig, PreferenceLoss};
+use firempo::pipeline::hf_checkpoint::preprocess_config;
+use firempo::pipeline::model_dir::load_model;
+use firempo::pipeline::processor::PromptFormat;
+use firempo::stages::align::AlignStage;
+use firempo::stages::eval::EvalStage;
+use firempo::stages::sample::SampleStage;
+use firempo::stages::sft::{ModelSource, SftStage};
+use firempo::train::TrainerConfig;
+use firempo_datasets::{load_image, preprocess, write_jsonl, CorruptionConfig};
+use firempo_models::{ChatTemplate, ImagePreprocessor, LoraConfig};
+
+type B = Autodiff<NdArray<f32>>;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tests/fixtures")
+}
+
+/// A HF checkpoint directory in `dir`: the LLaVA+LLaMA fixture and the fixture tokenizer (which
+/// has ChatML's special tokens).
+fn hf_checkpoint(dir: &Path) -> PathBuf {
+    let hf = dir.join("hf");
+    std::fs::create_dir_all(&hf).unwrap();
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ] {
+        std::fs::copy(fixtures().join("llava_llama").join(file), hf.join(file)).unwrap();
+    }
+    std::fs::copy(fixtures().join("tokenizer.json"), hf.join("tokenizer.json")).unwrap();
+    hf
+}
+
+fn trainer(steps: usize) -> TrainerConfig {
+    TrainerConfig {
+        steps,
+        micro_batch_size: 2,
+        lr: 1e-3,
+        warmup_steps: 0,
+        checkpoint_every: 0,
+        ..TrainerConfig::default()
+    }
+}
+
+fn lora() -> Option<LoraConfig> {
+    Some(LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        ..LoraConfig::default()
+    })
+}
+
+#[test]
+fn preprocessor_config_maps_onto_the_pipelines_preprocessing() {
+    let path = fixtures().join("llava_llama/preprocessor_config.json");
+    let hf = ImagePreprocessor::from_file(&path).unwrap();
+    let mapped = preprocess_config(&hf, &path).unwrap();
+    let image_path = fixtures().join("image.png");
+    let ours = preprocess(&load_image(&image_path).unwrap(), &mapped).unwrap();
+    let (theirs, height, width) = hf.pixels(&ImagePreprocessor::open(&image_path).unwrap());
+    assert_eq!([ours.channels, ours.height, ours.width], [3, height, width]);
+    let max_diff = ours
+        .data
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max_diff < 1e-5, "max abs diff {max_diff}");
+}
+
+#[test]
+fn prompt_ids_match_the_hf_tokenizer_and_chat_template() {
+    let _serial = crate::common::exclusive();
+    let dir = std::env::temp_dir().join(format!("firempo-hf-prompt-{}", std::process::id()));
+    let (_, processor) = load_model::<NdArray<f32>>(&hf_checkpoint(&dir), &Default::default())
+        .expect("HF checkpoint loads");
+    assert_eq!(processor.format, PromptFormat::of(ChatTemplate::ChatMl));
+    // Ids written by HF `tokenizers` in make_parity_fixtures.py; `<image>` (120) expands to one id
+    // per patch (32×32 image, 8×8 patches, class token dropped: 16).
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("chat_expected.json")).unwrap(),
+    )
+    .unwrap();
+    let question = expected["question"].as_str().unwrap();
+    let ids: Vec<i64> = expected["chatml_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|id| {
+            let id = id.as_i64().unwrap();
+            std::iter::repeat_n(id, if id == 120 { 16 } else { 1 })
+        })
+        .collect();
+    assert_eq!(processor.prompt_ids(question).unwrap(), ids);
+    assert_eq!(processor.special.bos, None);
+    assert_eq!(
+        Some(processor.special.eos as u32),
+        processor.tokenizer.token_to_id("<|im_end|>")
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn hf_checkpoint_runs_through_sample_sft_align_and_eval() {
+    let _serial = crate::common::exclusive();
+    let setup = crate::common::tiny_setup("hf-stages");
+    let hf = hf_checkpoint(&setup.dir);
+    let device = burn::backend::ndarray::NdArrayDevice::Cpu;
+
+    let samples = setup.dir.join("samples.jsonl");
+    let count = SampleStage {
+        records: setup.root.join("train.jsonl"),
+        model: hf.clone(),
+        out: samples.clone(),
+        limit: Some(3),
+        answer_types: None,
+        batch: 2,
+        max_new_tokens: 4,
+    }
+    .run::<B>(device)
+    .unwrap();
+    assert_eq!(count, 3);
+    assert_eq!(
+        std::fs::read_to_string(&samples).unwrap().lines().count(),
+        3
+    );
+
+    let sft = SftStage {
+        records: setup.root.join("train.jsonl"),
+        out: setup.dir.join("sft"),
+        model: ModelSource::Dir(hf.clone()),
+        limit: Some(8),
+        freeze_vision: true,
+        lora: lora(),
+        trainer: trainer(2),
+        resume: false,
+    }
+    .run::<B>(device)
+    .unwrap();
+    assert!(sft.join("adapter/adapter_config.json").is_file());
+    assert!(sft.join("model.json").is_file());
+
+    let pairs = crate::align::presence_pairs(&setup.records, &setup.root);
+    let pairs_path = setup.root.join("pairs.jsonl");
+    write_jsonl(&pairs_path, &pairs).unwrap();
+    let aligned = AlignStage {
+        pairs: pairs_path,
+        root: None,
+        model: hf.clone(),
+        out: setup.dir.join("align"),
+        loss: PreferenceLoss::FireMpo(FiReMpoConfig::default()),
+        lora: lora(),
+        freeze_vision: true,
+        ground_truth_chosen: None,
+        trainer: trainer(2),
+        resume: false,
+    }
+    .run::<B>(device)
+    .unwrap();
+    assert!(aligned.join("adapter/adapter_model.safetensors").is_file());
+    let metrics = std::fs::read_to_string(aligned.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "{metrics}");
+
+    // The aligned model directory keeps the checkpoint's prompt format.
+    let (_, processor) = load_model::<NdArray<f32>>(&aligned, &device).unwrap();
+    assert_eq!(processor.format, PromptFormat::of(ChatTemplate::ChatMl));
+
+    let report = EvalStage {
+        records: setup.root.join("test.jsonl"),
+        model: aligned,
+        out: setup.dir.join("eval"),
+        limit: Some(4),
+        batch: 4,
+        max_new_tokens: 4,
+        corruption: CorruptionConfig::default(),
+    }
+    .run::<B>(device)
+    .unwrap();
+    assert_eq!(report.counts.values().sum::<usize>(), 4);
+    assert!(report.metrics["logp_drop"].is_finite());
+    std::fs::remove_dir_all(&setup.dir).ok();
+}
+
+#[test]
+fn a_folder_that_is_no_model_gets_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("firempo-hf-none-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = load_model::<NdArray<f32>>(&dir, &Default::default())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("neither a firempo model directory"), "{err}");
+    // A checkpoint without its tokenizer names the missing file and how to make it.
+    let hf = hf_checkpoint(&dir);
+    std::fs::remove_file(hf.join("tokenizer.json")).unwrap();
+    let err = load_model::<NdArray<f32>>(&hf, &Default::default())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no tokenizer.json") && err.contains("save_pretrained"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
