@@ -1,5 +1,6 @@
 //! Command-line interface: parses arguments, runs the chosen subcommand, reports errors.
 
+mod convert;
 mod info;
 mod loss_args;
 mod losses;
@@ -30,15 +31,19 @@ pub enum Command {
     Losses(Box<losses::LossesArgs>),
     /// Generate the synthetic lesion benchmark (images, masks, questions, reports).
     Synth(stages::SynthArgs),
-    /// Supervised fine-tuning on records (the demo's tiny VLM from scratch, or a model directory).
+    /// Convert SLAKE, VQA-RAD or IU-Xray (R2Gen layout) to firempo records, one JSONL per split.
+    Convert(convert::ConvertArgs),
+    /// Supervised fine-tuning on records (the demo's tiny VLM from scratch, a model directory or
+    /// a HuggingFace LLaVA checkpoint).
     Sft(Box<stages::SftArgs>),
     /// On-policy samples: the model's own greedy answers to records' questions.
     Sample(Box<stages::SampleArgs>),
     /// Minimal-edit preference pairs from samples and ground truth, with lesion-corrupted images.
     Pairs(Box<stages::PairsArgs>),
-    /// Preference alignment (DPO, RRPO, mDPO, FiRe-MPO) of a model directory on pairs.
+    /// Preference alignment (DPO, RRPO, mDPO, FiRe-MPO) of a model or HF checkpoint on pairs.
     Align(Box<stages::AlignArgs>),
-    /// Evaluate a model directory on test records (accuracy, recall, reports, visual sensitivity).
+    /// Evaluate a model or HF checkpoint on test records (accuracy, recall, reports, visual
+    /// sensitivity).
     Eval(Box<stages::EvalArgs>),
 }
 
@@ -67,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info => info::run(),
         Command::Losses(args) => losses::run(*args),
         Command::Synth(args) => stages::synth(args),
+        Command::Convert(args) => convert::run(args),
         Command::Sft(args) => stages::sft(*args),
         Command::Sample(args) => stages::sample(*args),
         Command::Pairs(args) => stages::pairs(*args),

@@ -2,6 +2,7 @@
 //! outputs, so any stage can be rerun or inspected alone (`firempo <stage> --help`).
 
 pub mod align;
+pub mod convert;
 pub mod data;
 pub mod demo;
 pub mod eval;

@@ -4,6 +4,7 @@
 
 mod align;
 mod common;
+mod convert;
 mod demo;
 mod hf_checkpoint;
 mod sft;
