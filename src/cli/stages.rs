@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use firempo_datasets::synth::{generate, SynthConfig};
-use firempo_datasets::{AnswerType, CorruptionConfig, CorruptionMode};
+use firempo_datasets::{AnswerType, CorruptionConfig, CorruptionMode, JudgeConfig};
 use firempo_models::LoraConfig;
 
 use super::LossArgs;
@@ -325,6 +325,48 @@ pub struct PairsArgs {
     /// Write a side-by-side preview PNG per pair (original | mask | corrupted).
     #[arg(long)]
     pub previews: bool,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+}
+
+/// The judge editor: an OpenAI-compatible `/chat/completions` endpoint that finds and corrects
+/// the wrong spans of free-text answers (the rule editor handles closed and short answers).
+#[derive(Debug, Clone, Args)]
+pub struct JudgeArgs {
+    /// Endpoint base URL, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1 (vLLM);
+    /// without it the rule editor builds the pairs.
+    #[arg(long)]
+    pub judge_url: Option<String>,
+    /// Model name sent to the judge.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    pub judge_model: String,
+    /// Environment variable holding the judge's API key (`none`: no key).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub judge_api_key_env: String,
+    /// Folder caching the judge's replies (reruns cost nothing).
+    #[arg(long)]
+    pub judge_cache: Option<PathBuf>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub judge_concurrency: usize,
+    /// Retries per request after the first attempt.
+    #[arg(long, default_value_t = 3)]
+    pub judge_retries: u32,
+}
+
+impl JudgeArgs {
+    fn config(&self) -> Option<JudgeConfig> {
+        let base_url = self.judge_url.clone()?;
+        Some(JudgeConfig {
+            base_url,
+            model: self.judge_model.clone(),
+            api_key_env: (self.judge_api_key_env != "none").then(|| self.judge_api_key_env.clone()),
+            cache_dir: self.judge_cache.clone(),
+            concurrency: self.judge_concurrency,
+            max_retries: self.judge_retries,
+            ..JudgeConfig::default()
+        })
+    }
 }
 
 /// Parses a corruption mode name (`none` → no corrupted images).
@@ -355,6 +397,7 @@ pub fn pairs(args: PairsArgs) -> anyhow::Result<()> {
         out: args.out,
         corruption: corruption_config(&args.corruption, args.seed)?,
         previews: args.previews,
+        judge: args.judge.config(),
     };
     let summary = stage.run()?;
     println!(

@@ -268,6 +268,7 @@ impl Demo {
                 ..CorruptionConfig::default()
             }),
             previews: false,
+            judge: None,
         }
         .run()?;
         println!(

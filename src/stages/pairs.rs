@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use firempo_datasets::pairs::{build_pairs, PairOptions, RuleEditor};
+use firempo_datasets::pairs::{
+    build_pairs, Editor, JudgeConfig, JudgeEditor, PairOptions, RuleEditor,
+};
 use firempo_datasets::{read_jsonl, BadRecordPolicy, CorruptionConfig, Sample};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,9 @@ pub struct PairsStage {
     pub corruption: Option<CorruptionConfig>,
     /// Write a side-by-side preview PNG per pair.
     pub previews: bool,
+    /// Correct answers with an OpenAI-compatible judge (needed for free-text answers and
+    /// reports); `None`: the deterministic rule editor (closed and short open answers).
+    pub judge: Option<JudgeConfig>,
 }
 
 /// What the stage wrote.
@@ -42,8 +47,12 @@ pub struct PairsSummary {
 }
 
 impl PairsStage {
-    /// Builds the pairs with the deterministic rule editor.
+    /// Builds the pairs with the rule editor or the judge.
     pub fn run(&self) -> anyhow::Result<PairsSummary> {
+        let editor: Box<dyn Editor> = match &self.judge {
+            Some(judge) => Box::new(JudgeEditor::new(judge.clone())?),
+            None => Box::new(RuleEditor::default()),
+        };
         let data = read_records(&self.records, BadRecordPolicy::Skip, None)?;
         let samples = read_jsonl::<Sample>(&self.samples, BadRecordPolicy::Skip)
             .with_context(|| format!("reading samples from {}", self.samples.display()))?;
@@ -57,12 +66,7 @@ impl PairsStage {
             previews: self.previews,
             policy: BadRecordPolicy::Skip,
         };
-        let report = build_pairs(
-            &samples.items,
-            &data.records,
-            &RuleEditor::default(),
-            &options,
-        )?;
+        let report = build_pairs(&samples.items, &data.records, editor.as_ref(), &options)?;
         Ok(PairsSummary {
             pairs: report.pairs.len(),
             skipped: report.skipped,

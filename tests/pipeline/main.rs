@@ -7,5 +7,6 @@ mod common;
 mod convert;
 mod demo;
 mod hf_checkpoint;
+mod pairs;
 mod sft;
 mod trainer_errors;
