@@ -1,0 +1,121 @@
+//! Memory of one LoRA preference step of LLaVA-1.5-7B, measured at the real widths with 1 and 2
+//! decoder layers and extrapolated to 32 (memory is linear in depth: each layer adds its
+//! weights and its saved activations). Layout as in alignment: two prefixes (the image and its
+//! lesion-corrupted copy, 576 image tokens + 40 text tokens each), two answers of 24 tokens per
+//! prefix, vision tower and projector frozen, LoRA (rank 8) on all decoder projections.
+//!
+//! Counts live heap bytes on ndarray (f32), which is what the tensors need on any backend; a
+//! GPU allocator adds its own pooling overhead on top. Run (dev profile: dependencies are
+//! optimized there, no release build of burn needed):
+//! `cargo bench -p firempo-models --bench llava_memory --profile dev`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use burn::backend::{Autodiff, NdArray};
+use burn::module::Module;
+use burn::tensor::{activation::log_softmax, Distribution, Int, Tensor, TensorData};
+use firempo_models::{LoraConfig, ScoringInput, VlmConfig};
+
+/// Counts live heap bytes and their peak.
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+type A = Autodiff<NdArray<f32>>;
+
+const TEXT_TOKENS: usize = 40;
+const ANSWERS: usize = 2;
+const ANSWER_LEN: usize = 24;
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Weights and step peak (both bytes) of LLaVA-1.5-7B cut to `layers` decoder layers.
+fn measure(layers: usize) -> (usize, usize) {
+    let mut config = VlmConfig::llava_1_5_7b();
+    config.text.n_layers = layers;
+    let device = Default::default();
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut model = config
+        .init::<A>(&device)
+        .with_lora(&LoraConfig::default(), &device)
+        .unwrap();
+    model.vision = model.vision.map(|v| v.no_grad());
+    model.projector = model.projector.map(|p| p.no_grad());
+    let weights = LIVE.load(Ordering::Relaxed) - before;
+
+    let n_img = config.image_tokens_per_image();
+    let mut prefix = vec![1i64];
+    prefix.extend(std::iter::repeat_n(config.image_token_id as i64, n_img));
+    prefix.extend((0..TEXT_TOKENS).map(|i| 100 + i as i64));
+    let len = prefix.len();
+    let answers: Vec<i64> = (0..2 * ANSWERS * ANSWER_LEN)
+        .map(|i| 200 + i as i64)
+        .collect();
+    let size = config.vision.as_ref().unwrap().image_size;
+    let input = ScoringInput::<A> {
+        prefix_ids: Tensor::<A, 2, Int>::from_data(
+            TensorData::new(prefix.repeat(2), [2, len]),
+            &device,
+        ),
+        prefix_mask: None,
+        pixel_values: Some(Tensor::random(
+            [2, 3, size, size],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        )),
+        answer_ids: Tensor::<A, 3, Int>::from_data(
+            TensorData::new(answers, [2, ANSWERS, ANSWER_LEN]),
+            &device,
+        ),
+    };
+    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+    let started = Instant::now();
+    let logits = model.score_answers(input).unwrap();
+    let loss = log_softmax(logits, 3)
+        .slice([0..2, 0..ANSWERS, 0..ANSWER_LEN, 5..6])
+        .mean();
+    let grads = loss.backward();
+    let peak = PEAK.load(Ordering::Relaxed) - before;
+    drop(grads);
+    println!(
+        "{layers} decoder layer(s): weights {:.2} GiB, peak during the step {:.2} GiB ({:.0} s)",
+        weights as f64 / GIB,
+        peak as f64 / GIB,
+        started.elapsed().as_secs_f64()
+    );
+    (weights, peak)
+}
+
+fn main() {
+    let (w1, p1) = measure(1);
+    let (w2, p2) = measure(2);
+    let full = VlmConfig::llava_1_5_7b().text.n_layers;
+    let per_layer_weights = w2 - w1;
+    let per_layer_peak = p2 - p1;
+    println!(
+        "per decoder layer: weights {:.2} GiB, peak {:.2} GiB (weights + saved activations)",
+        per_layer_weights as f64 / GIB,
+        per_layer_peak as f64 / GIB
+    );
+    println!(
+        "LLaVA-1.5-7B ({full} layers), f32, LoRA step: weights {:.1} GiB, peak {:.1} GiB",
+        (w1 + (full - 1) * per_layer_weights) as f64 / GIB,
+        (p1 + (full - 1) * per_layer_peak) as f64 / GIB
+    );
+}
