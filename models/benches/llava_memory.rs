@@ -9,34 +9,14 @@
 //! optimized there, no release build of burn needed):
 //! `cargo bench -p firempo-models --bench llava_memory --profile dev`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+
+mod common;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
 use burn::tensor::{activation::log_softmax, Distribution, Int, Tensor, TensorData};
 use firempo_models::{LoraConfig, ScoringInput, VlmConfig};
-
-/// Counts live heap bytes and their peak.
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(live, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
 
 type A = Autodiff<NdArray<f32>>;
 
@@ -50,14 +30,14 @@ fn measure(layers: usize) -> (usize, usize) {
     let mut config = VlmConfig::llava_1_5_7b();
     config.text.n_layers = layers;
     let device = Default::default();
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = common::live_bytes();
     let mut model = config
         .init::<A>(&device)
         .with_lora(&LoraConfig::default(), &device)
         .unwrap();
     model.vision = model.vision.map(|v| v.no_grad());
     model.projector = model.projector.map(|p| p.no_grad());
-    let weights = LIVE.load(Ordering::Relaxed) - before;
+    let weights = common::live_bytes() - before;
 
     let n_img = config.image_tokens_per_image();
     let mut prefix = vec![1i64];
@@ -84,14 +64,14 @@ fn measure(layers: usize) -> (usize, usize) {
             &device,
         ),
     };
-    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+    common::reset_peak();
     let started = Instant::now();
     let logits = model.score_answers(input).unwrap();
     let loss = log_softmax(logits, 3)
         .slice([0..2, 0..ANSWERS, 0..ANSWER_LEN, 5..6])
         .mean();
     let grads = loss.backward();
-    let peak = PEAK.load(Ordering::Relaxed) - before;
+    let peak = common::peak_bytes() - before;
     drop(grads);
     println!(
         "{layers} decoder layer(s): weights {:.2} GiB, peak during the step {:.2} GiB ({:.0} s)",

@@ -5,9 +5,9 @@
 //! Peak heap memory of the two scoring layouts is measured once with a counting allocator and
 //! printed before the timings. Run: `cargo bench -p firempo-models`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+mod common;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{
@@ -15,26 +15,6 @@ use burn::tensor::{
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 use firempo_models::{GenerationConfig, LoraConfig, ScoringInput, Vlm, VlmConfig, VlmInput};
-
-/// Counts live heap bytes and their peak.
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(live, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
 
 type A = Autodiff<NdArray<f32>>;
 
@@ -83,10 +63,10 @@ fn score_step(model: &Vlm<A>, input: ScoringInput<A>, shared: bool) {
 }
 
 fn peak_bytes(f: impl FnOnce()) -> usize {
-    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
-    let before = LIVE.load(Ordering::Relaxed);
+    common::reset_peak();
+    let before = common::live_bytes();
     f();
-    PEAK.load(Ordering::Relaxed) - before
+    common::peak_bytes() - before
 }
 
 fn lora_model(config: &VlmConfig) -> Vlm<A> {
