@@ -4,9 +4,10 @@
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::{DatasetError, Location};
+use crate::records::AnswerType;
 
 /// Reads and parses a whole JSON file.
 pub(crate) fn read_json(path: &Path) -> Result<Value, DatasetError> {
@@ -95,4 +96,28 @@ pub(crate) fn required_scalar(
         message: format!("expected a string or number, found {}", kind(value)),
         hint: format!("give `{field}` a string or number value"),
     })
+}
+
+/// `answer_type` of the VQA datasets: `CLOSED` or `OPEN` (any case, surrounding spaces ignored).
+pub(crate) fn closed_or_open(at: &Location, value: &str) -> Result<AnswerType, DatasetError> {
+    match value.trim().to_ascii_uppercase().as_str() {
+        "CLOSED" => Ok(AnswerType::Closed),
+        "OPEN" => Ok(AnswerType::Open),
+        _ => Err(DatasetError::UnknownAnswerType {
+            at: at.clone(),
+            field: "answer_type".into(),
+            value: value.to_string(),
+            expected: "CLOSED, OPEN",
+        }),
+    }
+}
+
+/// A record's `meta`: the source fields that are present, as strings.
+pub(crate) fn present_fields<const N: usize>(
+    fields: [(&str, Option<String>); N],
+) -> Map<String, Value> {
+    fields
+        .into_iter()
+        .filter_map(|(key, value)| Some((key.to_string(), Value::String(value?))))
+        .collect()
 }

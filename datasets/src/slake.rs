@@ -11,12 +11,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{DatasetError, Location};
 use crate::intake::{Intake, LoadOptions, Loaded};
-use crate::json_array::{into_entries, parse_entry, read_json, require_file, required_scalar};
-use crate::records::{AnswerType, BoxRegion, MaskSource, Record, Split};
+use crate::json_array::{
+    closed_or_open, into_entries, parse_entry, present_fields, read_json, require_file,
+    required_scalar,
+};
+use crate::records::{BoxRegion, MaskSource, Record, Split};
 
 /// The fields of a SLAKE entry that firempo reads (others are ignored).
 #[derive(Debug, Deserialize)]
@@ -112,18 +115,7 @@ fn convert(
         Some(q) => Some(required_scalar(&at, "qid", q)?),
         None => None,
     };
-    let answer_type = match entry.answer_type.trim().to_ascii_uppercase().as_str() {
-        "CLOSED" => AnswerType::Closed,
-        "OPEN" => AnswerType::Open,
-        _ => {
-            return Err(DatasetError::UnknownAnswerType {
-                at,
-                field: "answer_type".into(),
-                value: entry.answer_type,
-                expected: "CLOSED, OPEN",
-            })
-        }
-    };
+    let answer_type = closed_or_open(&at, &entry.answer_type)?;
     let id = match &qid {
         Some(q) => format!("slake-{q}"),
         None => format!("slake-{img_id}-{index}"),
@@ -142,21 +134,14 @@ fn convert(
         }
     };
     let (mask, concept) = choose_mask(&entry.question, &boxes, &image_dir);
-    let mut meta = Map::new();
-    meta.insert("img_id".into(), Value::String(img_id));
-    meta.insert("q_lang".into(), Value::String(entry.q_lang));
-    if let Some(q) = qid {
-        meta.insert("qid".into(), Value::String(q));
-    }
-    for (key, value) in [
+    let meta = present_fields([
+        ("img_id", Some(img_id)),
+        ("q_lang", Some(entry.q_lang)),
+        ("qid", qid),
         ("location", entry.location),
         ("modality", entry.modality),
         ("content_type", entry.content_type),
-    ] {
-        if let Some(value) = value {
-            meta.insert(key.into(), Value::String(value));
-        }
-    }
+    ]);
     Ok(Record {
         id,
         image,

@@ -6,12 +6,15 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{DatasetError, Location};
 use crate::intake::{Intake, LoadOptions, Loaded};
-use crate::json_array::{into_entries, parse_entry, read_json, require_file, required_scalar};
-use crate::records::{AnswerType, Record, Split};
+use crate::json_array::{
+    closed_or_open, into_entries, parse_entry, present_fields, read_json, require_file,
+    required_scalar,
+};
+use crate::records::{Record, Split};
 
 /// The fields of a VQA-RAD entry that firempo reads (others are ignored).
 #[derive(Debug, Deserialize)]
@@ -62,18 +65,7 @@ fn convert(
     )?;
     let qid = required_scalar(&at, "qid", &entry.qid)?;
     let answer = required_scalar(&at, "answer", &entry.answer)?;
-    let answer_type = match entry.answer_type.trim().to_ascii_uppercase().as_str() {
-        "CLOSED" => AnswerType::Closed,
-        "OPEN" => AnswerType::Open,
-        _ => {
-            return Err(DatasetError::UnknownAnswerType {
-                at,
-                field: "answer_type".into(),
-                value: entry.answer_type,
-                expected: "CLOSED, OPEN",
-            })
-        }
-    };
+    let answer_type = closed_or_open(&at, &entry.answer_type)?;
     let id = format!("vqa-rad-{qid}");
     let image = images_dir.join(&entry.image_name);
     if options.check_images {
@@ -83,17 +75,12 @@ fn convert(
         Some(p) if p.starts_with("test") => Split::Test,
         _ => Split::Train,
     };
-    let mut meta = Map::new();
-    meta.insert("qid".into(), Value::String(qid));
-    for (key, value) in [
+    let meta = present_fields([
+        ("qid", Some(qid)),
         ("phrase_type", entry.phrase_type),
         ("question_type", entry.question_type),
         ("image_organ", entry.image_organ),
-    ] {
-        if let Some(value) = value {
-            meta.insert(key.into(), Value::String(value));
-        }
-    }
+    ]);
     Ok(Record {
         id,
         image,
