@@ -2,6 +2,12 @@
 //! chosen backend: synth → SFT a tiny VLM from scratch → on-policy samples → minimal-edit pairs
 //! with lesion corruption → align with each method from the same SFT start → evaluate all →
 //! results table (mean ± std over seeds) and plots.
+//!
+//! For the comparison to mean anything the SFT model must read the image; a tiny VLM trained from
+//! scratch in minutes only does so with bright lesions ([`demo_synth_config`]), few image tokens
+//! and a frozen random vision tower (`pipeline::demo_model`), and a couple of thousand SFT steps
+//! ([`DemoSizes::full`]). Otherwise it answers from the language prior, nothing changes when the
+//! lesion is corrupted, and every aligned method gives the same row.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -43,11 +49,15 @@ pub struct DemoSizes {
 }
 
 impl DemoSizes {
-    /// The default demo (about ten minutes on two cores, release build).
+    /// The default demo: measured 176 s (seed 0) on two cores with the dev-profile binary.
+    ///
+    /// The SFT size is what lets the from-scratch model read the image: with 240 images and 300
+    /// steps it stayed on the language prior (closed accuracy at chance, no answer ever changed
+    /// under lesion corruption), and all aligned methods then produced the same table row.
     pub fn full() -> Self {
         Self {
-            images: [240, 20, 60],
-            sft_steps: 300,
+            images: [1000, 20, 60],
+            sft_steps: 2000,
             sft_batch: 16,
             sample_limit: 480,
             align_steps: 60,
@@ -56,7 +66,8 @@ impl DemoSizes {
         }
     }
 
-    /// `--quick`: the same stages at toy size (the end-to-end test uses it).
+    /// `--quick`: the same stages at toy size (the end-to-end test uses it). Too small for the
+    /// SFT model to learn to read the image.
     pub fn quick() -> Self {
         Self {
             images: [24, 4, 8],
@@ -67,6 +78,28 @@ impl DemoSizes {
             align_batch: 8,
             eval_limit: 24,
         }
+    }
+}
+
+/// The synthetic benchmark as the demo generates it: the defaults, except saturated lesions (peak
+/// 250–255 levels over the lung, so their centre is white) and no pixel noise.
+///
+/// The tiny model trained from scratch in minutes does not find the default faint lesions.
+/// Measured (1000 training images, 16 image tokens, frozen random tower, 1000 SFT steps): closed
+/// accuracy stayed at chance with the default contrast (45–80), with 100–140 and with 150–200;
+/// saturated lesions gave 56% with the default noise (σ 5) and 64% without noise; after 2000
+/// steps, 68% with noise and 82% without. Other users of the benchmark (`firempo synth`) keep
+/// [`SynthConfig::default`].
+pub fn demo_synth_config(seed: u64, images: [usize; 3]) -> SynthConfig {
+    let [n_train, n_val, n_test] = images;
+    SynthConfig {
+        seed,
+        n_train,
+        n_val,
+        n_test,
+        contrast: [250.0, 255.0],
+        noise_sigma: 0.0,
+        ..SynthConfig::default()
     }
 }
 
@@ -206,16 +239,7 @@ impl Demo {
             &format!("seed {seed}: synth ({n_train}/{n_val}/{n_test} images)"),
             started,
         );
-        generate(
-            &SynthConfig {
-                seed,
-                n_train,
-                n_val,
-                n_test,
-                ..SynthConfig::default()
-            },
-            &data,
-        )?;
+        generate(&demo_synth_config(seed, self.sizes.images), &data)?;
 
         stage(
             &format!(
@@ -229,7 +253,10 @@ impl Demo {
             out: dir.join("sft"),
             model: ModelSource::Demo,
             limit: None,
-            freeze_vision: false,
+            // The tower and projector keep their seeded random initialization: trained from
+            // scratch, the tower's features collapsed to image-independent ones and the model
+            // answered from the language prior; frozen, the decoder learns to read them.
+            freeze_vision: true,
             trainer: self.trainer(self.sizes.sft_steps, self.sizes.sft_batch, 3e-3, seed),
             resume: false,
         }
