@@ -15,7 +15,7 @@ use std::time::Instant;
 use burn::tensor::backend::AutodiffBackend;
 use firempo_datasets::synth::{generate, SynthConfig};
 use firempo_datasets::{AnswerType, CorruptionConfig};
-use firempo_losses::{DpoConfig, FiReMpoConfig, PreferenceLoss, RrpoConfig};
+use firempo_losses::{DpoConfig, FiReMpoConfig, MdpoConfig, PreferenceLoss, RrpoConfig};
 use firempo_models::LoraConfig;
 
 use super::align::AlignStage;
@@ -116,7 +116,9 @@ pub struct DemoMethod {
     pub ground_truth_chosen: bool,
 }
 
-/// The methods the demo compares (all from the same SFT model).
+/// The methods the demo compares (all from the same SFT model, on the same on-policy pairs; the
+/// pairs carry the lesion-corrupted image that mDPO's conditional term and FiRe-MPO's visual term
+/// read).
 pub fn demo_methods() -> Vec<DemoMethod> {
     let dpo = PreferenceLoss::Dpo(DpoConfig::default());
     let fire = FiReMpoConfig::default();
@@ -131,6 +133,14 @@ pub fn demo_methods() -> Vec<DemoMethod> {
             name: "DPO",
             slug: "dpo",
             loss: dpo,
+            ground_truth_chosen: false,
+        },
+        DemoMethod {
+            name: "mDPO",
+            slug: "mdpo",
+            // mDPO's conditional term scores `y+` on the corrupted image the pairs stage writes
+            // (here the lesion-targeted corruption, not mDPO's own random crop).
+            loss: PreferenceLoss::Mdpo(MdpoConfig::default()),
             ground_truth_chosen: false,
         },
         DemoMethod {
