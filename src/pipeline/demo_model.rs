@@ -5,8 +5,10 @@
 //! benchmark; numbers in `stages/demo.rs`): few image tokens, a vision tower that is *not* trained
 //! (SFT with `freeze_vision`, so tower and projector keep their seeded random initialization, a
 //! fixed random feature extractor), bright lesions, and a couple of thousand SFT steps. Trained
-//! from scratch, the tower's features collapse to nearly image-independent ones and the model
-//! answers from the language prior alone, even on saturated lesions.
+//! from scratch, the tower's features collapse to nearly image-independent ones (they differed
+//! between images by ~2% of their magnitude) and the model answers from the language prior alone,
+//! even on saturated lesions: with the demo's data and 2000 steps, closed accuracy 45.8% and no
+//! answer changing under lesion corruption, against 81.7% and 13.3% with the tower frozen.
 
 use firempo_datasets::{PreprocessConfig, Record};
 use firempo_models::{FeatureSelect, VlmConfig};
@@ -17,9 +19,9 @@ use super::tokenizer::train_word_level;
 /// Image side the demo model sees (the synthetic benchmark's default size).
 pub const DEMO_IMAGE_SIZE: usize = 64;
 
-/// Patch side of the demo's vision tower: 16 px, so 4×4 = 16 image tokens per image (8 px patches,
-/// 64 tokens, cost about 2.5× more per SFT step and were never seen to lift the model off the
-/// language prior).
+/// Patch side of the demo's vision tower: 16 px, so 4×4 = 16 image tokens per image. 8 px patches
+/// (64 tokens) cost 2.5–3× more per SFT step and, tried only with a trained tower, never lifted
+/// the model off the language prior.
 pub const DEMO_PATCH_SIZE: usize = 16;
 
 /// `VlmConfig::tiny()` resized for one-channel 64×64 images in 16×16 patches and the demo
