@@ -39,16 +39,31 @@ pub struct SynthArgs {
     /// Image side in pixels.
     #[arg(long, default_value_t = 64)]
     pub image_size: u32,
+    /// Range of lesion peak brightness over the lung, 0–255 levels, as MIN,MAX (the default is
+    /// deliberately faint; the demo uses 250,255).
+    #[arg(long, value_name = "MIN,MAX", value_delimiter = ',', default_values_t = SynthConfig::default().contrast)]
+    pub contrast: Vec<f32>,
+    /// Pixel noise σ, 0–255 levels (the demo uses 0).
+    #[arg(long, default_value_t = SynthConfig::default().noise_sigma)]
+    pub noise_sigma: f32,
 }
 
 /// Runs `firempo synth`.
 pub fn synth(args: SynthArgs) -> anyhow::Result<()> {
+    let &[low, high] = args.contrast.as_slice() else {
+        anyhow::bail!(
+            "--contrast takes two values, MIN,MAX (e.g. 250,255); got {:?}",
+            args.contrast
+        );
+    };
     let config = SynthConfig {
         seed: args.seed,
         n_train: args.train,
         n_val: args.val,
         n_test: args.test,
         image_size: args.image_size,
+        contrast: [low, high],
+        noise_sigma: args.noise_sigma,
         ..SynthConfig::default()
     };
     let summary = generate(&config, &args.out)?;
@@ -164,7 +179,8 @@ pub struct SftArgs {
     /// Use at most this many records.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Freeze the vision tower and projector.
+    /// Freeze the vision tower and projector (pretrained checkpoints, as in the paper; the demo
+    /// also freezes its random tower, which trained from scratch stopped carrying the image).
     #[arg(long)]
     pub freeze_vision: bool,
     #[command(flatten)]
