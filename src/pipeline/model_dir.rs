@@ -158,3 +158,28 @@ pub fn load_model_dir<B: Backend>(
         .with_context(|| format!("loading weights from {}/model.mpk", dir.display()))?;
     Ok((model, processor))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processor_json_without_special_tokens_reads_as_llava_1_5() {
+        // processor.json as written before the begin/end tokens were recorded.
+        let old = serde_json::json!({
+            "preprocess": PreprocessConfig::grayscale(64),
+            "template": PromptFormat::llava15().template,
+        });
+        let config: ProcessorConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(config.format(), PromptFormat::llava15());
+        let typo = serde_json::json!({
+            "preprocess": PreprocessConfig::grayscale(64),
+            "template": "{question} <image>",
+            "eos": "</s>",
+        });
+        let err = serde_json::from_value::<ProcessorConfig>(typo)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `eos`"), "{err}");
+    }
+}
