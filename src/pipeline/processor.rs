@@ -11,30 +11,18 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use firempo_datasets::{load_image, preprocess, PhraseSpan, PixelValues, PreprocessConfig};
 use firempo_models::{expand_image_tokens, ChatTemplate, VlmConfig, IMAGE_PLACEHOLDER};
-use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 /// How a question becomes a prompt and where an answer ends: the template text and the special
-/// tokens around it. Saved in a model directory's `processor.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// tokens around it. A model directory keeps it in `processor.json` (see `model_dir::ProcessorConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromptFormat {
     /// Prompt text with `{question}` and one `<image>`.
     pub template: String,
     /// Token prepended to every prompt (`<s>` for LLaMA tokenizers, none for ChatML).
-    #[serde(default = "llama_bos")]
     pub bos_token: Option<String>,
     /// Token that ends an answer: appended in training, stops generation.
-    #[serde(default = "llama_eos")]
     pub eos_token: String,
-}
-
-fn llama_bos() -> Option<String> {
-    Some("<s>".into())
-}
-
-fn llama_eos() -> String {
-    "</s>".into()
 }
 
 impl PromptFormat {
@@ -42,10 +30,7 @@ impl PromptFormat {
     pub fn of(template: ChatTemplate) -> Self {
         Self {
             template: template.prompt("{question}", true),
-            bos_token: match template {
-                ChatTemplate::Llava15 => llama_bos(),
-                ChatTemplate::ChatMl => None,
-            },
+            bos_token: (template == ChatTemplate::Llava15).then(|| "<s>".to_string()),
             eos_token: template.stop_tokens()[0].to_string(),
         }
     }
@@ -163,19 +148,19 @@ impl Processor {
         })
     }
 
-    fn encode(&self, text: &str) -> anyhow::Result<Vec<i64>> {
+    fn encode(&self, text: &str) -> anyhow::Result<Vec<u32>> {
         let encoding = self
             .tokenizer
             .encode(text, false)
             .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))?;
-        Ok(encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
+        Ok(encoding.get_ids().to_vec())
     }
 
     /// Prompt ids: the begin token (if any), the template with the question, `<image>` expanded
     /// to the model's image-token count.
     pub fn prompt_ids(&self, question: &str) -> anyhow::Result<Vec<i64>> {
         let text = self.format.prompt(question);
-        let ids: Vec<u32> = self.encode(&text)?.iter().map(|&id| id as u32).collect();
+        let ids = self.encode(&text)?;
         let expanded = expand_image_tokens(&ids, self.special.image as u32, self.image_tokens, 1)
             .with_context(|| format!("the prompt {text:?}"))?;
         Ok(self

@@ -1,14 +1,13 @@
 //! `firempo convert`: a public dataset (SLAKE, VQA-RAD, IU-Xray in the R2Gen layout) as firempo
-//! records, one JSONL per split, with absolute image and mask paths so the files can be moved.
+//! records, one JSONL per split. The input paths are made absolute first, so the loaders write
+//! absolute image and mask paths and the JSONL can live anywhere.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use firempo_datasets::iu_xray::{self, IuXrayOptions};
 use firempo_datasets::slake::{self, SlakeOptions};
-use firempo_datasets::{
-    vqa_rad, write_jsonl, BadRecordPolicy, LoadOptions, Loaded, MaskSource, Record, Split,
-};
+use firempo_datasets::{vqa_rad, write_jsonl, BadRecordPolicy, LoadOptions, Loaded, Record, Split};
 
 /// Records of one split, and the problems of the records that were skipped.
 struct SplitRecords {
@@ -18,10 +17,10 @@ struct SplitRecords {
 }
 
 impl SplitRecords {
-    fn new(split: Split, loaded: Loaded<Record>, root: &Path) -> Self {
+    fn new(split: Split, loaded: Loaded<Record>) -> Self {
         Self {
             split,
-            records: loaded.items.into_iter().map(|r| anchor(r, root)).collect(),
+            records: loaded.items,
             problems: loaded.problems.iter().map(ToString::to_string).collect(),
         }
     }
@@ -75,15 +74,6 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::fs::canonicalize(path).with_context(|| format!("{} does not exist", path.display()))
 }
 
-/// Makes a record's image and PNG mask paths absolute, resolving them against `root`.
-fn anchor(mut record: Record, root: &Path) -> Record {
-    record.image = record.image_path(root);
-    if let Some(MaskSource::Png { path }) = &mut record.mask {
-        *path = root.join(&*path);
-    }
-    record
-}
-
 impl ConvertStage {
     fn images_dir(&self, input: &Path, default_folder: &str) -> anyhow::Result<PathBuf> {
         let dir = self.images.clone().unwrap_or_else(|| {
@@ -112,7 +102,7 @@ impl ConvertStage {
                 for split in Split::ALL {
                     if slake::split_file(&input, split).is_file() {
                         let loaded = slake::load(&input, split, &options)?;
-                        splits.push(SplitRecords::new(split, loaded, &input));
+                        splits.push(SplitRecords::new(split, loaded));
                     }
                 }
                 anyhow::ensure!(
@@ -124,8 +114,7 @@ impl ConvertStage {
             }
             SourceFormat::VqaRad => {
                 let images = self.images_dir(&input, "VQA_RAD Image Folder")?;
-                let all =
-                    SplitRecords::new(Split::Train, vqa_rad::load(&input, &images, load)?, &images);
+                let all = SplitRecords::new(Split::Train, vqa_rad::load(&input, &images, load)?);
                 let (test, train): (Vec<Record>, Vec<Record>) = all
                     .records
                     .into_iter()
@@ -154,7 +143,7 @@ impl ConvertStage {
                     .into_iter()
                     .map(|split| {
                         let loaded = iu_xray::load(&input, &images, split, &options)?;
-                        Ok(SplitRecords::new(split, loaded, &images))
+                        Ok(SplitRecords::new(split, loaded))
                     })
                     .collect()
             }
