@@ -88,6 +88,13 @@ pub enum DatasetError {
         #[source]
         source: std::io::Error,
     },
+    /// A path that must be a regular file is a directory, a device, a FIFO or a socket.
+    #[error("{path}: is {kind}, expected {expected}; fix: pass the path of a regular file", path = path.display())]
+    NotAFile {
+        path: PathBuf,
+        kind: &'static str,
+        expected: String,
+    },
     /// A line or entry is not valid JSON, or a field is missing or has the wrong type.
     #[error("{at}: field `{field}`: {message}; fix: {hint}")]
     Parse {

@@ -1,9 +1,13 @@
 //! JSONL reading and writing for records, samples and pairs: one JSON object per line, blank lines
 //! ignored, every bad line reported with its file, line number and field.
+//!
+//! Reading is bounded: only regular files are opened (a directory, `/dev/zero` or a FIFO is
+//! refused before it can be read forever), a line longer than [`MAX_JSONL_LINE_BYTES`] is a bad
+//! line, and the first I/O error ends the read (it is never skipped as a bad record).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -11,51 +15,214 @@ use serde::Serialize;
 use crate::error::{DatasetError, Location};
 use crate::intake::{BadRecordPolicy, Intake, Loaded};
 
+/// The longest JSONL line read (64 MiB); a longer one is reported as a bad line and skipped.
+pub const MAX_JSONL_LINE_BYTES: usize = 64 << 20;
+
 /// Reads a JSONL file of `T` (e.g. [`crate::Record`], [`crate::Sample`], [`crate::PreferencePair`]).
 ///
-/// Bad lines are skipped and counted, or stop the run, as `policy` says.
+/// Bad lines are skipped and counted, or stop the run, as `policy` says; an I/O error always
+/// stops it.
 pub fn read_jsonl<T: DeserializeOwned>(
     path: &Path,
     policy: BadRecordPolicy,
 ) -> Result<Loaded<T>, DatasetError> {
     let mut intake = Intake::new(policy);
     for item in iter_jsonl(path)? {
+        if let Err(err @ DatasetError::Io { .. }) = item {
+            return Err(err);
+        }
         intake.take(item)?;
     }
     Ok(intake.finish())
 }
 
 /// Streams a JSONL file one line at a time (for files too large to hold): each item is a parsed
-/// line or the error naming its line and field; blank lines are skipped.
+/// line or the error naming its line and field; blank lines are skipped. An I/O error is the
+/// last item.
 pub fn iter_jsonl<T: DeserializeOwned>(
     path: &Path,
 ) -> Result<impl Iterator<Item = Result<T, DatasetError>>, DatasetError> {
-    let file = File::open(path).map_err(|e| DatasetError::io(path, e))?;
-    let path = path.to_path_buf();
-    Ok(BufReader::new(file)
-        .lines()
-        .enumerate()
-        .filter_map(move |(index, line)| match line {
-            Err(e) => Some(Err(DatasetError::io(&path, e))),
-            Ok(line) if line.trim().is_empty() => None,
-            Ok(line) => Some(parse_line(&path, index + 1, &line)),
-        }))
+    iter_jsonl_bounded(path, MAX_JSONL_LINE_BYTES)
 }
 
-/// Parses one JSONL line, naming the failing field.
+fn iter_jsonl_bounded<T: DeserializeOwned>(
+    path: &Path,
+    max_line_bytes: usize,
+) -> Result<impl Iterator<Item = Result<T, DatasetError>>, DatasetError> {
+    require_regular_file(path, "a JSONL file")?;
+    let file = File::open(path).map_err(|e| DatasetError::io(path, e))?;
+    let lines = Lines {
+        reader: BufReader::new(file),
+        path: path.to_path_buf(),
+        line_number: 0,
+        max_line_bytes,
+        done: false,
+    };
+    Ok(lines.map(|line| line.and_then(|(path, number, text)| parse_line(&path, number, &text))))
+}
+
+/// Refuses a path that is not a regular file (or a link to one) before anything opens it: a
+/// directory, a device such as `/dev/zero`, a FIFO or a socket. `expected` names what the caller
+/// wanted, e.g. "a JSONL file" or "an image file".
+pub fn require_regular_file(path: &Path, expected: &str) -> Result<(), DatasetError> {
+    let metadata = std::fs::metadata(path).map_err(|e| DatasetError::io(path, e))?;
+    if metadata.is_file() {
+        return Ok(());
+    }
+    Err(DatasetError::NotAFile {
+        path: path.to_path_buf(),
+        kind: file_kind(&metadata),
+        expected: expected.to_string(),
+    })
+}
+
+fn file_kind(metadata: &std::fs::Metadata) -> &'static str {
+    if metadata.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let kind = metadata.file_type();
+        if kind.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    "not a regular file"
+}
+
+/// The lines of a JSONL file as `(path, 1-based number, text)`, blank lines left out: a BOM
+/// before the first line is dropped, invalid UTF-8 and over-long lines are errors naming the
+/// line, and the iterator ends after the first I/O error.
+struct Lines {
+    reader: BufReader<File>,
+    path: PathBuf,
+    line_number: usize,
+    max_line_bytes: usize,
+    done: bool,
+}
+
+type Line = (PathBuf, usize, String);
+
+impl Lines {
+    /// Reads the next line's bytes (without the newline); `None` at the end of the file.
+    fn next_bytes(&mut self) -> Option<Result<Vec<u8>, DatasetError>> {
+        let mut bytes = Vec::new();
+        let limit = self.max_line_bytes as u64 + 1;
+        let read = (&mut self.reader).take(limit).read_until(b'\n', &mut bytes);
+        match read {
+            Err(e) => Some(Err(DatasetError::io(&self.path, e))),
+            Ok(0) => None,
+            Ok(_) => {
+                self.line_number += 1;
+                if bytes.last() == Some(&b'\n') {
+                    bytes.pop();
+                } else if bytes.len() > self.max_line_bytes {
+                    return Some(self.skip_long_line());
+                }
+                Some(Ok(bytes))
+            }
+        }
+    }
+
+    /// Discards the rest of an over-long line (in bounded chunks) and reports it.
+    fn skip_long_line(&mut self) -> Result<Vec<u8>, DatasetError> {
+        loop {
+            let chunk = self
+                .reader
+                .fill_buf()
+                .map_err(|e| DatasetError::io(&self.path, e))?;
+            if chunk.is_empty() {
+                break;
+            }
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    self.reader.consume(end + 1);
+                    break;
+                }
+                None => {
+                    let n = chunk.len();
+                    self.reader.consume(n);
+                }
+            }
+        }
+        Err(DatasetError::Parse {
+            at: Location::at_line(&self.path, self.line_number),
+            field: "<line>".into(),
+            message: format!("line is longer than {} bytes", self.max_line_bytes),
+            hint: "put one JSON object per line (is this a JSONL file?)".into(),
+        })
+    }
+}
+
+impl Iterator for Lines {
+    type Item = Result<Line, DatasetError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let bytes = match self.next_bytes() {
+                None => {
+                    self.done = true;
+                    return None;
+                }
+                Some(Err(err)) => {
+                    self.done = matches!(err, DatasetError::Io { .. });
+                    return Some(Err(err));
+                }
+                Some(Ok(bytes)) => bytes,
+            };
+            let bytes = match (self.line_number, bytes.strip_prefix(b"\xEF\xBB\xBF")) {
+                (1, Some(rest)) => rest,
+                _ => &bytes[..],
+            };
+            let text = match std::str::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(e) => {
+                    return Some(Err(DatasetError::Parse {
+                        at: Location::at_line(&self.path, self.line_number),
+                        field: "<line>".into(),
+                        message: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+                        hint: "save the file as UTF-8".into(),
+                    }))
+                }
+            };
+            if !text.trim().is_empty() {
+                return Some(Ok((self.path.clone(), self.line_number, text.to_string())));
+            }
+        }
+        None
+    }
+}
+
+/// Parses one JSONL line, naming the failing field; anything after the object but whitespace is
+/// an error.
 pub fn parse_line<T: DeserializeOwned>(
     path: &Path,
     line_number: usize,
     line: &str,
 ) -> Result<T, DatasetError> {
+    let at = || Location::at_line(path, line_number);
     let mut de = serde_json::Deserializer::from_str(line);
-    serde_path_to_error::deserialize(&mut de).map_err(|err| {
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         DatasetError::from_serde(
-            Location::at_line(path, line_number),
+            at(),
             err,
             "make the line one JSON object with the documented fields (README, \"Datasets\")",
         )
-    })
+    })?;
+    de.end().map_err(|err| DatasetError::Parse {
+        at: at(),
+        field: "<line>".into(),
+        message: format!("data after the JSON object ({err})"),
+        hint: "put exactly one JSON object per line".into(),
+    })?;
+    Ok(value)
 }
 
 /// Writes items as JSONL (one compact object per line), creating parent directories.
@@ -78,4 +245,34 @@ pub fn write_jsonl<'a, T: Serialize + 'a>(
     }
     out.flush().map_err(|e| DatasetError::io(path, e))?;
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Item {
+        n: u32,
+    }
+
+    #[test]
+    fn an_over_long_line_is_a_bad_line_and_the_next_line_still_reads() {
+        let dir = std::env::temp_dir().join(format!("firempo-jsonl-long-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("long.jsonl");
+        let long = format!("{{\"n\": 1, \"pad\": \"{}\"}}", "x".repeat(500));
+        std::fs::write(&path, format!("{long}\n{{\"n\": 2}}\n{long}")).unwrap();
+        let items: Vec<Result<Item, _>> = iter_jsonl_bounded(&path, 100).unwrap().collect();
+        assert_eq!(items.len(), 3);
+        let err = items[0].as_ref().unwrap_err().to_string();
+        assert!(
+            err.contains("long.jsonl:1") && err.contains("longer than 100 bytes"),
+            "{err}"
+        );
+        assert_eq!(items[1].as_ref().unwrap(), &Item { n: 2 });
+        let err = items[2].as_ref().unwrap_err().to_string();
+        assert!(err.contains("long.jsonl:3"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -6,3 +6,4 @@
 //! One module per area; the issue item each case reproduces is named in its doc comment.
 
 mod common;
+mod inputs;
