@@ -13,7 +13,7 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use firempo_losses::{CorruptedAnswers, LossOutput, PreferenceBatch, PreferenceLoss, ScoredAnswer};
 
 use crate::backend::BackendTask;
-use crate::train::{train, Objective, TrainOutcome, TrainerConfig};
+use crate::train::{train, Objective, RunIdentity, TrainOutcome, TrainerConfig};
 
 /// Trainable policy logits of every variant, `[variants, pairs, answer_len, vocab]`, variants in
 /// the order `(v,y+)`, `(v,y−)`, `(v',y+)`, `(v',y−)`.
@@ -141,6 +141,17 @@ impl<B: AutodiffBackend> Objective<B> for Playground<B> {
     }
 }
 
+impl PlaygroundConfig {
+    /// What defines a playground run (checked on `--resume`).
+    fn identity(&self) -> RunIdentity {
+        RunIdentity::new("losses")
+            .with("loss", self.loss)
+            .with("pairs", self.pairs)
+            .with("answer_len", self.answer_len)
+            .with("vocab", self.vocab)
+    }
+}
+
 impl BackendTask for PlaygroundConfig {
     type Output = TrainOutcome<()>;
 
@@ -157,6 +168,7 @@ impl BackendTask for PlaygroundConfig {
             table,
             &self.run_dir,
             self.resume,
+            &self.identity(),
             &device,
         )?;
         Ok(TrainOutcome {

@@ -55,6 +55,7 @@ fn stopped_and_resumed_run_equals_uninterrupted_run() {
         table,
         &straight_cfg.run_dir,
         false,
+        &firempo::train::RunIdentity::new("test"),
         &device,
     )
     .unwrap();
@@ -72,6 +73,7 @@ fn stopped_and_resumed_run_equals_uninterrupted_run() {
         table,
         &split_cfg.run_dir,
         false,
+        &firempo::train::RunIdentity::new("test"),
         &device,
     )
     .unwrap();
@@ -86,6 +88,7 @@ fn stopped_and_resumed_run_equals_uninterrupted_run() {
         table,
         &split_cfg.run_dir,
         false,
+        &firempo::train::RunIdentity::new("test"),
         &device,
     )
     .unwrap_err();
@@ -97,6 +100,7 @@ fn stopped_and_resumed_run_equals_uninterrupted_run() {
         table,
         &split_cfg.run_dir,
         true,
+        &firempo::train::RunIdentity::new("test"),
         &device,
     )
     .unwrap();

@@ -58,6 +58,11 @@ impl PreferenceLoss {
         }
     }
 
+    /// Whether the loss reads phrase ids (edited spans); DPO and mDPO score whole answers.
+    pub fn reads_phrases(&self) -> bool {
+        matches!(self, PreferenceLoss::Rrpo(_) | PreferenceLoss::FireMpo(_))
+    }
+
     /// The corrupted variants this loss reads, so the trainer skips forwards it does not need.
     pub fn requirements(&self) -> Requirements {
         match self {

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use clap::Args;
 use firempo_losses::Metric;
 
+use super::owned_dir::claim_output_dir;
 use super::LossArgs;
 use crate::backend::{require_compiled, run_on, BackendKind};
 use crate::playground::PlaygroundConfig;
-use crate::train::{interrupt, TrainerConfig};
+use crate::train::{interrupt, run_dir_entries, TrainerConfig};
 
 /// Options of `firempo losses`.
 #[derive(Debug, Clone, Args)]
@@ -54,7 +55,8 @@ pub struct LossesArgs {
     /// Run directory for metrics.jsonl, metrics.csv and checkpoints.
     #[arg(long, default_value = "runs/losses")]
     pub out: PathBuf,
-    /// Continue from the newest checkpoint in --out (otherwise a previous playground run there is replaced).
+    /// Continue from the newest checkpoint in --out (otherwise a previous playground run there is
+    /// replaced; a folder holding anything else is refused, never deleted).
     #[arg(long)]
     pub resume: bool,
     /// Print metrics every N steps.
@@ -97,12 +99,14 @@ pub fn run(args: LossesArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..TrainerConfig::default()
     };
-    if !args.resume && args.out.join("checkpoints").exists() {
-        println!(
-            "replacing the previous playground run in {}",
-            args.out.display()
-        );
-        std::fs::remove_dir_all(&args.out)?;
+    if !args.resume {
+        let removed = claim_output_dir(&args.out, "losses", &run_dir_entries())?;
+        if !removed.is_empty() {
+            println!(
+                "replacing the previous playground run in {}",
+                args.out.display()
+            );
+        }
     }
     interrupt::install_ctrl_c_handler();
     let config = PlaygroundConfig {

@@ -4,6 +4,7 @@ mod convert;
 mod info;
 mod loss_args;
 mod losses;
+mod owned_dir;
 mod stages;
 
 use std::process::ExitCode;

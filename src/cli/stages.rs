@@ -8,6 +8,7 @@ use firempo_datasets::synth::{generate, SynthConfig};
 use firempo_datasets::{AnswerType, CorruptionConfig, CorruptionMode, JudgeConfig};
 use firempo_models::LoraConfig;
 
+use super::owned_dir::claim_output_dir;
 use super::LossArgs;
 use crate::backend::{run_on, BackendKind};
 use crate::stages::align::AlignStage;
@@ -505,10 +506,6 @@ pub struct DemoArgs {
 /// Runs `firempo demo`.
 pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.seeds > 0, "--seeds must be at least 1");
-    if args.out.exists() {
-        println!("replacing the previous demo in {}", args.out.display());
-        std::fs::remove_dir_all(&args.out)?;
-    }
     let demo = Demo {
         out: args.out,
         sizes: if args.quick {
@@ -518,6 +515,10 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         },
         seeds: (args.seed..args.seed + args.seeds as u64).collect(),
     };
+    let removed = claim_output_dir(&demo.out, "demo", &demo.output_entries())?;
+    if !removed.is_empty() {
+        println!("replacing the previous demo in {}", demo.out.display());
+    }
     let started = std::time::Instant::now();
     let outcome = run_on(args.backend, demo)?;
     println!("\n{}", outcome.table.to_markdown(2));

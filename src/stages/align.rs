@@ -16,8 +16,9 @@ use super::data::read_records;
 use super::{freeze_vision, train_into_model_dir};
 use crate::backend::BackendTask;
 use crate::pipeline::align::{align_examples, reference_of, whole_answer_spans, AlignObjective};
+use crate::pipeline::image_check::check_images;
 use crate::pipeline::model_dir::load_model;
-use crate::train::TrainerConfig;
+use crate::train::{RunIdentity, TrainerConfig};
 
 /// Settings of the alignment stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +66,13 @@ fn read_pairs(stage: &AlignStage) -> anyhow::Result<Vec<PreferencePair>> {
         stage.pairs.display()
     );
     if let Some(records_path) = &stage.ground_truth_chosen {
+        anyhow::ensure!(
+            !stage.loss.reads_phrases(),
+            "--ground-truth-chosen is the off-policy baseline of sequence-level losses (DPO, \
+             mDPO): the ground truth is not a minimal edit of the rejected answer, so it has no \
+             edited spans for {}'s phrase terms. Use --method dpo or mdpo with it, or drop it",
+            stage.loss.name()
+        );
         let records = read_records(records_path, BadRecordPolicy::Skip, None)?;
         let truth: HashMap<&str, &str> = records
             .records
@@ -80,12 +88,32 @@ fn read_pairs(stage: &AlignStage) -> anyhow::Result<Vec<PreferencePair>> {
                     records_path.display()
                 )
             })?;
+            // Sequence-level losses ignore spans; whole-answer spans keep the pair valid.
             pair.chosen = answer.to_string();
             pair.chosen_spans = whole_answer_spans(answer);
-            pair.rejected_spans = whole_answer_spans(&pair.rejected);
         }
     }
     Ok(pairs)
+}
+
+impl AlignStage {
+    /// What defines this run: its settings and digests of its pairs, model and ground truth.
+    fn identity(&self) -> anyhow::Result<RunIdentity> {
+        let identity = RunIdentity::new("align")
+            .with("", self)
+            .without("out")
+            .without("resume")
+            .without("trainer")
+            .without("pairs")
+            .without("model")
+            .without("ground_truth_chosen")
+            .with_file_digest("pairs", &self.pairs)?
+            .with_model_dir_digest("model", &self.model)?;
+        match &self.ground_truth_chosen {
+            Some(records) => identity.with_file_digest("ground_truth_chosen", records),
+            None => Ok(identity.with("ground_truth_chosen", None::<String>)),
+        }
+    }
 }
 
 impl BackendTask for AlignStage {
@@ -93,6 +121,7 @@ impl BackendTask for AlignStage {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<PathBuf> {
         self.loss.validate()?;
+        let identity = self.identity()?;
         let pairs = read_pairs(&self)?;
         let root = self.root.clone().unwrap_or_else(|| {
             self.pairs
@@ -111,9 +140,18 @@ impl BackendTask for AlignStage {
             Some(lora) => model.with_lora(lora, &device)?,
             None => model,
         };
+        let examples = align_examples(&processor, &pairs, &root)?;
+        check_images(
+            &self.pairs,
+            pairs.iter().zip(&examples).flat_map(|(pair, example)| {
+                std::iter::once(example.image.as_path())
+                    .chain(example.corrupted_image.as_deref())
+                    .map(|path| (pair.id.as_str(), path))
+            }),
+        )?;
         let objective = AlignObjective::<B> {
             processor: &processor,
-            examples: align_examples(&processor, &pairs, &root)?,
+            examples,
             loss: self.loss,
             reference: reference_of(&policy),
             device: device.clone(),
@@ -126,6 +164,7 @@ impl BackendTask for AlignStage {
             &processor,
             &self.out,
             self.resume,
+            &identity,
             &device,
         )
     }

@@ -205,6 +205,22 @@ fn stage(name: &str, started: &Instant) {
 }
 
 impl Demo {
+    /// The entries this demo writes directly under `out` (what a rerun may replace).
+    pub fn output_entries(&self) -> Vec<String> {
+        let mut entries: Vec<String> = self.seeds.iter().map(|s| format!("seed-{s}")).collect();
+        entries.extend(
+            [
+                "results.md",
+                "results.csv",
+                "results.json",
+                "methods.png",
+                "training_curves.png",
+            ]
+            .map(String::from),
+        );
+        entries
+    }
+
     fn trainer(&self, steps: usize, batch: usize, lr: f64, seed: u64) -> TrainerConfig {
         TrainerConfig {
             steps,

@@ -19,7 +19,8 @@ use firempo_models::{save_adapter, Vlm};
 
 use crate::pipeline::model_dir::save_model_dir;
 use crate::pipeline::processor::Processor;
-use crate::train::{train, Objective, TrainerConfig};
+use crate::train::storage::explain_write_failure;
+use crate::train::{train, Objective, RunIdentity, TrainerConfig};
 
 /// Freezes the vision tower and projector (no gradients), as the paper does for pretrained models.
 pub fn freeze_vision<B: Backend>(mut model: Vlm<B>) -> Vlm<B> {
@@ -31,7 +32,7 @@ pub fn freeze_vision<B: Backend>(mut model: Vlm<B>) -> Vlm<B> {
 /// Trains `model` on `objective` (checkpoints and metrics in `out/run`) and writes the result,
 /// adapters merged, as a model directory at `out`; LoRA adapters are also written alone, in PEFT
 /// format, to `out/adapter` (small enough to share for a 7B model). `what` names the stage in
-/// errors.
+/// errors; `identity` what defines the run (checked on `--resume`).
 #[allow(clippy::too_many_arguments)]
 pub fn train_into_model_dir<B, T>(
     what: &str,
@@ -41,13 +42,17 @@ pub fn train_into_model_dir<B, T>(
     processor: &Processor,
     out: &Path,
     resume: bool,
+    identity: &RunIdentity,
     device: &B::Device,
 ) -> anyhow::Result<PathBuf>
 where
     B: AutodiffBackend,
     T: Objective<B, Model = Vlm<B>>,
 {
-    let outcome = train(trainer, objective, model, &out.join("run"), resume, device)?;
+    let run_dir = out.join("run");
+    let outcome = train(
+        trainer, objective, model, &run_dir, resume, identity, device,
+    )?;
     anyhow::ensure!(
         !outcome.interrupted,
         "{what} interrupted at step {}; rerun with --resume",
@@ -58,6 +63,39 @@ where
         save_adapter(&outcome.model, &adapter, None)
             .with_context(|| format!("writing the LoRA adapters to {}", adapter.display()))?;
     }
-    save_model_dir(out, &outcome.model.merge_lora(), processor)?;
+    let partial = out.join(".model.partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("removing the stale {}", partial.display()))?;
+    }
+    save_model_dir(&partial, &outcome.model.merge_lora(), processor)
+        .map_err(|e| explain_write_failure(out, "the trained model", format!("{e:#}")))?;
+    publish_model_dir(&partial, out)?;
     Ok(out.to_path_buf())
+}
+
+/// Moves a complete model directory written in `partial` into `out`, `model.json` last, so a
+/// model directory that has `model.json` is always whole (a crash in between leaves no
+/// `model.json`: the loader says the directory is incomplete, and `--resume` writes it again).
+fn publish_model_dir(partial: &Path, out: &Path) -> anyhow::Result<()> {
+    const LAST: &str = "model.json";
+    let marker = out.join(LAST);
+    if marker.exists() {
+        std::fs::remove_file(&marker).with_context(|| format!("replacing {}", marker.display()))?;
+    }
+    let mut names: Vec<_> = std::fs::read_dir(partial)
+        .with_context(|| format!("listing {}", partial.display()))?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort_by_key(|name| name == LAST);
+    for name in names {
+        let (from, to) = (partial.join(&name), out.join(&name));
+        if to.is_dir() {
+            std::fs::remove_dir_all(&to).with_context(|| format!("replacing {}", to.display()))?;
+        }
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+    }
+    std::fs::remove_dir(partial).with_context(|| format!("removing {}", partial.display()))?;
+    Ok(())
 }

@@ -12,9 +12,10 @@ use super::data::read_records;
 use super::{freeze_vision, train_into_model_dir};
 use crate::backend::BackendTask;
 use crate::pipeline::demo_model::demo_processor;
+use crate::pipeline::image_check::check_images;
 use crate::pipeline::model_dir::load_model;
 use crate::pipeline::sft::{sft_examples, SftObjective};
-use crate::train::TrainerConfig;
+use crate::train::{RunIdentity, TrainerConfig};
 
 /// Where the model to fine-tune comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,11 +50,30 @@ pub struct SftStage {
     pub resume: bool,
 }
 
+impl SftStage {
+    /// What defines this run: its settings and digests of its records and starting model.
+    fn identity(&self) -> anyhow::Result<RunIdentity> {
+        let identity = RunIdentity::new("sft")
+            .with("", self)
+            .without("out")
+            .without("resume")
+            .without("trainer")
+            .without("records")
+            .without("model")
+            .with_file_digest("records", &self.records)?;
+        Ok(match &self.model {
+            ModelSource::Demo => identity.with("model", "demo (from the seed and records)"),
+            ModelSource::Dir(dir) => identity.with_model_dir_digest("model", dir)?,
+        })
+    }
+}
+
 impl BackendTask for SftStage {
     type Output = PathBuf;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<PathBuf> {
         let data = read_records(&self.records, BadRecordPolicy::Skip, self.limit)?;
+        let identity = self.identity()?;
         let (model, processor) = match &self.model {
             ModelSource::Demo => {
                 let (config, processor) = demo_processor(&data.records)?;
@@ -75,6 +95,13 @@ impl BackendTask for SftStage {
             None => model,
         };
         let examples = sft_examples(&processor, &data.records, &data.root)?;
+        check_images(
+            &self.records,
+            data.records
+                .iter()
+                .zip(&examples)
+                .map(|(record, example)| (record.id.as_str(), example.image.as_path())),
+        )?;
         let objective = SftObjective::<B> {
             processor: &processor,
             examples,
@@ -88,6 +115,7 @@ impl BackendTask for SftStage {
             &processor,
             &self.out,
             self.resume,
+            &identity,
             &device,
         )
     }

@@ -19,6 +19,50 @@ pub struct MetricsLog {
     file: File,
 }
 
+/// The rows of a run's log with `step <= keep_through`, in order. A line that is not a row (torn
+/// by a crash or a full disk during an append) is an error only while rows up to the checkpoint
+/// are still missing; after them it and the rest are dropped, since they will be recomputed.
+fn read_rows_through(jsonl: &Path, keep_through: usize) -> anyhow::Result<Vec<MetricRow>> {
+    let reader = BufReader::new(File::open(jsonl)?);
+    let mut rows = Vec::new();
+    let mut last_step = 0;
+    for (line_no, line) in reader.split(b'\n').enumerate() {
+        let line = line.with_context(|| format!("reading {}", jsonl.display()))?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        // serde_json writes non-finite values as `null`; read them back as NaN.
+        let parsed: Result<BTreeMap<String, Option<f64>>, _> = serde_json::from_slice(&line);
+        let row: MetricRow = match parsed {
+            Ok(row) => row
+                .into_iter()
+                .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+                .collect(),
+            Err(_) if last_step >= keep_through => {
+                eprintln!(
+                    "warning: {}:{}: dropping a damaged metrics line after the checkpoint's step \
+                     {keep_through} (it will be recomputed)",
+                    jsonl.display(),
+                    line_no + 1
+                );
+                break;
+            }
+            Err(e) => anyhow::bail!(
+                "{}:{}: not a metrics row ({e}), before the checkpoint's step {keep_through}; \
+                 the log is damaged: restore it or start a new run",
+                jsonl.display(),
+                line_no + 1
+            ),
+        };
+        let step = row.get("step").map_or(0, |s| *s as usize);
+        last_step = last_step.max(step);
+        if step <= keep_through {
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
 impl MetricsLog {
     /// Opens the log of `run_dir`, keeping only rows with `step <= keep_through` (earlier rows of a
     /// resumed run; rows after its checkpoint are dropped since they will be recomputed).
@@ -28,31 +72,18 @@ impl MetricsLog {
         let jsonl = run_dir.join("metrics.jsonl");
         let mut rows = Vec::new();
         if jsonl.exists() && keep_through > 0 {
-            let reader = BufReader::new(File::open(&jsonl)?);
-            for (line_no, line) in reader.lines().enumerate() {
-                let line = line?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                // serde_json writes non-finite values as `null`; read them back as NaN.
-                let row: BTreeMap<String, Option<f64>> =
-                    serde_json::from_str(&line).with_context(|| {
-                        format!("{}:{}: not a metrics row", jsonl.display(), line_no + 1)
-                    })?;
-                let row: MetricRow = row
-                    .into_iter()
-                    .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
-                    .collect();
-                if row.get("step").is_some_and(|s| *s as usize <= keep_through) {
-                    rows.push(row);
-                }
-            }
+            rows = read_rows_through(&jsonl, keep_through)?;
         }
-        let mut file =
-            File::create(&jsonl).with_context(|| format!("writing {}", jsonl.display()))?;
+        // Rewrite through a temporary file and a rename: a crash here keeps the old log.
+        let tmp = run_dir.join("metrics.jsonl.tmp");
+        let mut file = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         for row in &rows {
-            writeln!(file, "{}", serde_json::to_string(row)?)?;
+            writeln!(file, "{}", serde_json::to_string(row)?)
+                .with_context(|| format!("writing {}", tmp.display()))?;
         }
+        file.sync_all()
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &jsonl).with_context(|| format!("replacing {}", jsonl.display()))?;
         let file = OpenOptions::new().append(true).open(&jsonl)?;
         Ok(Self {
             jsonl,

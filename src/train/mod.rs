@@ -10,7 +10,23 @@ pub mod clip;
 pub mod interrupt;
 pub mod metrics_log;
 pub mod order;
+pub mod run_identity;
 pub mod schedule;
+pub mod storage;
+pub mod trainable;
 mod trainer;
 
+pub use run_identity::RunIdentity;
 pub use trainer::*;
+
+/// The entries a training run writes directly in its run directory.
+pub fn run_dir_entries() -> Vec<String> {
+    [
+        "checkpoints",
+        "metrics.jsonl",
+        "metrics.csv",
+        run_identity::RUN_IDENTITY_FILE,
+    ]
+    .map(String::from)
+    .to_vec()
+}

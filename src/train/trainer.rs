@@ -17,6 +17,7 @@ use super::clip::clip_grad_norm;
 use super::interrupt;
 use super::metrics_log::{MetricRow, MetricsLog};
 use super::order::{micro_batch, splitmix64};
+use super::run_identity::{RunIdentity, RUN_IDENTITY_FILE};
 use super::schedule::LrSchedule;
 
 /// Optimization settings of one training run.
@@ -41,6 +42,8 @@ pub struct TrainerConfig {
     pub max_grad_norm: Option<f64>,
     /// Write a checkpoint every N optimizer steps (0: only at the end).
     pub checkpoint_every: usize,
+    /// Keep the newest N checkpoints, removing older ones (0: keep all).
+    pub keep_checkpoints: usize,
     /// Seed of data order and of the backend RNG (dropout), reseeded per step.
     pub seed: u64,
     /// Draw a progress bar on a terminal.
@@ -59,6 +62,7 @@ impl Default for TrainerConfig {
             weight_decay: 0.0,
             max_grad_norm: Some(1.0),
             checkpoint_every: 0,
+            keep_checkpoints: 2,
             seed: 0,
             progress: true,
         }
@@ -134,16 +138,20 @@ pub struct TrainOutcome<M> {
 
 /// Trains `model` on `objective`, writing metrics and checkpoints under `run_dir`.
 ///
-/// With `resume`, continues from the newest checkpoint in `run_dir` (weights, optimizer state,
-/// step and data position); on ndarray the result is bit-identical to an uninterrupted run.
-/// Without `resume`, a `run_dir` that already holds checkpoints is an error (nothing is
-/// overwritten by accident).
+/// `identity` says what defines the run (stage, data digests, model, hyperparameters; the
+/// trainer adds its own settings); it is written to `run_dir/run.json` when the run starts.
+/// With `resume`, continues from the newest intact checkpoint in `run_dir` (trained parameters,
+/// optimizer state, step and data position) after checking that the run's identity equals
+/// `identity`, naming every field that differs; on ndarray the result is bit-identical to an
+/// uninterrupted run. Without `resume`, a `run_dir` that already holds checkpoints is an error
+/// (nothing is overwritten by accident).
 pub fn train<B, T>(
     config: &TrainerConfig,
     objective: &T,
     model: T::Model,
     run_dir: &Path,
     resume: bool,
+    identity: &RunIdentity,
     device: &B::Device,
 ) -> anyhow::Result<TrainOutcome<T::Model>>
 where
@@ -159,17 +167,16 @@ where
     let optimizer = AdamWConfig::new()
         .with_weight_decay(config.weight_decay as f32)
         .init::<B, T::Model>();
-    let existing = checkpoint::latest(run_dir)?;
+    let identity = identity.clone().with_trainer(config);
+    let existing = if resume {
+        check_resume_identity(run_dir, &identity)?;
+        checkpoint::latest_intact(run_dir)?
+    } else {
+        checkpoint::latest(run_dir)?
+    };
     let (mut model, mut optimizer, mut state) = match (resume, existing) {
         (true, Some(path)) => {
             let (model, optimizer, state) = checkpoint::load(&path, model, optimizer, device)?;
-            anyhow::ensure!(
-                state.total_steps == config.steps && state.seed == config.seed,
-                "checkpoint {} was written by a run of {} steps with seed {}; resume with the same --steps and --seed",
-                path.display(),
-                state.total_steps,
-                state.seed
-            );
             tracing::info!("resuming from {} at step {}", path.display(), state.step);
             (model, optimizer, state)
         }
@@ -178,7 +185,17 @@ where
             run_dir.display(),
             path.display()
         ),
-        (_, None) => (model, optimizer, TrainerState { step: 0, micro_batches: 0, seed: config.seed, total_steps: config.steps }),
+        (_, None) => {
+            identity.save(run_dir)?;
+            let state = TrainerState {
+                step: 0,
+                micro_batches: 0,
+                seed: config.seed,
+                total_steps: config.steps,
+                trainable_shapes: Vec::new(),
+            };
+            (model, optimizer, state)
+        }
     };
     let mut log = MetricsLog::open(run_dir, state.step)?;
     let mut last_checkpoint = None;
@@ -238,7 +255,13 @@ where
         let stop = interrupt::take_stop_request();
         let due = config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0;
         if due || stop || state.step == config.steps {
-            last_checkpoint = Some(checkpoint::save(run_dir, &model, &optimizer, &state)?);
+            last_checkpoint = Some(checkpoint::save(
+                run_dir,
+                &model,
+                &optimizer,
+                &state,
+                config.keep_checkpoints,
+            )?);
             log.write_csv()?;
         }
         if stop {
@@ -265,6 +288,30 @@ where
         interrupted: false,
         rows: log.rows().to_vec(),
     })
+}
+
+/// Refuses to resume a run whose recorded identity differs from `now`, naming each field.
+fn check_resume_identity(run_dir: &Path, now: &RunIdentity) -> anyhow::Result<()> {
+    let Some(run) = RunIdentity::load(run_dir)? else {
+        if checkpoint::latest(run_dir)?.is_some() {
+            anyhow::bail!(
+                "cannot resume {}: it has checkpoints but no {RUN_IDENTITY_FILE} saying what run \
+                 wrote them (a firempo older than this one, or not a training run); start anew \
+                 in another --out",
+                run_dir.display()
+            );
+        }
+        return Ok(());
+    };
+    let differences = run.differences(now);
+    anyhow::ensure!(
+        differences.is_empty(),
+        "cannot resume {}: it was started with other settings or inputs than given now:\n  {}\n\
+         resume with the run's original settings and files, or start a new run in another --out",
+        run_dir.display(),
+        differences.join("\n  ")
+    );
+    Ok(())
 }
 
 /// A distinct, reproducible backend seed for each step (so dropout does not depend on resumes).

@@ -82,6 +82,9 @@ fn lora_fire_mpo_starts_at_ln2_and_raises_the_margin() {
         dropout: 0.0,
         ..LoraConfig::default()
     };
+    // burn's RNG is process-wide: seed it, or the initial weights depend on what other tests of
+    // this binary drew before (the margin below then varied from run to run).
+    <B as burn::tensor::backend::Backend>::seed(&device, 0);
     let policy = config.init::<B>(&device).with_lora(&lora, &device).unwrap();
     let gamma = 0.5;
     let loss = PreferenceLoss::FireMpo(FiReMpoConfig {
@@ -115,6 +118,7 @@ fn lora_fire_mpo_starts_at_ln2_and_raises_the_margin() {
         policy,
         &dir.join("align"),
         false,
+        &firempo::train::RunIdentity::new("test"),
         &Default::default(),
     )
     .unwrap();

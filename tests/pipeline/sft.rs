@@ -51,6 +51,8 @@ fn sft_lowers_the_loss_and_updates_every_parameter() {
         processor,
     } = crate::common::tiny_setup("sft");
     let device = Default::default();
+    // Seeded: burn's RNG is process-wide, shared with the other tests of this binary.
+    <B as burn::tensor::backend::Backend>::seed(&device, 0);
     let model = config.init::<B>(&device);
     let before = parameter_tensors(&model);
     let objective = SftObjective::<B> {
@@ -71,6 +73,7 @@ fn sft_lowers_the_loss_and_updates_every_parameter() {
         model,
         &dir.join("sft"),
         false,
+        &firempo::train::RunIdentity::new("test"),
         &Default::default(),
     )
     .unwrap();

@@ -76,6 +76,7 @@ fn nan_loss_stops_with_step_examples_and_last_checkpoint() {
         table,
         &cfg.run_dir,
         false,
+        &firempo::train::RunIdentity::new("test"),
         &device,
     )
     .unwrap_err()
@@ -109,6 +110,7 @@ fn invalid_trainer_settings_name_the_field() {
         table,
         &cfg.run_dir,
         false,
+        &firempo::train::RunIdentity::new("test"),
         &device,
     )
     .unwrap_err()
