@@ -108,6 +108,10 @@ pub struct TrainArgs {
     /// Checkpoint every N steps (0: only at the end).
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: usize,
+    /// Keep the newest N checkpoints and remove older ones (0: keep all). A LoRA run's
+    /// checkpoints hold only the adapters and optimizer state.
+    #[arg(long, default_value_t = 2)]
+    pub keep_checkpoints: usize,
     /// Seed of initialization, data order and dropout.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -130,6 +134,7 @@ impl TrainArgs {
             weight_decay: self.weight_decay,
             max_grad_norm: Some(self.max_grad_norm),
             checkpoint_every: self.checkpoint_every,
+            keep_checkpoints: self.keep_checkpoints,
             seed: self.seed,
             ..TrainerConfig::default()
         }
@@ -452,6 +457,12 @@ pub struct EvalArgs {
     /// Seed of the lesion corruption used by the visual-sensitivity probe.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Words report findings are parsed with, for finding_f1: a JSON file `{"sides": [...],
+    /// "zones": [...], "lesion_words": [...], "negations": [...]}`, or `synthetic` for the
+    /// synthetic benchmark's template. Default: `synthetic` for records written by `firempo
+    /// synth` (a synth.json beside them), else finding_f1 is not computed.
+    #[arg(long)]
+    pub finding_vocabulary: Option<PathBuf>,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
@@ -470,10 +481,17 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
             seed: args.seed,
             ..CorruptionConfig::default()
         },
+        finding_vocabulary: args.finding_vocabulary,
     };
     let report = run_on(args.backend, stage)?;
     for (name, value) in &report.metrics {
         println!("{name:<14} {value:>8.2}");
+    }
+    if !report.avg_of.is_empty() {
+        println!("avg = mean of {}", report.avg_of.join(", "));
+    }
+    for note in &report.notes {
+        println!("note: {note}");
     }
     println!(
         "details: {}/eval.json, {}/predictions.jsonl",

@@ -18,7 +18,7 @@ use crate::backend::BackendTask;
 use crate::pipeline::align::{align_examples, reference_of, whole_answer_spans, AlignObjective};
 use crate::pipeline::image_check::check_images;
 use crate::pipeline::model_dir::load_model;
-use crate::train::{RunIdentity, TrainerConfig};
+use crate::train::{check_resume, RunIdentity, TrainerConfig};
 
 /// Settings of the alignment stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,13 +66,6 @@ fn read_pairs(stage: &AlignStage) -> anyhow::Result<Vec<PreferencePair>> {
         stage.pairs.display()
     );
     if let Some(records_path) = &stage.ground_truth_chosen {
-        anyhow::ensure!(
-            !stage.loss.reads_phrases(),
-            "--ground-truth-chosen is the off-policy baseline of sequence-level losses (DPO, \
-             mDPO): the ground truth is not a minimal edit of the rejected answer, so it has no \
-             edited spans for {}'s phrase terms. Use --method dpo or mdpo with it, or drop it",
-            stage.loss.name()
-        );
         let records = read_records(records_path, BadRecordPolicy::Skip, None)?;
         let truth: HashMap<&str, &str> = records
             .records
@@ -121,7 +114,19 @@ impl BackendTask for AlignStage {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<PathBuf> {
         self.loss.validate()?;
+        if self.ground_truth_chosen.is_some() {
+            anyhow::ensure!(
+                !self.loss.reads_phrases(),
+                "--ground-truth-chosen is the off-policy baseline of sequence-level losses (DPO, \
+                 mDPO): the ground truth is not a minimal edit of the rejected answer, so it has \
+                 no edited spans for {}'s phrase terms. Use --method dpo or mdpo with it, or drop it",
+                self.loss.name()
+            );
+        }
         let identity = self.identity()?;
+        if self.resume {
+            check_resume(&self.out.join("run"), &identity, &self.trainer)?;
+        }
         let pairs = read_pairs(&self)?;
         let root = self.root.clone().unwrap_or_else(|| {
             self.pairs

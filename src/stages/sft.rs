@@ -15,7 +15,7 @@ use crate::pipeline::demo_model::demo_processor;
 use crate::pipeline::image_check::check_images;
 use crate::pipeline::model_dir::load_model;
 use crate::pipeline::sft::{sft_examples, SftObjective};
-use crate::train::{RunIdentity, TrainerConfig};
+use crate::train::{check_resume, RunIdentity, TrainerConfig};
 
 /// Where the model to fine-tune comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,8 +72,11 @@ impl BackendTask for SftStage {
     type Output = PathBuf;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<PathBuf> {
-        let data = read_records(&self.records, BadRecordPolicy::Skip, self.limit)?;
         let identity = self.identity()?;
+        if self.resume {
+            check_resume(&self.out.join("run"), &identity, &self.trainer)?;
+        }
+        let data = read_records(&self.records, BadRecordPolicy::Skip, self.limit)?;
         let (model, processor) = match &self.model {
             ModelSource::Demo => {
                 let (config, processor) = demo_processor(&data.records)?;

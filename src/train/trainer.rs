@@ -290,7 +290,17 @@ where
     })
 }
 
-/// Refuses to resume a run whose recorded identity differs from `now`, naming each field.
+/// Refuses to resume the run in `run_dir` when its recorded identity differs from `identity` with
+/// `config`'s settings, naming each field. [`train`] checks this itself; stages call it first too,
+/// so a mismatched `--resume` fails before loading data and models.
+pub fn check_resume(
+    run_dir: &Path,
+    identity: &RunIdentity,
+    config: &TrainerConfig,
+) -> anyhow::Result<()> {
+    check_resume_identity(run_dir, &identity.clone().with_trainer(config))
+}
+
 fn check_resume_identity(run_dir: &Path, now: &RunIdentity) -> anyhow::Result<()> {
     let Some(run) = RunIdentity::load(run_dir)? else {
         if checkpoint::latest(run_dir)?.is_some() {

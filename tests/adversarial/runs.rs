@@ -1,0 +1,248 @@
+//! Output folders, resumes, checkpoints and training inputs (issue 9, items 2, 3, 5, 13, 15, 16,
+//! 17): nothing a user made is deleted, a resume that does not match its run is refused naming the
+//! field, damaged checkpoints and logs are survived, bad images stop a run before step 1.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::{firempo, tiny_synth, Scratch};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A short playground run of `steps` steps in `out` (a checkpoint every 2 steps).
+fn losses_run(cwd: &Path, out: &str, steps: &str, extra: &[&str]) -> crate::common::Run {
+    let mut args = vec![
+        "losses",
+        "--out",
+        out,
+        "--steps",
+        steps,
+        "--checkpoint-every",
+        "2",
+        "--vocab",
+        "16",
+        "--answer-len",
+        "3",
+        "--batch",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    firempo(cwd, &args, LIMIT)
+}
+
+/// Two SFT steps of the demo model on the tiny synthetic set (checkpoint every step).
+fn sft_run(cwd: &Path, out: &str, extra: &[&str]) -> crate::common::Run {
+    let mut args = vec![
+        "sft",
+        "--records",
+        "synth/train.jsonl",
+        "--out",
+        out,
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--checkpoint-every",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    firempo(cwd, &args, LIMIT)
+}
+
+fn step_dirs(run_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(run_dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Item 2: `demo --out DIR` on a folder holding a user's file (also `--out .`) refuses and keeps
+/// the file; it used to delete the folder whatever it held.
+#[test]
+fn demo_refuses_a_folder_it_did_not_write() {
+    let scratch = Scratch::new("demo-out");
+    fs::write(scratch.join("notes.txt"), "my notes").unwrap();
+    for out in [".", scratch.path_str("").as_str()] {
+        let run = firempo(&scratch.0, &["demo", "--quick", "--out", out], LIMIT);
+        run.assert_clean_error(&["not empty", "notes.txt", "never deletes"]);
+        assert_eq!(
+            fs::read_to_string(scratch.join("notes.txt")).unwrap(),
+            "my notes"
+        );
+    }
+}
+
+/// Item 3: `losses --out DIR` on an SFT run directory refuses and deletes nothing; a rerun over its
+/// own previous playground run replaces it.
+#[test]
+fn losses_never_deletes_another_run() {
+    let scratch = Scratch::new("losses-out");
+    let sft_like = scratch.join("sft");
+    fs::create_dir_all(sft_like.join("checkpoints/step-000001")).unwrap();
+    fs::write(sft_like.join("model.json"), "{}").unwrap();
+    let run = losses_run(&scratch.0, "sft", "4", &[]);
+    run.assert_clean_error(&["not empty", "model.json"]);
+    assert!(sft_like.join("model.json").exists());
+    assert!(sft_like.join("checkpoints/step-000001").exists());
+
+    losses_run(&scratch.0, "play", "4", &[]).assert_success(&[]);
+    let again = losses_run(&scratch.0, "play", "4", &[]);
+    again.assert_success(&["replacing the previous playground run"]);
+}
+
+/// Item 5: a resume with other settings names the field; a resume of another stage's run is
+/// refused; the same settings resume.
+#[test]
+fn resume_refuses_a_run_with_other_settings() {
+    let scratch = Scratch::new("resume-identity");
+    losses_run(&scratch.0, "play", "4", &[]).assert_success(&[]);
+    let run = losses_run(&scratch.0, "play", "4", &["--resume", "--lr", "0.5"]);
+    run.assert_clean_error(&["cannot resume", "trainer.lr"]);
+    losses_run(&scratch.0, "play", "4", &["--resume"]).assert_success(&[]);
+
+    tiny_synth(&scratch.0);
+    sft_run(&scratch.0, "sft", &[]).assert_success(&[]);
+    // Other records: the digest differs.
+    let records = fs::read_to_string(scratch.join("synth/train.jsonl")).unwrap();
+    let fewer: Vec<&str> = records.lines().skip(1).collect();
+    fs::write(scratch.join("synth/other.jsonl"), fewer.join("\n") + "\n").unwrap();
+    let run = firempo(
+        &scratch.0,
+        &[
+            "sft",
+            "--records",
+            "synth/other.jsonl",
+            "--out",
+            "sft",
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--resume",
+        ],
+        LIMIT,
+    );
+    run.assert_clean_error(&["cannot resume", "records"]);
+    // `align --resume` pointed at the SFT run.
+    let run = firempo(
+        &scratch.0,
+        &[
+            "align",
+            "--pairs",
+            "synth/train.jsonl",
+            "--model",
+            "sft",
+            "--out",
+            "sft",
+            "--steps",
+            "2",
+            "--resume",
+        ],
+        LIMIT,
+    );
+    run.assert_clean_error(&["cannot resume", "stage: \"sft\""]);
+}
+
+/// Items 16 and 17: a torn metrics line after the checkpoint does not block `--resume`; a damaged
+/// newest checkpoint is skipped with a warning for the previous one; old checkpoints are pruned.
+#[test]
+fn resume_survives_a_torn_log_and_a_damaged_checkpoint() {
+    let scratch = Scratch::new("resume-damage");
+    // Checkpoints at steps 2, 4 and 6; the default keeps the newest two.
+    let run = losses_run(&scratch.0, "play", "6", &[]);
+    run.assert_success(&[]);
+    let play = scratch.join("play");
+    assert_eq!(
+        step_dirs(&play),
+        ["step-000004", "step-000006"],
+        "pruned to 2"
+    );
+    // A torn append after the last checkpoint.
+    let mut log = fs::read_to_string(play.join("metrics.jsonl")).unwrap();
+    log.push_str("{\"step\":7,\"loss\":0.6");
+    fs::write(play.join("metrics.jsonl"), log).unwrap();
+    // Damage the newest checkpoint's weights.
+    let weights = play.join("checkpoints/step-000006/trainable.mpk");
+    let mut bytes = fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&weights, bytes).unwrap();
+    let run = losses_run(&scratch.0, "play", "6", &["--resume"]);
+    run.assert_success(&["step-000006 is damaged", "previous one"]);
+    let rows = fs::read_to_string(play.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        rows.lines().count(),
+        6,
+        "steps 1-4 kept, 5-6 recomputed:\n{rows}"
+    );
+    assert!(!rows.contains("\"step\":7"));
+}
+
+/// Item 17: a LoRA run's checkpoints hold the adapters, not the model.
+#[test]
+fn lora_checkpoints_hold_only_the_adapters() {
+    let scratch = Scratch::new("lora-ckpt");
+    tiny_synth(&scratch.0);
+    sft_run(&scratch.0, "full", &[]).assert_success(&[]);
+    sft_run(&scratch.0, "lora", &["--model", "full", "--lora-rank", "2"]).assert_success(&[]);
+    let size = |p: &str| fs::metadata(scratch.join(p)).unwrap().len();
+    let model = size("full/model.mpk");
+    let adapters = size("lora/run/checkpoints/step-000002/trainable.mpk");
+    assert!(
+        adapters * 20 < model,
+        "LoRA checkpoint {adapters} B vs model {model} B"
+    );
+    assert_eq!(step_dirs(&scratch.join("lora/run")).len(), 2);
+}
+
+/// Item 15: an unreadable image stops SFT before step 1, naming the record.
+#[test]
+fn a_bad_image_stops_training_before_step_one() {
+    let scratch = Scratch::new("bad-image");
+    tiny_synth(&scratch.0);
+    let records = fs::read_to_string(scratch.join("synth/train.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(records.lines().next().unwrap()).unwrap();
+    let image = first["image"].as_str().unwrap();
+    let id = first["id"].as_str().unwrap();
+    fs::write(
+        scratch.join("synth").join(image),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
+    let run = sft_run(&scratch.0, "sft", &[]);
+    run.assert_clean_error(&[id, "cannot be read", "before training"]);
+    assert!(
+        !scratch.join("sft/run/checkpoints").exists(),
+        "no step ran before the check"
+    );
+}
+
+/// Item 13: `--ground-truth-chosen` with a phrase-level method is refused (it replaced the edit
+/// spans with whole answers for every method).
+#[test]
+fn ground_truth_chosen_is_refused_for_phrase_level_methods() {
+    let scratch = Scratch::new("gt-chosen");
+    fs::create_dir_all(scratch.join("model")).unwrap();
+    fs::write(scratch.join("pairs.jsonl"), "").unwrap();
+    fs::write(scratch.join("records.jsonl"), "").unwrap();
+    let run = firempo(
+        &scratch.0,
+        &[
+            "align",
+            "--pairs",
+            "pairs.jsonl",
+            "--model",
+            "model",
+            "--method",
+            "fire-mpo",
+            "--ground-truth-chosen",
+            "records.jsonl",
+        ],
+        LIMIT,
+    );
+    run.assert_clean_error(&["--ground-truth-chosen", "fire-mpo", "--method dpo"]);
+}
