@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::activation::Activation;
 use crate::error::ModelError;
 
+/// The largest image side a vision tower (and the image preprocessing) may ask for, in pixels.
+pub const MAX_IMAGE_SIDE: usize = 4096;
+
 /// Which vision features LLaVA keeps (HF `vision_feature_select_strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -251,6 +254,7 @@ impl VlmConfig {
                 });
             }
         }
+        self.check_bounds()?;
         let Some(v) = &self.vision else {
             return Ok(());
         };
@@ -309,6 +313,62 @@ impl VlmConfig {
         Ok(())
     }
 
+    /// Upper bounds far above any published LLaVA-style model, so a mistyped or crafted config
+    /// is refused instead of building a model that exhausts memory.
+    fn check_bounds(&self) -> Result<(), ModelError> {
+        let t = &self.text;
+        let mut sizes = vec![
+            ("text.vocab_size", t.vocab_size, 1 << 22),
+            ("text.d_model", t.d_model, 1 << 16),
+            ("text.n_layers", t.n_layers, 1024),
+            ("text.n_heads", t.n_heads, 1024),
+            ("text.n_kv_heads", t.n_kv_heads, 1024),
+            ("text.head_dim", t.head_dim, 1024),
+            ("text.d_ff", t.d_ff, 1 << 20),
+            (
+                "text.max_position_embeddings",
+                t.max_position_embeddings,
+                1 << 22,
+            ),
+        ];
+        if let Some(v) = &self.vision {
+            sizes.extend([
+                ("vision.image_size", v.image_size, MAX_IMAGE_SIDE),
+                ("vision.num_channels", v.num_channels, 4),
+                ("vision.d_model", v.d_model, 1 << 16),
+                ("vision.n_heads", v.n_heads, 1024),
+                ("vision.d_ff", v.d_ff, 1 << 20),
+                ("vision.n_layers", v.n_layers, 1024),
+            ]);
+        }
+        if let Some((field, value, max)) = sizes.into_iter().find(|(_, v, max)| v > max) {
+            return Err(ModelError::InvalidConfig {
+                field: field.into(),
+                message: format!("{value} is above the supported maximum {max}"),
+            });
+        }
+        if t.max_position_embeddings == 0 {
+            return Err(ModelError::InvalidConfig {
+                field: "text.max_position_embeddings".into(),
+                message: "must be > 0".into(),
+            });
+        }
+        if let Some(v) = self.vision.as_ref().filter(|v| v.patch_size > 0) {
+            let positions = (v.image_size / v.patch_size).pow(2);
+            if positions.saturating_mul(v.d_model) > 1 << 28 {
+                return Err(ModelError::InvalidConfig {
+                    field: "vision.patch_size".into(),
+                    message: format!(
+                        "{} px images in {} px patches give {positions} positions of width {}: \
+                         a position table above 2^28 values; use larger patches",
+                        v.image_size, v.patch_size, v.d_model
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Hidden-state indices (0 = embeddings) the projector reads, resolved from the end.
     pub fn resolved_feature_layers(&self) -> Vec<usize> {
         let n = self.vision.as_ref().map_or(0, |v| v.n_layers) as i64 + 1;
@@ -333,6 +393,27 @@ mod tests {
         assert_eq!(llava.image_tokens_per_image(), 576);
         assert_eq!(VlmConfig::tiny().image_tokens_per_image(), 16);
         assert_eq!(VlmConfig::tiny().resolved_feature_layers(), vec![1]);
+    }
+
+    #[test]
+    fn absurd_sizes_are_rejected_by_name() {
+        let mut c = VlmConfig::tiny();
+        c.text.n_layers = 1_000_000_000;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("text.n_layers") && err.contains("1000000000"),
+            "{err}"
+        );
+        let mut c = VlmConfig::tiny();
+        let v = c.vision.as_mut().unwrap();
+        v.image_size = 4096;
+        v.patch_size = 1;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("vision.patch_size"), "{err}");
+        let mut c = VlmConfig::tiny();
+        c.text.max_position_embeddings = 0;
+        assert!(c.validate().is_err());
+        VlmConfig::llava_1_5_7b().validate().unwrap();
     }
 
     #[test]

@@ -19,6 +19,12 @@ pub enum WeightProblem {
     },
     /// Present with a dtype we cannot read (not f32/f16/bf16).
     Dtype { name: String, dtype: String },
+    /// Present with the right shape but fewer or more value bytes than the shape needs.
+    Truncated {
+        name: String,
+        bytes: usize,
+        expected: usize,
+    },
 }
 
 impl std::fmt::Display for WeightProblem {
@@ -39,6 +45,14 @@ impl std::fmt::Display for WeightProblem {
                     "`{name}` has dtype {dtype}; only F32, F16 and BF16 are supported"
                 )
             }
+            Self::Truncated {
+                name,
+                bytes,
+                expected,
+            } => write!(
+                f,
+                "`{name}` holds {bytes} bytes of values, expected {expected}"
+            ),
         }
     }
 }
@@ -79,6 +93,15 @@ pub enum ModelError {
         dir: PathBuf,
         problems: Vec<WeightProblem>,
     },
+    /// A firempo weights file (`model.mpk`) whose tensors differ from what the config describes.
+    #[error("{path} does not hold the model its config describes ({} problem(s)):\n  {}\nfix: load these weights with the config they were saved with (the model.json written next to them), or retrain", problems.len(), problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
+    RecordMismatch {
+        path: PathBuf,
+        problems: Vec<WeightProblem>,
+    },
+    /// A firempo weights file that cannot be read as a burn record.
+    #[error("{path}: {message}; fix: write the weights again (`firempo sft` or `firempo align`)")]
+    Record { path: PathBuf, message: String },
     #[error("{path}: cannot decode image: {message}")]
     Image { path: PathBuf, message: String },
     #[error("tokenizer {path}: {message}")]

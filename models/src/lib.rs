@@ -60,6 +60,7 @@ pub use generate::*;
 pub use kv_cache::*;
 pub use loading::adapter::{load_adapter, save_adapter};
 pub use loading::load_pretrained;
+pub use loading::record::load_record_file;
 pub use lora::*;
 pub use preprocess::*;
 pub use projector::*;

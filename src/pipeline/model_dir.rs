@@ -18,7 +18,7 @@ use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
 use firempo_datasets::PreprocessConfig;
-use firempo_models::{Vlm, VlmConfig};
+use firempo_models::{load_record_file, Vlm, VlmConfig};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
@@ -148,14 +148,14 @@ pub fn load_model_dir<B: Backend>(
         processor_config.format(),
     )
     .with_context(|| format!("{}/processor.json", dir.display()))?;
-    let model = config
-        .init::<B>(device)
-        .load_file(
-            dir.join("model"),
-            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-            device,
-        )
-        .with_context(|| format!("loading weights from {}/model.mpk", dir.display()))?;
+    let model =
+        load_record_file::<B>(&config, &dir.join("model.mpk"), device).with_context(|| {
+            format!(
+                "{}/model.json and {}/model.mpk do not match",
+                dir.display(),
+                dir.display()
+            )
+        })?;
     Ok((model, processor))
 }
 

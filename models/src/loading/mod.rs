@@ -4,6 +4,7 @@
 pub mod adapter;
 pub mod hf_config;
 pub mod names;
+pub mod record;
 pub mod safetensors;
 
 use std::path::Path;
