@@ -24,6 +24,10 @@ pub const LORA_TARGETS: [&str; 7] = [
     "down_proj",
 ];
 
+/// The largest update scale `alpha / rank` (`alpha / √rank` with rsLoRA) accepted: far above
+/// any published setting (1–4, rsLoRA up to ~16 at large ranks).
+pub const MAX_LORA_SCALING: f64 = 256.0;
+
 /// LoRA hyperparameters; mirrors the fields of PEFT's `LoraConfig` that matter here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoraConfig {
@@ -78,6 +82,18 @@ impl LoraConfig {
             return bad(
                 "alpha",
                 format!("{} must be a finite number > 0", self.alpha),
+            );
+        }
+        if self.scaling() > MAX_LORA_SCALING {
+            return bad(
+                "alpha",
+                format!(
+                    "{} gives the update a scale of {} (alpha / {}rank), above {MAX_LORA_SCALING}: \
+                     the first steps would blow the weights up; usual alphas are 1–4 × the rank",
+                    self.alpha,
+                    self.scaling(),
+                    if self.use_rslora { "√" } else { "" }
+                ),
             );
         }
         if !(0.0..1.0).contains(&self.dropout) {
@@ -249,6 +265,15 @@ mod tests {
         assert_eq!(c.scaling(), 2.0);
         c.use_rslora = true;
         assert_eq!(c.scaling(), 8.0);
+        let absurd = LoraConfig {
+            alpha: 1e6,
+            ..LoraConfig::default()
+        };
+        let err = absurd.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("lora.alpha") && err.contains("125000"),
+            "{err}"
+        );
         c.target_modules.push("fc1".into());
         assert!(c.validate().unwrap_err().to_string().contains("fc1"));
         let _ = LinearConfig::new(2, 2).init::<Autodiff<B>>(&Default::default());

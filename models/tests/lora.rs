@@ -175,3 +175,32 @@ fn loading_an_adapter_with_wrong_rank_names_every_tensor() {
     );
     assert!(err.contains("28 problem(s)"), "{err}");
 }
+
+#[test]
+fn a_rank_above_the_adapted_layers_width_is_refused_before_allocating() {
+    let device = Default::default();
+    let config = VlmConfig::tiny(); // k_proj, v_proj: 64 → 32 (2 kv heads of 16); MLP 64 ↔ 128
+    let with_rank = |rank: usize, targets: &[&str]| {
+        let lora = LoraConfig {
+            rank,
+            target_modules: targets.iter().map(|t| t.to_string()).collect(),
+            ..lora_config()
+        };
+        config.init::<A>(&device).with_lora(&lora, &device)
+    };
+    let all = firempo_models::LORA_TARGETS;
+    let err = with_rank(100_000, &all).unwrap_err().to_string();
+    assert!(
+        err.contains("lora.rank")
+            && err.contains("100000")
+            && err.contains("self_attn.k_proj")
+            && err.contains("≤ 32"),
+        "{err}"
+    );
+    assert!(with_rank(33, &all).is_err());
+    assert!(with_rank(32, &all).is_ok());
+    // Only the MLP adapted: its narrowest side is 64.
+    assert!(with_rank(64, &["gate_proj", "up_proj", "down_proj"]).is_ok());
+    let err = with_rank(65, &["up_proj"]).unwrap_err().to_string();
+    assert!(err.contains("mlp.up_proj") && err.contains("≤ 64"), "{err}");
+}
