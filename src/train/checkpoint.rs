@@ -166,7 +166,7 @@ fn complete_checkpoints(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             }
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|entry| std::cmp::Reverse(entry.0));
     Ok(found.into_iter().map(|(_, path)| path).collect())
 }
 
