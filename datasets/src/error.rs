@@ -103,6 +103,13 @@ pub enum DatasetError {
         message: String,
         hint: String,
     },
+    /// An id that must be unique in its file repeats an earlier line's.
+    #[error("{at}: id `{id}` repeats line {first_line}; fix: give every line its own id (rebuild pairs with `firempo pairs`)")]
+    DuplicateId {
+        at: Location,
+        id: String,
+        first_line: usize,
+    },
     /// The answer type is not one this format knows.
     #[error("{at}: field `{field}`: unknown answer type `{value}`; fix: use one of {expected}")]
     UnknownAnswerType {
@@ -122,6 +129,14 @@ pub enum DatasetError {
     /// An image or mask exists but cannot be decoded, encoded or has unusable dimensions.
     #[error("image `{path}`: {message}", path = path.display())]
     Image { path: PathBuf, message: String },
+    /// An image or mask has no pixels or more than the pixel budget.
+    #[error("{what}: {width}x{height} pixels is empty or above the budget of {max_pixels} pixels; fix: use a smaller image (downscale it)")]
+    ImageSize {
+        what: String,
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
     /// `<mask>…</mask>` markup is unbalanced.
     #[error("mask markup at byte {position} of {text:?}: {problem}; fix: wrap each divergent phrase in exactly one non-nested <mask>…</mask> pair")]
     MaskMarkup {

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{DatasetError, Location};
+use crate::files::require_regular_file;
 use crate::intake::{BadRecordPolicy, Intake, Loaded};
 
 /// The longest JSONL line read (64 MiB); a longer one is reported as a bad line and skipped.
@@ -26,11 +27,23 @@ pub fn read_jsonl<T: DeserializeOwned>(
     path: &Path,
     policy: BadRecordPolicy,
 ) -> Result<Loaded<T>, DatasetError> {
+    read_jsonl_checked(path, policy, |_, _| Ok(Ok(())))
+}
+
+/// [`read_jsonl`] with a check of each parsed line (given its 1-based number): the outer error
+/// ends the read, the inner one makes the line a bad record.
+pub(crate) fn read_jsonl_checked<T: DeserializeOwned>(
+    path: &Path,
+    policy: BadRecordPolicy,
+    mut check: impl FnMut(usize, &T) -> Result<Result<(), DatasetError>, DatasetError>,
+) -> Result<Loaded<T>, DatasetError> {
     let mut intake = Intake::new(policy);
-    for item in iter_jsonl(path)? {
-        if let Err(err @ DatasetError::Io { .. }) = item {
-            return Err(err);
-        }
+    for item in numbered_jsonl(path, MAX_JSONL_LINE_BYTES)? {
+        let item = match item {
+            Err(err @ DatasetError::Io { .. }) => return Err(err),
+            Err(err) => Err(err),
+            Ok((line, value)) => check(line, &value)?.map(|()| value),
+        };
         intake.take(item)?;
     }
     Ok(intake.finish())
@@ -42,13 +55,14 @@ pub fn read_jsonl<T: DeserializeOwned>(
 pub fn iter_jsonl<T: DeserializeOwned>(
     path: &Path,
 ) -> Result<impl Iterator<Item = Result<T, DatasetError>>, DatasetError> {
-    iter_jsonl_bounded(path, MAX_JSONL_LINE_BYTES)
+    Ok(numbered_jsonl(path, MAX_JSONL_LINE_BYTES)?.map(|item| item.map(|(_, value)| value)))
 }
 
-fn iter_jsonl_bounded<T: DeserializeOwned>(
+/// The parsed lines of a JSONL file with their 1-based numbers.
+fn numbered_jsonl<T: DeserializeOwned>(
     path: &Path,
     max_line_bytes: usize,
-) -> Result<impl Iterator<Item = Result<T, DatasetError>>, DatasetError> {
+) -> Result<impl Iterator<Item = Result<(usize, T), DatasetError>>, DatasetError> {
     require_regular_file(path, "a JSONL file")?;
     let file = File::open(path).map_err(|e| DatasetError::io(path, e))?;
     let lines = Lines {
@@ -58,43 +72,11 @@ fn iter_jsonl_bounded<T: DeserializeOwned>(
         max_line_bytes,
         done: false,
     };
-    Ok(lines.map(|line| line.and_then(|(path, number, text)| parse_line(&path, number, &text))))
-}
-
-/// Refuses a path that is not a regular file (or a link to one) before anything opens it: a
-/// directory, a device such as `/dev/zero`, a FIFO or a socket. `expected` names what the caller
-/// wanted, e.g. "a JSONL file" or "an image file".
-pub fn require_regular_file(path: &Path, expected: &str) -> Result<(), DatasetError> {
-    let metadata = std::fs::metadata(path).map_err(|e| DatasetError::io(path, e))?;
-    if metadata.is_file() {
-        return Ok(());
-    }
-    Err(DatasetError::NotAFile {
-        path: path.to_path_buf(),
-        kind: file_kind(&metadata),
-        expected: expected.to_string(),
-    })
-}
-
-fn file_kind(metadata: &std::fs::Metadata) -> &'static str {
-    if metadata.is_dir() {
-        return "a directory";
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        let kind = metadata.file_type();
-        if kind.is_fifo() {
-            return "a FIFO (named pipe)";
-        }
-        if kind.is_char_device() || kind.is_block_device() {
-            return "a device";
-        }
-        if kind.is_socket() {
-            return "a socket";
-        }
-    }
-    "not a regular file"
+    Ok(lines.map(|line| {
+        line.and_then(|(path, number, text)| {
+            parse_line(&path, number, &text).map(|value| (number, value))
+        })
+    }))
 }
 
 /// The lines of a JSONL file as `(path, 1-based number, text)`, blank lines left out: a BOM
@@ -263,14 +245,14 @@ mod tests {
         let path = dir.join("long.jsonl");
         let long = format!("{{\"n\": 1, \"pad\": \"{}\"}}", "x".repeat(500));
         std::fs::write(&path, format!("{long}\n{{\"n\": 2}}\n{long}")).unwrap();
-        let items: Vec<Result<Item, _>> = iter_jsonl_bounded(&path, 100).unwrap().collect();
+        let items: Vec<Result<(usize, Item), _>> = numbered_jsonl(&path, 100).unwrap().collect();
         assert_eq!(items.len(), 3);
         let err = items[0].as_ref().unwrap_err().to_string();
         assert!(
             err.contains("long.jsonl:1") && err.contains("longer than 100 bytes"),
             "{err}"
         );
-        assert_eq!(items[1].as_ref().unwrap(), &Item { n: 2 });
+        assert_eq!(items[1].as_ref().unwrap(), &(2, Item { n: 2 }));
         let err = items[2].as_ref().unwrap_err().to_string();
         assert!(err.contains("long.jsonl:3"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();

@@ -7,7 +7,7 @@ use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, Luma};
 
 use crate::error::DatasetError;
-use crate::image::{load_image, save_png};
+use crate::image::{check_pixel_budget, load_image, save_png, DEFAULT_MAX_IMAGE_PIXELS};
 use crate::records::{BoxRegion, MaskSource};
 
 /// A binary mask over a `width × height` image, row-major.
@@ -19,18 +19,18 @@ pub struct Mask {
 }
 
 impl Mask {
-    /// An all-outside mask.
+    /// An all-outside mask (the caller has sized it: an image it decoded, or the generator's).
     pub fn empty(width: u32, height: u32) -> Self {
         Self {
             width,
             height,
-            inside: vec![false; (width * height) as usize],
+            inside: vec![false; width as usize * height as usize],
         }
     }
 
-    /// A mask from a predicate on pixel coordinates.
+    /// A mask from a predicate on pixel coordinates (sized by the caller, as [`Mask::empty`]).
     pub fn from_fn(width: u32, height: u32, mut f: impl FnMut(u32, u32) -> bool) -> Self {
-        let mut inside = Vec::with_capacity((width * height) as usize);
+        let mut inside = Vec::with_capacity(width as usize * height as usize);
         for y in 0..height {
             for x in 0..width {
                 inside.push(f(x, y));
@@ -50,8 +50,16 @@ impl Mask {
         })
     }
 
-    /// Reads a PNG mask and resizes it (nearest neighbour) to `width × height` if needed.
+    /// Reads a PNG mask and resizes it (nearest neighbour) to `width × height` if needed; a
+    /// target above the pixel budget ([`DEFAULT_MAX_IMAGE_PIXELS`]) is refused before anything
+    /// is read.
     pub fn from_png(path: &Path, width: u32, height: u32) -> Result<Self, DatasetError> {
+        check_pixel_budget(
+            &format!("mask `{}` resized to its image", path.display()),
+            width,
+            height,
+            DEFAULT_MAX_IMAGE_PIXELS,
+        )?;
         let image = load_image(path)?;
         let image = if (image.width(), image.height()) == (width, height) {
             image
@@ -76,7 +84,8 @@ impl Mask {
         })
     }
 
-    /// Loads the mask a record's [`MaskSource`] describes, at the image's size.
+    /// Loads the mask a record's [`MaskSource`] describes, at the image's size; a size above the
+    /// pixel budget ([`DEFAULT_MAX_IMAGE_PIXELS`]) is refused before anything is allocated.
     pub fn load(
         source: &MaskSource,
         root: &Path,
@@ -85,7 +94,10 @@ impl Mask {
     ) -> Result<Self, DatasetError> {
         match source {
             MaskSource::Png { path } => Self::from_png(&root.join(path), width, height),
-            MaskSource::Boxes { boxes } => Ok(Self::from_boxes(boxes, width, height)),
+            MaskSource::Boxes { boxes } => {
+                check_pixel_budget("boxes mask", width, height, DEFAULT_MAX_IMAGE_PIXELS)?;
+                Ok(Self::from_boxes(boxes, width, height))
+            }
         }
     }
 
@@ -101,12 +113,18 @@ impl Mask {
 
     /// Whether pixel `(x, y)` is inside.
     pub fn contains(&self, x: u32, y: u32) -> bool {
-        self.inside[(y * self.width + x) as usize]
+        self.inside[self.index(x, y)]
     }
 
     /// Marks pixel `(x, y)`.
     pub fn set(&mut self, x: u32, y: u32, inside: bool) {
-        self.inside[(y * self.width + x) as usize] = inside;
+        let index = self.index(x, y);
+        self.inside[index] = inside;
+    }
+
+    /// Row-major index of `(x, y)`, in `usize` (a `u32` product wraps above 65536²).
+    fn index(&self, x: u32, y: u32) -> usize {
+        y as usize * self.width as usize + x as usize
     }
 
     /// Number of inside pixels.

@@ -1,11 +1,15 @@
 //! Preference pairs `(y+, y−)` with their phrase spans, images and the corruption path, as JSONL.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::corruption::CorruptionPath;
+use crate::error::{DatasetError, Location};
+use crate::intake::{BadRecordPolicy, Loaded};
+use crate::jsonl::read_jsonl_checked;
 use crate::records::AnswerType;
 
 /// A divergent phrase: bytes `start..end` of an answer, phrase id `id >= 1` (aligned between
@@ -35,11 +39,12 @@ pub enum PairBranch {
 /// One preference pair.
 ///
 /// JSONL line example:
-/// `{"id":"synth-train-00003-presence","record_id":"synth-train-00003-presence","question":"Is there a lesion in this image?","answer_type":"closed","chosen":"yes","rejected":"no","chosen_spans":[{"start":0,"end":3,"id":1}],"rejected_spans":[{"start":0,"end":2,"id":1}],"branch":"corrected","editor":"rule","image":"images/train-00003.png","corrupted_image":"corrupted/synth-train-00003-presence.png","corruption":"lesion_mask"}`
+/// `{"id":"synth-train-00003-presence","record_id":"synth-train-00003-presence","question":"Is there a lesion in this image?","answer_type":"closed","chosen":"yes","rejected":"no","chosen_spans":[{"start":0,"end":3,"id":1}],"rejected_spans":[{"start":0,"end":2,"id":1}],"branch":"corrected","editor":"rule","image":"images/train-00003.png","corrupted_image":"corrupted/synth-train-00003-presence-ad846a190628ef20.png","corruption":"lesion_mask"}`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreferencePair {
-    /// Pair id (the sample's record id, suffixed if a record has several samples).
+    /// Pair id, unique in its file: the sample's record id, or for a record's later samples
+    /// `<record id>-<n>` with the smallest `n` no other pair or record has.
     pub id: String,
     /// The record the pair was built from.
     pub record_id: String,
@@ -72,13 +77,34 @@ pub struct PreferencePair {
     pub meta: Map<String, Value>,
 }
 
+/// Reads a pairs file (`pairs.jsonl` from `firempo pairs`). A pair id that repeats an earlier
+/// line's is an error naming both lines, whatever `policy` says: ids name the corrupted images,
+/// so two pairs with one id may share one pair's corruption.
+pub fn read_pairs_jsonl(
+    path: &Path,
+    policy: BadRecordPolicy,
+) -> Result<Loaded<PreferencePair>, DatasetError> {
+    let mut first_line: HashMap<String, usize> = HashMap::new();
+    read_jsonl_checked(path, policy, |line, pair: &PreferencePair| {
+        if let Some(&first) = first_line.get(&pair.id) {
+            return Err(DatasetError::DuplicateId {
+                at: Location::at_line(path, line),
+                id: pair.id.clone(),
+                first_line: first,
+            });
+        }
+        first_line.insert(pair.id.clone(), line);
+        Ok(Ok(()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn documented_line_parses() {
-        let line = r#"{"id":"synth-train-00003-presence","record_id":"synth-train-00003-presence","question":"Is there a lesion in this image?","answer_type":"closed","chosen":"yes","rejected":"no","chosen_spans":[{"start":0,"end":3,"id":1}],"rejected_spans":[{"start":0,"end":2,"id":1}],"branch":"corrected","editor":"rule","image":"images/train-00003.png","corrupted_image":"corrupted/synth-train-00003-presence.png","corruption":"lesion_mask"}"#;
+        let line = r#"{"id":"synth-train-00003-presence","record_id":"synth-train-00003-presence","question":"Is there a lesion in this image?","answer_type":"closed","chosen":"yes","rejected":"no","chosen_spans":[{"start":0,"end":3,"id":1}],"rejected_spans":[{"start":0,"end":2,"id":1}],"branch":"corrected","editor":"rule","image":"images/train-00003.png","corrupted_image":"corrupted/synth-train-00003-presence-ad846a190628ef20.png","corruption":"lesion_mask"}"#;
         let pair: PreferencePair = serde_json::from_str(line).unwrap();
         assert_eq!(pair.branch, PairBranch::Corrected);
         assert_eq!(pair.corruption, Some(CorruptionPath::LesionMask));

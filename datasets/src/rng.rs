@@ -76,12 +76,15 @@ impl SeededRng {
 
 /// Derives an item seed from a run seed and a key (FNV-1a of the key, mixed with the seed).
 pub fn derive_seed(seed: u64, key: &str) -> u64 {
-    let mut hash: u64 = 0xCBF2_9CE4_8422_2325;
-    for byte in key.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    mix(seed ^ mix(hash))
+    mix(seed ^ mix(fnv1a(key.as_bytes())))
+}
+
+/// 64-bit FNV-1a of `bytes`: a stable (not cryptographic) hash for seeds, cache keys and file
+/// names.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xCBF2_9CE4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
+    })
 }
 
 fn mix(mut z: u64) -> u64 {

@@ -9,7 +9,13 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::TempDir;
-use firempo_datasets::{read_jsonl, BadRecordPolicy, DatasetError, Loaded, Sample};
+use firempo_datasets::{
+    build_pairs, image_dimensions_within, load_image, load_image_within, read_jsonl,
+    read_pairs_jsonl, save_png, write_jsonl, AnswerType, BadRecordPolicy, BoxRegion,
+    CorruptionConfig, DatasetError, Loaded, Mask, MaskSource, PairOptions, PairReport, Record,
+    RuleEditor, Sample, Split, DEFAULT_MAX_IMAGE_PIXELS,
+};
+use image::{DynamicImage, GrayImage, Luma};
 
 /// Runs `f` on a thread and fails the case if it takes longer than `seconds` (a hang).
 fn within<T: Send + 'static>(seconds: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -147,4 +153,235 @@ fn invalid_utf8_names_its_line_and_the_rest_still_reads() {
         err.contains("samples.jsonl:3") && err.contains("invalid UTF-8"),
         "{err}"
     );
+}
+
+// Item 4: images and masks are decoded within a pixel budget, and only from regular files.
+
+#[test]
+fn an_image_above_the_pixel_budget_is_refused_before_decoding() {
+    let dir = TempDir::new("adv-budget");
+    let path = dir.path().join("a.png");
+    save_png(&DynamicImage::new_luma8(64, 64), &path).unwrap();
+    let err = load_image_within(&path, 1000).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DatasetError::ImageSize {
+                width: 64,
+                height: 64,
+                max_pixels: 1000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("a.png") && text.contains("above the budget of 1000 pixels"),
+        "{text}"
+    );
+    assert!(image_dimensions_within(&path, 1000).is_err());
+    assert_eq!(image_dimensions_within(&path, 4096).unwrap(), (64, 64));
+    assert_eq!(load_image(&path).unwrap().width(), 64, "the default budget");
+    assert_eq!(DEFAULT_MAX_IMAGE_PIXELS, 50_000_000);
+}
+
+/// `eval` resized a mask to the 100000×100000 its image's header claimed: a 10 GB allocation.
+#[test]
+fn a_mask_resized_to_a_claimed_100000_square_is_refused() {
+    let dir = TempDir::new("adv-mask-huge");
+    let path = dir.path().join("mask.png");
+    Mask::from_fn(8, 8, |x, _| x < 4).save_png(&path).unwrap();
+    let err = Mask::from_png(&path, 100_000, 100_000)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mask.png") && err.contains("100000x100000") && err.contains("budget"),
+        "{err}"
+    );
+    let source = MaskSource::Png {
+        path: "mask.png".into(),
+    };
+    let err = Mask::load(&source, dir.path(), 100_000, 100_000).unwrap_err();
+    assert!(matches!(err, DatasetError::ImageSize { .. }), "{err}");
+    assert_eq!(Mask::load(&source, dir.path(), 8, 8).unwrap().area(), 32);
+}
+
+/// A boxes mask's `width * height` was a `u32` product: 70000² wrapped around.
+#[test]
+fn a_boxes_mask_past_32_bit_pixel_counts_is_refused() {
+    let boxes = MaskSource::Boxes {
+        boxes: vec![BoxRegion {
+            x: 0.0,
+            y: 0.0,
+            width: 10.0,
+            height: 10.0,
+            label: None,
+        }],
+    };
+    let err = Mask::load(&boxes, Path::new("."), 70_000, 70_000).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DatasetError::ImageSize {
+                width: 70_000,
+                height: 70_000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = Mask::load(&boxes, Path::new("."), 0, 10).unwrap_err();
+    assert!(matches!(err, DatasetError::ImageSize { .. }), "{err}");
+    assert_eq!(
+        Mask::load(&boxes, Path::new("."), 20, 20).unwrap().area(),
+        100
+    );
+}
+
+#[test]
+fn a_fifo_as_an_image_is_refused_without_opening_it() {
+    let dir = TempDir::new("adv-image-fifo");
+    let fifo = dir.path().join("image.png");
+    mkfifo(&fifo);
+    let err = within(20, move || load_image(&fifo).map(|_| ()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("image.png") && err.contains("FIFO") && err.contains("expected an image file"),
+        "{err}"
+    );
+}
+
+// Item 7: pair ids and corrupted-image file names that collided.
+
+/// A closed record `id` whose image, `image` under `root`, is uniformly `level`.
+fn closed_record(root: &Path, id: &str, image: &str, level: u8) -> Record {
+    let path = root.join(image);
+    save_png(
+        &DynamicImage::ImageLuma8(GrayImage::from_pixel(16, 16, Luma([level]))),
+        &path,
+    )
+    .unwrap();
+    Record {
+        id: id.into(),
+        image: image.into(),
+        question: "Is there a lesion in this image?".into(),
+        answer: "yes".into(),
+        answer_type: AnswerType::Closed,
+        mask: None,
+        concept: None,
+        split: Split::Train,
+        meta: Default::default(),
+    }
+}
+
+fn answer(record: &Record, text: &str) -> Sample {
+    Sample {
+        record_id: record.id.clone(),
+        question: record.question.clone(),
+        answer: text.into(),
+        model: None,
+        meta: Default::default(),
+    }
+}
+
+fn pairs_of(root: &Path, out: &Path, samples: &[Sample], records: &[Record]) -> PairReport {
+    let options = PairOptions {
+        dataset_root: root.to_path_buf(),
+        out_dir: out.to_path_buf(),
+        corruption: Some(CorruptionConfig::default()),
+        previews: false,
+        policy: BadRecordPolicy::Skip,
+    };
+    build_pairs(samples, records, &RuleEditor::default(), &options).unwrap()
+}
+
+fn mean(image: &DynamicImage) -> f64 {
+    let luma = image.to_luma8();
+    luma.pixels().map(|p| f64::from(p[0])).sum::<f64>() / luma.len() as f64
+}
+
+/// Record `a` sampled twice gave pair `a-1`, as did record `a-1`; ids `x/y` and `x_y` both wrote
+/// `corrupted/x_y.png`. Each pair must get its own id and its own record's corrupted image.
+#[test]
+fn colliding_ids_get_their_own_pairs_and_corrupted_images() {
+    let (data, out) = (TempDir::new("adv-ids-data"), TempDir::new("adv-ids-out"));
+    let levels = [("a", 30), ("a-1", 100), ("x/y", 170), ("x_y", 240)];
+    let records: Vec<Record> = levels
+        .iter()
+        .enumerate()
+        .map(|(i, (id, level))| closed_record(data.path(), id, &format!("{i}.png"), *level))
+        .collect();
+    let samples: Vec<Sample> = [0, 0, 1, 2, 3]
+        .iter()
+        .map(|&i| answer(&records[i], "No."))
+        .collect();
+    let report = pairs_of(data.path(), out.path(), &samples, &records);
+    let ids: Vec<&str> = report.pairs.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["a", "a-2", "a-1", "x/y", "x_y"]);
+    let files: std::collections::HashSet<_> = report
+        .pairs
+        .iter()
+        .map(|p| p.corrupted_image.clone().unwrap())
+        .collect();
+    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(
+        std::fs::read_dir(out.path().join("corrupted"))
+            .unwrap()
+            .count(),
+        5
+    );
+    for pair in &report.pairs {
+        let own = levels
+            .iter()
+            .find(|(id, _)| *id == pair.record_id)
+            .unwrap()
+            .1;
+        let got = mean(&load_image(pair.corrupted_image.as_ref().unwrap()).unwrap());
+        let nearest = levels
+            .iter()
+            .min_by(|x, y| {
+                (f64::from(x.1) - got)
+                    .abs()
+                    .total_cmp(&(f64::from(y.1) - got).abs())
+            })
+            .unwrap();
+        assert_eq!(
+            nearest.1, own,
+            "pair {} has another image's corruption",
+            pair.id
+        );
+    }
+    let loaded = read_pairs_jsonl(&report.pairs_path, BadRecordPolicy::Stop).unwrap();
+    assert_eq!(loaded.items, report.pairs);
+}
+
+#[test]
+fn duplicate_pair_ids_at_load_name_both_lines() {
+    let (data, out) = (TempDir::new("adv-dup-data"), TempDir::new("adv-dup-out"));
+    let records = vec![
+        closed_record(data.path(), "a", "a.png", 50),
+        closed_record(data.path(), "b", "b.png", 150),
+    ];
+    let samples = [answer(&records[0], "No."), answer(&records[1], "No.")];
+    let report = pairs_of(data.path(), out.path(), &samples, &records);
+    let mut pairs = report.pairs.clone();
+    let mut twin = pairs[0].clone();
+    twin.record_id = "b".into();
+    pairs.push(twin);
+    let path = out.path().join("pairs.jsonl");
+    write_jsonl(&path, &pairs).unwrap();
+    for policy in [BadRecordPolicy::Skip, BadRecordPolicy::Stop] {
+        let err = read_pairs_jsonl(&path, policy).unwrap_err();
+        assert!(
+            matches!(err, DatasetError::DuplicateId { first_line: 1, .. }),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("pairs.jsonl:3") && text.contains("id `a`") && text.contains("line 1"),
+            "{text}"
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burn::tensor::backend::AutodiffBackend;
-use firempo_datasets::{read_jsonl, BadRecordPolicy, PreferencePair};
+use firempo_datasets::{read_pairs_jsonl, BadRecordPolicy, PreferencePair};
 use firempo_losses::PreferenceLoss;
 use firempo_models::LoraConfig;
 use serde::{Deserialize, Serialize};
@@ -49,7 +49,7 @@ pub struct AlignStage {
 
 /// Reads pairs, optionally swapping `y+` for the ground truth.
 fn read_pairs(stage: &AlignStage) -> anyhow::Result<Vec<PreferencePair>> {
-    let loaded = read_jsonl::<PreferencePair>(&stage.pairs, BadRecordPolicy::Skip)
+    let loaded = read_pairs_jsonl(&stage.pairs, BadRecordPolicy::Skip)
         .with_context(|| format!("reading pairs from {}", stage.pairs.display()))?;
     if loaded.skipped > 0 {
         eprintln!(

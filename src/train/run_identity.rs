@@ -49,6 +49,8 @@ impl RunIdentity {
 
     /// Adds the SHA-256 of a file's contents under `field` (a data file: records, pairs).
     pub fn with_file_digest(self, field: &str, path: &Path) -> anyhow::Result<Self> {
+        // A directory, `/dev/zero` or a FIFO is refused before it is opened (it would be read forever).
+        firempo_datasets::require_regular_file(path, "a JSONL file")?;
         let digest = file_digest(path)?;
         Ok(self.with(field, digest))
     }

@@ -19,6 +19,33 @@ fn mkfifo(path: &Path) {
     assert!(status.success(), "mkfifo {}", path.display());
 }
 
+/// Writes a PNG that is only a header (and an empty IDAT) claiming `width × height` (grayscale): a few dozen bytes
+/// that a careless decoder turns into a `width · height` allocation.
+fn png_header_only(path: &Path, width: u32, height: u32) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut encoder = png::Encoder::new(file, width, height);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().unwrap();
+    // One IDAT chunk holding an empty zlib stream: decoders read the header up to here.
+    writer
+        .write_chunk(
+            png::chunk::IDAT,
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        )
+        .unwrap();
+}
+
+/// The lines of `path` (e.g. `pair_failures.jsonl`) that mention `needle`.
+fn lines_with(path: &Path, needle: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
 /// The synthetic training records of `tiny_synth`.
 fn synth_records(scratch: &Scratch) -> Vec<Record> {
     read_jsonl::<Record>(&scratch.join("synth/train.jsonl"), BadRecordPolicy::Stop)
@@ -70,6 +97,26 @@ fn sft_records_dev_zero_is_refused() {
             "run",
             "--steps",
             "1",
+        ],
+        LIMIT,
+    );
+    run.assert_clean_error(&["/dev/zero", "is a device", "expected a JSONL file"]);
+}
+
+/// Item 1: `/dev/zero` as `align --pairs` is refused before it is read (or digested).
+#[test]
+fn align_pairs_dev_zero_is_refused() {
+    let scratch = Scratch::new("align-pairs-zero");
+    let run = firempo(
+        &scratch.0,
+        &[
+            "align",
+            "--pairs",
+            "/dev/zero",
+            "--model",
+            "model",
+            "--out",
+            "aligned",
         ],
         LIMIT,
     );
@@ -148,4 +195,118 @@ fn trailing_objects_on_a_records_line_are_reported_with_the_line() {
         "train.jsonl:2",
         "data after the JSON object",
     ]);
+}
+
+/// Item 4: `pairs --previews` on a 20000² image allocated gigabytes; an image whose header
+/// claims 100000² had its mask resized to that. Both are refused within the pixel budget, named
+/// in `pair_failures.jsonl`, and the other samples still give pairs.
+#[test]
+fn pairs_refuse_images_above_the_pixel_budget() {
+    let scratch = Scratch::new("pairs-huge-image");
+    tiny_synth(&scratch.0);
+    let records = synth_records(&scratch);
+    write_samples(&scratch.join("samples.jsonl"), &records);
+    let (big, huge) = (
+        &records[0],
+        records
+            .iter()
+            .find(|r| r.image != records[0].image)
+            .unwrap(),
+    );
+    assert!(huge.mask.is_some(), "synthetic records have masks");
+    png_header_only(&scratch.join("synth").join(&big.image), 20_000, 20_000);
+    png_header_only(&scratch.join("synth").join(&huge.image), 100_000, 100_000);
+    let run = firempo(
+        &scratch.0,
+        &[
+            "pairs",
+            "--records",
+            "synth/train.jsonl",
+            "--samples",
+            "samples.jsonl",
+            "--out",
+            "pairs",
+            "--previews",
+        ],
+        LIMIT,
+    );
+    run.assert_success(&["pairs written"]);
+    let failures = scratch.join("pairs/pair_failures.jsonl");
+    for (record, size) in [(big, "20000x20000"), (huge, "100000x100000")] {
+        let lines = lines_with(&failures, &format!("\"record_id\":\"{}\"", record.id));
+        assert_eq!(lines.len(), 1, "{record:?} in {failures:?}");
+        assert!(
+            lines[0].contains(size) && lines[0].contains("above the budget of 50000000 pixels"),
+            "{}",
+            lines[0]
+        );
+    }
+}
+
+/// Item 4: a FIFO where an image should be blocked the first read forever; it is refused.
+#[test]
+fn sft_refuses_a_fifo_as_an_image() {
+    let scratch = Scratch::new("sft-fifo-image");
+    tiny_synth(&scratch.0);
+    let records = synth_records(&scratch);
+    let image = scratch.join("synth").join(&records[0].image);
+    std::fs::remove_file(&image).unwrap();
+    mkfifo(&image);
+    let run = firempo(
+        &scratch.0,
+        &[
+            "sft",
+            "--records",
+            "synth/train.jsonl",
+            "--out",
+            "run",
+            "--steps",
+            "1",
+        ],
+        LIMIT,
+    );
+    run.assert_clean_error(&[&records[0].id, "FIFO", "expected an image file"]);
+}
+
+/// Item 7: a pairs file with a repeated pair id (two pairs that may share one corrupted image)
+/// is refused at load, naming both lines.
+#[test]
+fn align_refuses_repeated_pair_ids_naming_both_lines() {
+    let scratch = Scratch::new("align-dup-ids");
+    tiny_synth(&scratch.0);
+    write_samples(&scratch.join("samples.jsonl"), &synth_records(&scratch));
+    let run = firempo(
+        &scratch.0,
+        &[
+            "pairs",
+            "--records",
+            "synth/train.jsonl",
+            "--samples",
+            "samples.jsonl",
+            "--out",
+            "pairs",
+        ],
+        LIMIT,
+    );
+    run.assert_success(&["pairs written"]);
+    let path = scratch.join("pairs/pairs.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let first = text.lines().next().unwrap().to_string();
+    std::fs::write(&path, format!("{text}{first}\n")).unwrap();
+    let line = text.lines().count() + 1;
+    std::fs::create_dir_all(scratch.join("model")).unwrap();
+    let run = firempo(
+        &scratch.0,
+        &[
+            "align",
+            "--pairs",
+            "pairs/pairs.jsonl",
+            "--model",
+            "model",
+            "--out",
+            "aligned",
+        ],
+        LIMIT,
+    );
+    run.assert_clean_error(&[&format!("pairs.jsonl:{line}"), "repeats line 1"]);
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use crate::corrupt_dataset::corrupt_record;
+use crate::corrupt_dataset::{corrupt_record, UniqueIds};
 use crate::corruption::CorruptionConfig;
 use crate::error::DatasetError;
 use crate::intake::{BadRecordPolicy, Intake};
@@ -87,16 +87,11 @@ pub fn build_pairs(
         }
     }
     let edits = editor.edit_all(&found);
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+    // Pair ids are unique by construction (they name the corrupted image files too).
+    let mut ids = UniqueIds::new(found.iter().map(|(_, record)| record.id.as_str()));
     let editor_name = editor.name();
     for ((sample, record), edit) in found.iter().zip(edits) {
-        let n = seen.entry(record.id.as_str()).or_default();
-        let id = if *n == 0 {
-            record.id.clone()
-        } else {
-            format!("{}-{n}", record.id)
-        };
-        *n += 1;
+        let id = ids.next(&record.id);
         let pair = edit.and_then(|edit| assemble(id, sample, record, edit, &editor_name, options));
         if let Err(err) = &pair {
             failures.push(failure(&record.id, err));

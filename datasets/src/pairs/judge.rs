@@ -15,6 +15,7 @@ use crate::error::DatasetError;
 use crate::pair::PairBranch;
 use crate::phrase::{diff_phrases, parse_mask_markup};
 use crate::records::Record;
+use crate::rng::fnv1a;
 use crate::sample::Sample;
 
 use super::prompts::{self, json_body, StageOne, StageTwo};
@@ -274,12 +275,6 @@ fn clip(text: &str) -> String {
         end -= 1;
     }
     text[..end].to_string()
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xCBF2_9CE4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
-    })
 }
 
 impl Editor for JudgeEditor {
