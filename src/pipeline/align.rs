@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -42,16 +43,21 @@ pub fn align_examples(
 ) -> anyhow::Result<Vec<AlignExample>> {
     pairs
         .iter()
-        .map(|pair| {
-            Ok(AlignExample {
+        .map(|pair| -> anyhow::Result<AlignExample> {
+            let example = AlignExample {
                 prompt: processor.prompt_ids(&pair.question)?,
                 chosen: processor.answer_ids_with_phrases(&pair.chosen, &pair.chosen_spans)?,
                 rejected: processor
                     .answer_ids_with_phrases(&pair.rejected, &pair.rejected_spans)?,
                 image: root.join(&pair.image),
                 corrupted_image: pair.corrupted_image.as_ref().map(|p| root.join(p)),
-            })
+            };
+            let longest = example.chosen.0.len().max(example.rejected.0.len());
+            processor.check_fits(example.prompt.len(), longest)?;
+            Ok(example)
         })
+        .zip(pairs)
+        .map(|(example, pair)| example.with_context(|| format!("pair `{}`", pair.id)))
         .collect()
 }
 

@@ -141,7 +141,12 @@ pub fn load_hf_checkpoint<B: Backend>(
         dir.display()
     );
     let format = detect_format(&tokenizer);
-    let processor = Processor::new(&model.config, tokenizer, preprocess, format)
-        .with_context(|| format!("the tokenizer and config of {}", dir.display()))?;
+    let processor =
+        Processor::new(&model.config, tokenizer, preprocess, format).with_context(|| {
+            format!(
+                "{}: tokenizer.json, preprocessor_config.json and config.json disagree",
+                dir.display()
+            )
+        })?;
     Ok((model, processor))
 }

@@ -9,8 +9,10 @@ use std::sync::Mutex;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use firempo_datasets::{load_image, preprocess, PhraseSpan, PixelValues, PreprocessConfig};
-use firempo_models::{expand_image_tokens, ChatTemplate, VlmConfig, IMAGE_PLACEHOLDER};
+use firempo_datasets::{load_image, preprocess, PhraseSpan, PixelValues, PreprocessConfig, Resize};
+use firempo_models::{
+    expand_image_tokens, ChatTemplate, VisionConfig, VlmConfig, IMAGE_PLACEHOLDER, MAX_IMAGE_SIDE,
+};
 use tokenizers::Tokenizer;
 
 /// How a question becomes a prompt and where an answer ends: the template text and the special
@@ -56,6 +58,49 @@ impl PromptFormat {
     }
 }
 
+/// Checks that `preprocess` turns any image into the square the vision tower takes, within
+/// [`MAX_IMAGE_SIDE`]; names the field at fault (as `processor.json` spells it; callers name the
+/// file).
+fn check_preprocess(preprocess: &PreprocessConfig, vision: &VisionConfig) -> anyhow::Result<()> {
+    preprocess.validate().context("field `preprocess`")?;
+    let side = vision.image_size;
+    if let Resize::ShortestEdge { size } | Resize::Square { size } = preprocess.resize {
+        anyhow::ensure!(
+            size as usize <= MAX_IMAGE_SIDE,
+            "field `preprocess.resize.size`: {size} px is above the maximum \
+             {MAX_IMAGE_SIDE}; fix: resize to the vision tower's {side} px"
+        );
+    }
+    let out = match (preprocess.center_crop, preprocess.resize) {
+        (Some(crop), _) => Some(crop),
+        (None, Resize::Square { size }) => Some([size, size]),
+        (None, _) => None,
+    };
+    let field = if preprocess.center_crop.is_some() {
+        "preprocess.center_crop"
+    } else {
+        "preprocess.resize"
+    };
+    anyhow::ensure!(
+        out == Some([side as u32, side as u32]),
+        "field `{field}`: the preprocessing gives {}, but the vision tower takes \
+         {side}×{side} px images (its image_size); fix: set `center_crop` to [{side}, \
+         {side}] or `resize` to `square` {side}",
+        match out {
+            Some([h, w]) => format!("{h}×{w} px images"),
+            None => "images of their own size or aspect ratio".to_string(),
+        }
+    );
+    anyhow::ensure!(
+        preprocess.n_channels() == vision.num_channels,
+        "field `preprocess.channels`: the preprocessing gives {} channels but the \
+         vision tower takes {}",
+        preprocess.n_channels(),
+        vision.num_channels
+    );
+    Ok(())
+}
+
 /// Everything needed to talk to a model, except the model.
 pub struct Processor {
     /// The tokenizer (with the format's special tokens and `<image>`).
@@ -68,6 +113,8 @@ pub struct Processor {
     pub special: SpecialIds,
     /// Image-feature positions per image in the model (`<image>` expands to this many ids).
     pub image_tokens: usize,
+    /// Positions the model reads: prompt plus answer (`text.max_position_embeddings`).
+    pub context: usize,
     pixel_cache: Mutex<HashMap<PathBuf, PixelValues>>,
 }
 
@@ -131,15 +178,11 @@ impl Processor {
             config.text.vocab_size
         );
         if let Some(vision) = &config.vision {
-            anyhow::ensure!(
-                preprocess.n_channels() == vision.num_channels,
-                "the image preprocessing gives {} channels but the vision tower takes {}",
-                preprocess.n_channels(),
-                vision.num_channels
-            );
+            check_preprocess(&preprocess, vision)?;
         }
         Ok(Self {
             image_tokens: config.image_tokens_per_image(),
+            context: config.text.max_position_embeddings,
             tokenizer,
             preprocess,
             format,
@@ -157,18 +200,38 @@ impl Processor {
     }
 
     /// Prompt ids: the begin token (if any), the template with the question, `<image>` expanded
-    /// to the model's image-token count.
+    /// to the model's image-token count. A prompt that leaves no room in the model's context for
+    /// one answer token is an error.
     pub fn prompt_ids(&self, question: &str) -> anyhow::Result<Vec<i64>> {
         let text = self.format.prompt(question);
         let ids = self.encode(&text)?;
         let expanded = expand_image_tokens(&ids, self.special.image as u32, self.image_tokens, 1)
             .with_context(|| format!("the prompt {text:?}"))?;
-        Ok(self
+        let prompt: Vec<i64> = self
             .special
             .bos
             .into_iter()
             .chain(expanded.into_iter().map(i64::from))
-            .collect())
+            .collect();
+        self.check_fits(prompt.len(), 1)?;
+        Ok(prompt)
+    }
+
+    /// Checks that a prompt of `prompt_len` ids followed by `answer_len` answer ids fits the
+    /// model's context: beyond `max_position_embeddings` the model was never trained, and its
+    /// scores and answers there mean nothing.
+    pub fn check_fits(&self, prompt_len: usize, answer_len: usize) -> anyhow::Result<()> {
+        let total = prompt_len + answer_len;
+        anyhow::ensure!(
+            total <= self.context,
+            "the prompt ({prompt_len} tokens, {} of them for the image) and the answer ({answer_len} \
+             tokens) need {total} positions, but the model's context is {} tokens \
+             (text.max_position_embeddings); fix: shorten the question or answer (or, when \
+             generating, lower --max-new-tokens)",
+            self.image_tokens,
+            self.context
+        );
+        Ok(())
     }
 
     /// Answer ids followed by the end token (what SFT teaches and preference losses score).

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use firempo_datasets::Record;
 use firempo_losses::{sft_loss, LossOutput};
@@ -31,13 +32,17 @@ pub fn sft_examples(
 ) -> anyhow::Result<Vec<SftExample>> {
     records
         .iter()
-        .map(|record| {
-            Ok(SftExample {
+        .map(|record| -> anyhow::Result<SftExample> {
+            let example = SftExample {
                 prompt: processor.prompt_ids(&record.question)?,
                 answer: processor.answer_ids(&record.answer)?,
                 image: record.image_path(root),
-            })
+            };
+            processor.check_fits(example.prompt.len(), example.answer.len())?;
+            Ok(example)
         })
+        .zip(records)
+        .map(|(example, record)| example.with_context(|| format!("record `{}`", record.id)))
         .collect()
 }
 

@@ -252,6 +252,7 @@ impl Demo {
                 seed,
                 ..CorruptionConfig::default()
             },
+            finding_vocabulary: None, // synthetic records declare theirs (synth.json)
         }
         .run::<B>(device.clone())
     }

@@ -2,20 +2,22 @@
 //! recall, report BLEU-4 / ROUGE-L / finding F1, and visual sensitivity (how often the answer
 //! changes, and how much its log-probability drops, when the lesion is corrupted).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use firempo_datasets::{
-    write_corruption, write_jsonl, AnswerType, BadRecordPolicy, CorruptionConfig, Mask, Record,
+    corrupt_records, write_jsonl, AnswerType, BadRecordPolicy, CorruptionConfig, DatasetError,
+    Location, MaskSource, Record,
 };
 use firempo_losses::logps::{masked_sum, token_log_probs};
 use firempo_models::Vlm;
 use serde::{Deserialize, Serialize};
 
-use super::data::read_records;
-use super::sample::answer_questions;
+use super::data::{read_records, RecordFile};
+use super::sample::{answer_prompts, record_prompts};
 use crate::backend::BackendTask;
 use crate::eval::{
     closed_accuracy, corpus_bleu, corpus_rouge_l, finding_scores, mean_open_recall,
@@ -43,6 +45,11 @@ pub struct EvalStage {
     pub max_new_tokens: usize,
     /// Lesion corruption for the visual-sensitivity probe.
     pub corruption: CorruptionConfig,
+    /// The words report findings are parsed with, for `finding_f1`: a [`FindingVocabulary`]
+    /// JSON file, or `synthetic` for the synthetic benchmark's template. `None`: the synthetic
+    /// vocabulary when the records come from `firempo synth` (a `synth.json` beside them), else
+    /// no `finding_f1`.
+    pub finding_vocabulary: Option<PathBuf>,
 }
 
 /// Scores of one model (percentages, except the log-prob drop in nats).
@@ -52,6 +59,49 @@ pub struct EvalReport {
     pub metrics: BTreeMap<String, f64>,
     /// Records evaluated per answer type.
     pub counts: BTreeMap<String, usize>,
+    /// The metrics `avg` is the mean of (those measured among closed_acc, open_recall,
+    /// finding_f1).
+    #[serde(default)]
+    pub avg_of: Vec<String>,
+    /// Why a metric is missing (e.g. `finding_f1` without a declared vocabulary).
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// The value of `EvalStage::finding_vocabulary` that selects the synthetic benchmark's words.
+pub const SYNTHETIC_VOCABULARY: &str = "synthetic";
+
+/// The finding vocabulary of an evaluation: the one given, else the synthetic benchmark's when
+/// the records declare they are synthetic (`firempo synth` writes `synth.json` beside them),
+/// else none (no `finding_f1`: its parser only knows the template it was written for).
+fn finding_vocabulary(
+    given: Option<&Path>,
+    records_root: &Path,
+) -> anyhow::Result<Option<FindingVocabulary>> {
+    let Some(path) = given else {
+        return Ok(records_root
+            .join("synth.json")
+            .is_file()
+            .then(FindingVocabulary::default));
+    };
+    if path == Path::new(SYNTHETIC_VOCABULARY) {
+        return Ok(Some(FindingVocabulary::default()));
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the finding vocabulary {}", path.display()))?;
+    let vocabulary: FindingVocabulary = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a finding vocabulary; fix: write {{\"sides\": [...], \"zones\": [...], \
+             \"lesion_words\": [...], \"negations\": [...]}}",
+            path.display()
+        )
+    })?;
+    anyhow::ensure!(
+        !vocabulary.sides.is_empty() && !vocabulary.zones.is_empty(),
+        "{}: `sides` and `zones` must not be empty (a finding is a side word next to a zone word)",
+        path.display()
+    );
+    Ok(Some(vocabulary))
 }
 
 /// Metric names in report order.
@@ -66,6 +116,9 @@ pub const EVAL_METRICS: [&str; 8] = [
     "avg",
 ];
 
+/// The metrics `avg` averages, when measured: one headline number per answer type.
+pub const AVG_METRICS: [&str; 3] = ["closed_acc", "open_recall", "finding_f1"];
+
 /// One prediction line of `predictions.jsonl`.
 #[derive(Debug, Clone, Serialize)]
 struct Prediction<'a> {
@@ -79,68 +132,126 @@ struct Prediction<'a> {
     logp_corrupted: f64,
 }
 
-/// Writes one corrupted copy per distinct image (seeded by the image path, so reruns and other
-/// models see the same noise); returns the corrupted path of each record.
+/// 1-based line of the record `id` in the JSONL file `path`, for error messages (the loader keeps
+/// records, not their lines).
+fn line_of(path: &Path, id: &str) -> Option<usize> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let file = std::fs::File::open(path).ok()?;
+    std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .position(|line| {
+            serde_json::from_str::<Id>(line.trim_start_matches('\u{feff}'))
+                .is_ok_and(|r| r.id == id)
+        })
+        .map(|index| index + 1)
+}
+
+/// Refuses the evaluation when a record's image or mask file is missing, listing them: a
+/// silently smaller test set would make models incomparable, and a record without its mask
+/// would be probed with another record's corruption or none.
+fn check_record_files(data: &RecordFile, records_path: &Path) -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    for record in &data.records {
+        let mut files = vec![("image", record.image_path(&data.root))];
+        if let Some(MaskSource::Png { path }) = &record.mask {
+            files.push(("mask.path", data.root.join(path)));
+        }
+        for (field, file) in files {
+            if !file.is_file() {
+                let at = match line_of(records_path, &record.id) {
+                    Some(line) => Location::at_line(records_path, line),
+                    None => Location::file(records_path),
+                };
+                missing.push(DatasetError::MissingImage {
+                    at,
+                    record: record.id.clone(),
+                    field: field.into(),
+                    file,
+                });
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 5;
+    let listed: Vec<String> = missing.iter().take(SHOWN).map(|e| e.to_string()).collect();
+    anyhow::bail!(
+        "{} file(s) that test records need are missing, so nothing was evaluated:\n  {}{}",
+        missing.len(),
+        listed.join("\n  "),
+        if missing.len() > SHOWN {
+            format!("\n  … and {} more", missing.len() - SHOWN)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// Writes one corrupted copy per record (its own mask: SLAKE masks belong to questions, not
+/// images; noise seeded by the record id, so reruns and other models see the same corruption;
+/// file names from the record ids, distinct for distinct ids) and `out/corruptions.jsonl`;
+/// returns the corrupted path of each record.
 fn corrupted_images(
     records: &[Record],
     root: &Path,
     config: &CorruptionConfig,
     out: &Path,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    let mut done: HashMap<PathBuf, PathBuf> = HashMap::new();
-    records
-        .iter()
-        .map(|record| {
-            let image = record.image_path(root);
-            if let Some(path) = done.get(&image) {
-                return Ok(path.clone());
-            }
-            let key = record.image.display().to_string();
-            let target = out
-                .join("corrupted")
-                .join(format!("{}.png", key.replace(['/', '\\'], "_")));
-            let mask = match &record.mask {
-                Some(source) => {
-                    let (width, height) = image::image_dimensions(&image)
-                        .with_context(|| format!("reading {}", image.display()))?;
-                    Some(Mask::load(source, root, width, height)?)
-                }
-                None => None,
-            };
-            write_corruption(&image, mask.as_ref(), config, &key, &target, None)?;
-            done.insert(image, target.clone());
-            Ok(target)
-        })
-        .collect()
+    let corrupted = corrupt_records(records, root, config, out, false, BadRecordPolicy::Stop)
+        .context("corrupting the test images for the visual-sensitivity probe")?;
+    Ok(corrupted
+        .items
+        .into_iter()
+        .map(|c| c.corrupted_image)
+        .collect())
 }
 
-/// Summed log-prob of each answer under each image: `[(logp | clean), (logp | corrupted)]`.
+/// Summed log-prob of each record's answer under each image: `[(logp | clean), (logp |
+/// corrupted)]`. A non-finite value (a model whose weights hold NaN or infinity) is an error
+/// naming the record: averaged, it would read as a score.
+#[allow(clippy::too_many_arguments)]
 fn answer_logps<B: Backend>(
     model: &Vlm<B>,
     processor: &Processor,
-    questions: &[&str],
-    answers: &[&str],
+    records: &[Record],
+    prompts: &[Vec<i64>],
+    answers: &[String],
     images: [&[&Path]; 2],
     batch: usize,
     device: &B::Device,
 ) -> anyhow::Result<Vec<[f64; 2]>> {
-    let mut out = Vec::with_capacity(questions.len());
-    for start in (0..questions.len()).step_by(batch.max(1)) {
-        let end = (start + batch.max(1)).min(questions.len());
-        let mut prompts = Vec::new();
-        let mut replies = Vec::new();
-        let mut paths = Vec::new();
-        for side in images {
-            for i in start..end {
-                prompts.push(processor.prompt_ids(questions[i])?);
-                replies.push(vec![processor.answer_ids(answers[i])?]);
-                paths.push(side[i]);
-            }
+    let mut out = Vec::with_capacity(prompts.len());
+    for start in (0..prompts.len()).step_by(batch.max(1)) {
+        let end = (start + batch.max(1)).min(prompts.len());
+        let mut replies = Vec::with_capacity(end - start);
+        for i in start..end {
+            let answer = processor.answer_ids(&answers[i])?;
+            processor
+                .check_fits(prompts[i].len(), answer.len())
+                .with_context(|| format!("scoring the answer to record `{}`", records[i].id))?;
+            replies.push(vec![answer]);
         }
+        let side_prompts: Vec<Vec<i64>> = images
+            .iter()
+            .flat_map(|_| prompts[start..end].iter().cloned())
+            .collect();
+        let side_replies: Vec<Vec<Vec<i64>>> = images
+            .iter()
+            .flat_map(|_| replies.iter().cloned())
+            .collect();
+        let paths: Vec<&Path> = images
+            .iter()
+            .flat_map(|side| side[start..end].iter().copied())
+            .collect();
         let pixels = processor.pixels::<B>(&paths, device)?;
         let batch = scoring_batch(
-            &prompts,
-            &replies,
+            &side_prompts,
+            &side_replies,
             Some(pixels),
             processor.special.pad,
             device,
@@ -160,9 +271,21 @@ fn answer_logps<B: Backend>(
             .into_data()
             .convert::<f64>()
             .to_vec()
-            .expect("f64 values");
+            .map_err(|e| anyhow::anyhow!("reading log-probs back: {e:?}"))?;
         let n = end - start;
-        out.extend((0..n).map(|i| [values[i], values[n + i]]));
+        for i in 0..n {
+            let pair = [values[i], values[n + i]];
+            anyhow::ensure!(
+                pair.iter().all(|v| v.is_finite()),
+                "record `{}`: the model gives its own answer a log-probability of {} on the clean \
+                 image and {} on the corrupted one: its weights or activations are not finite \
+                 (a diverged or damaged model); fix: evaluate an earlier checkpoint or retrain",
+                records[start + i].id,
+                pair[0],
+                pair[1]
+            );
+            out.push(pair);
+        }
     }
     Ok(out)
 }
@@ -172,38 +295,40 @@ impl BackendTask for EvalStage {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<EvalReport> {
         let data = read_records(&self.records, BadRecordPolicy::Skip, self.limit)?;
+        let vocabulary = finding_vocabulary(self.finding_vocabulary.as_deref(), &data.root)?;
+        check_record_files(&data, &self.records)?;
         let (model, processor) = load_model::<B::InnerBackend>(&self.model, &device)?;
         let records = &data.records;
+        let (batch, max_new) = (self.batch, self.max_new_tokens);
+        let prompts = record_prompts(&processor, records, max_new)?;
         let clean: Vec<PathBuf> = records.iter().map(|r| r.image_path(&data.root)).collect();
         let corrupted = corrupted_images(records, &data.root, &self.corruption, &self.out)?;
         let clean_refs: Vec<&Path> = clean.iter().map(PathBuf::as_path).collect();
         let corrupted_refs: Vec<&Path> = corrupted.iter().map(PathBuf::as_path).collect();
-        let questions: Vec<&str> = records.iter().map(|r| r.question.as_str()).collect();
-        let (batch, max_new) = (self.batch, self.max_new_tokens);
-        let answers = answer_questions(
+        let answers = answer_prompts(
             &model,
             &processor,
-            &questions,
+            &prompts,
             &clean_refs,
             batch,
             max_new,
             &device,
         )?;
-        let corrupted_answers = answer_questions(
+        let corrupted_answers = answer_prompts(
             &model,
             &processor,
-            &questions,
+            &prompts,
             &corrupted_refs,
             batch,
             max_new,
             &device,
         )?;
-        let answer_refs: Vec<&str> = answers.iter().map(String::as_str).collect();
         let logps = answer_logps(
             &model,
             &processor,
-            &questions,
-            &answer_refs,
+            records,
+            &prompts,
+            &answers,
             [&clean_refs, &corrupted_refs],
             batch,
             &device,
@@ -224,7 +349,7 @@ impl BackendTask for EvalStage {
             })
             .collect();
         write_jsonl(&self.out.join("predictions.jsonl"), &predictions)?;
-        let report = score(&predictions)?;
+        let report = score(&predictions, vocabulary.as_ref())?;
         std::fs::write(
             self.out.join("eval.json"),
             serde_json::to_string_pretty(&report)?,
@@ -233,8 +358,13 @@ impl BackendTask for EvalStage {
     }
 }
 
-/// Aggregates predictions into the report's metrics.
-fn score(predictions: &[Prediction]) -> anyhow::Result<EvalReport> {
+/// Aggregates predictions into the report's metrics. `finding_f1` needs a vocabulary, and is
+/// left out (with a note) when there is none or when neither the ground truth nor the answers
+/// state any finding (F1 is then undefined, not perfect).
+fn score(
+    predictions: &[Prediction],
+    vocabulary: Option<&FindingVocabulary>,
+) -> anyhow::Result<EvalReport> {
     let of_type = |kind: AnswerType| -> Vec<(&str, &str)> {
         predictions
             .iter()
@@ -248,16 +378,12 @@ fn score(predictions: &[Prediction]) -> anyhow::Result<EvalReport> {
         of_type(AnswerType::Report),
     );
     let mut metrics = BTreeMap::new();
-    let mut headline = Vec::new();
+    let mut notes = Vec::new();
     if !closed.is_empty() {
-        let value = 100.0 * closed_accuracy(&closed)?;
-        metrics.insert("closed_acc".to_string(), value);
-        headline.push(value);
+        metrics.insert("closed_acc".to_string(), 100.0 * closed_accuracy(&closed)?);
     }
     if !open.is_empty() {
-        let value = 100.0 * mean_open_recall(&open)?;
-        metrics.insert("open_recall".to_string(), value);
-        headline.push(value);
+        metrics.insert("open_recall".to_string(), 100.0 * mean_open_recall(&open)?);
     }
     if !reports.is_empty() {
         metrics.insert(
@@ -265,15 +391,33 @@ fn score(predictions: &[Prediction]) -> anyhow::Result<EvalReport> {
             100.0 * corpus_bleu(&reports, BleuSmoothing::None)?,
         );
         metrics.insert("rouge_l".into(), 100.0 * corpus_rouge_l(&reports)?);
-        let findings = 100.0 * finding_scores(&FindingVocabulary::default(), &reports)?.f1;
-        metrics.insert("finding_f1".into(), findings);
-        headline.push(findings);
+        match vocabulary {
+            None => notes.push(
+                "finding_f1 not computed: no finding vocabulary is declared for these records \
+                 (the synthetic benchmark declares its own; for other reports pass \
+                 --finding-vocabulary FILE.json)"
+                    .to_string(),
+            ),
+            Some(vocabulary) => match finding_scores(vocabulary, &reports)?.f1 {
+                Some(f1) => {
+                    metrics.insert("finding_f1".into(), 100.0 * f1);
+                }
+                None => notes.push(
+                    "finding_f1 not computed: neither the ground-truth reports nor the answers \
+                     state a finding the vocabulary knows (F1 is undefined)"
+                        .to_string(),
+                ),
+            },
+        }
     }
-    if !headline.is_empty() {
-        metrics.insert(
-            "avg".into(),
-            headline.iter().sum::<f64>() / headline.len() as f64,
-        );
+    let avg_of: Vec<String> = AVG_METRICS
+        .iter()
+        .filter(|m| metrics.contains_key(**m))
+        .map(|m| m.to_string())
+        .collect();
+    if !avg_of.is_empty() {
+        let sum: f64 = avg_of.iter().map(|m| metrics[m]).sum();
+        metrics.insert("avg".into(), sum / avg_of.len() as f64);
     }
     let sensitivity: Vec<SensitivityRecord> = predictions
         .iter()
@@ -298,5 +442,10 @@ fn score(predictions: &[Prediction]) -> anyhow::Result<EvalReport> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    Ok(EvalReport { metrics, counts })
+    Ok(EvalReport {
+        metrics,
+        counts,
+        avg_of,
+        notes,
+    })
 }

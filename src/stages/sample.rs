@@ -37,6 +37,27 @@ pub struct SampleStage {
     pub max_new_tokens: usize,
 }
 
+/// Prompt ids of each record's question, each checked to leave room for `max_new_tokens`
+/// generated tokens in the model's context; an error names the record.
+pub fn record_prompts(
+    processor: &Processor,
+    records: &[Record],
+    max_new_tokens: usize,
+) -> anyhow::Result<Vec<Vec<i64>>> {
+    records
+        .iter()
+        .map(|record| {
+            processor
+                .prompt_ids(&record.question)
+                .and_then(|prompt| {
+                    processor.check_fits(prompt.len(), max_new_tokens)?;
+                    Ok(prompt)
+                })
+                .with_context(|| format!("record `{}`", record.id))
+        })
+        .collect()
+}
+
 /// Greedy answers of `model` to `records`, `batch` prompts at a time.
 pub fn answer_records<B: Backend>(
     model: &Vlm<B>,
@@ -47,13 +68,13 @@ pub fn answer_records<B: Backend>(
     max_new_tokens: usize,
     device: &B::Device,
 ) -> anyhow::Result<Vec<String>> {
+    let prompts = record_prompts(processor, records, max_new_tokens)?;
     let images: Vec<PathBuf> = records.iter().map(|r| r.image_path(root)).collect();
     let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
-    let questions: Vec<&str> = records.iter().map(|r| r.question.as_str()).collect();
-    answer_questions(
+    answer_prompts(
         model,
         processor,
-        &questions,
+        &prompts,
         &image_refs,
         batch,
         max_new_tokens,
@@ -61,11 +82,12 @@ pub fn answer_records<B: Backend>(
     )
 }
 
-/// Greedy answers to `questions` about `images` (one image per question).
-pub fn answer_questions<B: Backend>(
+/// Greedy answers after `prompts` (from [`record_prompts`]) about `images` (one image per
+/// prompt).
+pub fn answer_prompts<B: Backend>(
     model: &Vlm<B>,
     processor: &Processor,
-    questions: &[&str],
+    prompts: &[Vec<i64>],
     images: &[&Path],
     batch: usize,
     max_new_tokens: usize,
@@ -76,19 +98,15 @@ pub fn answer_questions<B: Backend>(
         stop_token_ids: vec![processor.special.eos as u32],
         ..GenerationConfig::default()
     };
-    let mut answers = Vec::with_capacity(questions.len());
-    for (chunk_questions, chunk_images) in questions
+    let mut answers = Vec::with_capacity(prompts.len());
+    for (prompts, chunk_images) in prompts
         .chunks(batch.max(1))
         .zip(images.chunks(batch.max(1)))
     {
-        let prompts = chunk_questions
-            .iter()
-            .map(|q| processor.prompt_ids(q))
-            .collect::<anyhow::Result<Vec<_>>>()?;
         let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(prompts.len() * width);
         let mut mask = Vec::with_capacity(prompts.len() * width);
-        for prompt in &prompts {
+        for prompt in prompts {
             let padding = width - prompt.len();
             ids.extend(
                 std::iter::repeat_n(processor.special.pad, padding).chain(prompt.iter().copied()),

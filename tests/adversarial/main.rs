@@ -7,4 +7,5 @@
 
 mod common;
 mod inputs;
+mod models;
 mod runs;

@@ -182,6 +182,7 @@ fn hf_checkpoint_runs_through_sample_sft_align_and_eval() {
         batch: 4,
         max_new_tokens: 4,
         corruption: CorruptionConfig::default(),
+        finding_vocabulary: None,
     }
     .run::<B>(device)
     .unwrap();

@@ -132,19 +132,20 @@ fn contains_phrase(haystack: &[String], phrase: &[String]) -> bool {
 }
 
 /// Micro-averaged finding scores: counts summed over all reports, then
-/// `P = TP / (TP + FP)`, `R = TP / (TP + FN)`, `F1 = 2PR / (P + R)`.
+/// `P = TP / (TP + FP)`, `R = TP / (TP + FN)`, `F1 = 2PR / (P + R) = 2TP / (2TP + FP + FN)`.
 ///
-/// An empty denominator means nothing was predicted (for P) or nothing was there (for R); the
-/// ratio is then 1 when there was nothing to get wrong (`TP + FP + FN = 0`, all reports normal and
-/// predicted normal) and 0 otherwise. F1 is 0 when `P + R = 0`.
+/// A ratio with an empty denominator is undefined (`None`), never a perfect score: precision when
+/// nothing was predicted, recall when nothing was there, F1 when neither (every report normal
+/// and predicted normal: there was nothing to find, and a model that never states a finding would
+/// otherwise score 100).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FindingScores {
     pub true_positives: usize,
     pub false_positives: usize,
     pub false_negatives: usize,
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+    pub f1: Option<f64>,
 }
 
 impl FindingScores {
@@ -154,25 +155,17 @@ impl FindingScores {
         false_positives: usize,
         false_negatives: usize,
     ) -> Self {
-        let perfect = true_positives + false_positives + false_negatives == 0;
-        let ratio = |num: usize, den: usize| match den {
-            0 => f64::from(u8::from(perfect)),
-            _ => num as f64 / den as f64,
-        };
-        let precision = ratio(true_positives, true_positives + false_positives);
-        let recall = ratio(true_positives, true_positives + false_negatives);
-        let f1 = if precision + recall > 0.0 {
-            2.0 * precision * recall / (precision + recall)
-        } else {
-            0.0
-        };
+        let ratio = |num: usize, den: usize| (den > 0).then(|| num as f64 / den as f64);
         Self {
             true_positives,
             false_positives,
             false_negatives,
-            precision,
-            recall,
-            f1,
+            precision: ratio(true_positives, true_positives + false_positives),
+            recall: ratio(true_positives, true_positives + false_negatives),
+            f1: ratio(
+                2 * true_positives,
+                2 * true_positives + false_positives + false_negatives,
+            ),
         }
     }
 }
@@ -274,22 +267,25 @@ mod tests {
             (s.true_positives, s.false_positives, s.false_negatives),
             (2, 1, 1)
         );
-        assert!((s.precision - 2.0 / 3.0).abs() < 1e-12);
-        assert!((s.recall - 2.0 / 3.0).abs() < 1e-12);
-        assert!((s.f1 - 2.0 / 3.0).abs() < 1e-12);
+        assert!((s.precision.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((s.recall.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((s.f1.unwrap() - 2.0 / 3.0).abs() < 1e-12);
     }
 
     #[test]
-    fn empty_denominators() {
-        // All normal, all predicted normal: perfect.
+    fn empty_denominators_are_undefined_not_perfect() {
+        // All normal, all predicted normal: nothing to score (it used to read as F1 = 1).
         let s = FindingScores::from_counts(0, 0, 0);
-        assert_eq!((s.precision, s.recall, s.f1), (1.0, 1.0, 1.0));
-        // Nothing predicted, one missed: P has no denominator but something was missed → 0.
+        assert_eq!((s.precision, s.recall, s.f1), (None, None, None));
+        let v = FindingVocabulary::default();
+        let silent = finding_scores(&v, &[("garbage garbage", "No lesion.")]).unwrap();
+        assert_eq!(silent.f1, None);
+        // Nothing predicted, one missed: precision undefined, recall and F1 zero.
         let s = FindingScores::from_counts(0, 0, 1);
-        assert_eq!((s.precision, s.recall, s.f1), (0.0, 0.0, 0.0));
+        assert_eq!((s.precision, s.recall, s.f1), (None, Some(0.0), Some(0.0)));
         // TP 3, FP 1, FN 0: P = 3/4, R = 1, F1 = 2·0.75/1.75 = 6/7.
         let s = FindingScores::from_counts(3, 1, 0);
-        assert!((s.f1 - 6.0 / 7.0).abs() < 1e-12);
+        assert!((s.f1.unwrap() - 6.0 / 7.0).abs() < 1e-12);
     }
 
     #[test]
