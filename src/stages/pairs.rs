@@ -1,7 +1,7 @@
 //! `firempo pairs`: minimal-edit preference pairs from on-policy samples and ground truth, with
 //! lesion-corrupted images (rule editor, or an OpenAI-compatible judge).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use firempo_datasets::pairs::{
@@ -56,9 +56,21 @@ impl PairsStage {
         let data = read_records(&self.records, BadRecordPolicy::Skip, None)?;
         let samples = read_jsonl::<Sample>(&self.samples, BadRecordPolicy::Skip)
             .with_context(|| format!("reading samples from {}", self.samples.display()))?;
-        // Absolute roots: the pairs file then names images that any later stage can open.
-        let dataset_root = std::path::absolute(&data.root)?;
-        let out_dir = std::path::absolute(&self.out)?;
+        // Absolute roots: the pairs file then names images that any later stage can open. A bare
+        // file name (`--records train.jsonl`) has the empty parent: the current folder.
+        let root = if data.root.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            data.root.as_path()
+        };
+        let dataset_root = std::path::absolute(root)
+            .with_context(|| format!("resolving the records' folder {}", root.display()))?;
+        anyhow::ensure!(
+            !self.out.as_os_str().is_empty(),
+            "the output folder (--out) is empty; fix: name a folder, e.g. --out runs/pairs"
+        );
+        let out_dir = std::path::absolute(&self.out)
+            .with_context(|| format!("resolving the output folder {}", self.out.display()))?;
         let options = PairOptions {
             dataset_root,
             out_dir,

@@ -310,3 +310,54 @@ fn align_refuses_repeated_pair_ids_naming_both_lines() {
     );
     run.assert_clean_error(&[&format!("pairs.jsonl:{line}"), "repeats line 1"]);
 }
+
+/// Item 11: `pairs --records train.jsonl` (a bare file name, relative to the current folder)
+/// failed with "cannot make an empty path absolute".
+#[test]
+fn pairs_take_a_bare_records_file_name() {
+    let scratch = Scratch::new("pairs-bare-name");
+    tiny_synth(&scratch.0);
+    let records = synth_records(&scratch);
+    write_samples(&scratch.join("synth/samples.jsonl"), &records);
+    let run = firempo(
+        &scratch.join("synth"),
+        &[
+            "pairs",
+            "--records",
+            "train.jsonl",
+            "--samples",
+            "samples.jsonl",
+            "--out",
+            "pairs",
+        ],
+        LIMIT,
+    );
+    run.assert_success(&["pairs written"]);
+    let pairs = firempo_datasets::read_pairs_jsonl(
+        &scratch.join("synth/pairs/pairs.jsonl"),
+        BadRecordPolicy::Stop,
+    )
+    .unwrap()
+    .items;
+    let reports = records
+        .iter()
+        .filter(|r| r.answer_type == firempo_datasets::AnswerType::Report)
+        .count();
+    assert_eq!(
+        pairs.len(),
+        records.len() - reports,
+        "reports need the judge"
+    );
+    for pair in &pairs {
+        assert!(
+            pair.image.is_absolute() && pair.image.is_file(),
+            "{:?}",
+            pair.image
+        );
+        let corrupted = pair.corrupted_image.as_ref().unwrap();
+        assert!(
+            corrupted.is_absolute() && corrupted.is_file(),
+            "{corrupted:?}"
+        );
+    }
+}
