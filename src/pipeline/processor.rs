@@ -115,8 +115,20 @@ pub struct Processor {
     pub image_tokens: usize,
     /// Positions the model reads: prompt plus answer (`text.max_position_embeddings`).
     pub context: usize,
-    pixel_cache: Mutex<HashMap<PathBuf, PixelValues>>,
+    pixel_cache: Mutex<PixelCache>,
 }
+
+/// Preprocessed pixels kept between batches (training revisits every image each epoch).
+#[derive(Default)]
+struct PixelCache {
+    entries: HashMap<PathBuf, PixelValues>,
+    bytes: usize,
+}
+
+/// Most bytes of preprocessed pixels a processor keeps (1 GiB: about 800 LLaVA-1.5 images, or
+/// every image of the demo many times over); eval's one corrupted image per record would
+/// otherwise grow it with the test set.
+pub const PIXEL_CACHE_BYTES: usize = 1 << 30;
 
 /// Ids of the special tokens the pipeline needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +199,7 @@ impl Processor {
             preprocess,
             format,
             special,
-            pixel_cache: Mutex::new(HashMap::new()),
+            pixel_cache: Mutex::new(PixelCache::default()),
         })
     }
 
@@ -278,7 +290,8 @@ impl Processor {
             .map_err(|e| anyhow::anyhow!("decoding {ids:?}: {e}"))
     }
 
-    /// Preprocessed pixels `[n, C, H, W]` of image files (each file decoded once, then cached).
+    /// Preprocessed pixels `[n, C, H, W]` of image files (each file decoded once and cached, up
+    /// to [`PIXEL_CACHE_BYTES`]; files beyond that are decoded again when asked for again).
     pub fn pixels<B: Backend>(
         &self,
         paths: &[&Path],
@@ -288,15 +301,21 @@ impl Processor {
         let mut shape = [0usize; 3];
         let mut cache = self.pixel_cache.lock().expect("pixel cache");
         for path in paths {
-            if !cache.contains_key(*path) {
-                let image = load_image(path)?;
-                let values = preprocess(&image, &self.preprocess)
-                    .with_context(|| format!("preprocessing {}", path.display()))?;
-                cache.insert(path.to_path_buf(), values);
+            if let Some(values) = cache.entries.get(*path) {
+                shape = [values.channels, values.height, values.width];
+                data.extend_from_slice(&values.data);
+                continue;
             }
-            let values = &cache[*path];
+            let image = load_image(path)?;
+            let values = preprocess(&image, &self.preprocess)
+                .with_context(|| format!("preprocessing {}", path.display()))?;
             shape = [values.channels, values.height, values.width];
             data.extend_from_slice(&values.data);
+            let size = std::mem::size_of_val(values.data.as_slice());
+            if cache.bytes + size <= PIXEL_CACHE_BYTES {
+                cache.bytes += size;
+                cache.entries.insert(path.to_path_buf(), values);
+            }
         }
         let [c, h, w] = shape;
         Ok(Tensor::from_data(
