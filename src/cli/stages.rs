@@ -13,7 +13,7 @@ use super::LossArgs;
 use crate::backend::{run_on, BackendKind};
 use crate::stages::align::AlignStage;
 use crate::stages::demo::{Demo, DemoSizes};
-use crate::stages::eval::EvalStage;
+use crate::stages::eval::{EvalStage, AVG_METRICS};
 use crate::stages::pairs::PairsStage;
 use crate::stages::sample::SampleStage;
 use crate::stages::sft::{ModelSource, SftStage};
@@ -541,8 +541,10 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let outcome = run_on(args.backend, demo)?;
     println!("\n{}", outcome.table.to_markdown(2));
     println!(
-        "closed_acc, open_recall, finding_f1, rouge_l, avg: % (higher is better); answer_change: % of answers that change \
-         when the lesion is corrupted; logp_drop: nats the answer loses then (higher = more visually grounded)."
+        "closed_acc, open_recall, finding_f1, rouge_l, avg: % (higher is better); avg = mean of {} \
+         (those measured); answer_change: % of answers that change when the lesion is corrupted; \
+         logp_drop: nats the answer loses then (higher = more visually grounded).",
+        AVG_METRICS.join(", ")
     );
     for file in &outcome.files {
         println!("wrote {}", file.display());
