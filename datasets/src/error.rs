@@ -110,6 +110,13 @@ pub enum DatasetError {
         id: String,
         first_line: usize,
     },
+    /// A pair read from a file fails [`crate::PreferencePair::validate`].
+    #[error("{at}: pair `{id}`: {reason}; fix: rebuild the pairs with `firempo pairs` (or correct the line)")]
+    InvalidPair {
+        at: Location,
+        id: String,
+        reason: String,
+    },
     /// The answer type is not one this format knows.
     #[error("{at}: field `{field}`: unknown answer type `{value}`; fix: use one of {expected}")]
     UnknownAnswerType {

@@ -77,24 +77,79 @@ pub struct PreferencePair {
     pub meta: Map<String, Value>,
 }
 
-/// Reads a pairs file (`pairs.jsonl` from `firempo pairs`). A pair id that repeats an earlier
-/// line's is an error naming both lines, whatever `policy` says: ids name the corrupted images,
-/// so two pairs with one id may share one pair's corruption.
+impl PreferencePair {
+    /// Checks what training needs of a pair: two different, non-empty answers, and every phrase
+    /// span a non-empty byte range inside its answer, on character boundaries. A pair that fails
+    /// would train with a zero gradient (equal answers) or mark the wrong tokens; the reason names
+    /// the field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, text) in [("chosen", &self.chosen), ("rejected", &self.rejected)] {
+            if text.trim().is_empty() {
+                return Err(format!("`{field}` is empty"));
+            }
+        }
+        if self.chosen == self.rejected {
+            return Err(format!(
+                "`chosen` equals `rejected` ({:?}): the pair prefers nothing",
+                self.chosen
+            ));
+        }
+        check_spans("chosen_spans", &self.chosen_spans, "chosen", &self.chosen)?;
+        check_spans(
+            "rejected_spans",
+            &self.rejected_spans,
+            "rejected",
+            &self.rejected,
+        )
+    }
+}
+
+fn check_spans(
+    field: &str,
+    spans: &[PhraseSpan],
+    text_field: &str,
+    text: &str,
+) -> Result<(), String> {
+    for (i, span) in spans.iter().enumerate() {
+        let (start, end) = (span.start, span.end);
+        let problem = if start >= end {
+            "is empty".to_string()
+        } else if end > text.len() {
+            format!("lies outside `{text_field}` ({} bytes)", text.len())
+        } else if !(text.is_char_boundary(start) && text.is_char_boundary(end)) {
+            format!("does not start and end on character boundaries of `{text_field}`")
+        } else {
+            continue;
+        };
+        return Err(format!("`{field}[{i}]` {start}..{end} {problem}"));
+    }
+    Ok(())
+}
+
+/// Reads a pairs file (`pairs.jsonl` from `firempo pairs`). A pair that fails
+/// [`PreferencePair::validate`] is a bad record naming its line, id and reason. A pair id that
+/// repeats an earlier line's is an error naming both lines, whatever `policy` says: ids name the
+/// corrupted images, so two pairs with one id may share one pair's corruption.
 pub fn read_pairs_jsonl(
     path: &Path,
     policy: BadRecordPolicy,
 ) -> Result<Loaded<PreferencePair>, DatasetError> {
     let mut first_line: HashMap<String, usize> = HashMap::new();
     read_jsonl_checked(path, policy, |line, pair: &PreferencePair| {
+        let at = Location::at_line(path, line);
         if let Some(&first) = first_line.get(&pair.id) {
             return Err(DatasetError::DuplicateId {
-                at: Location::at_line(path, line),
+                at,
                 id: pair.id.clone(),
                 first_line: first,
             });
         }
         first_line.insert(pair.id.clone(), line);
-        Ok(Ok(()))
+        Ok(pair.validate().map_err(|reason| DatasetError::InvalidPair {
+            at,
+            id: pair.id.clone(),
+            reason,
+        }))
     })
 }
 

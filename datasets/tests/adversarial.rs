@@ -12,8 +12,9 @@ use common::TempDir;
 use firempo_datasets::{
     build_pairs, image_dimensions_within, load_image, load_image_within, read_jsonl,
     read_pairs_jsonl, save_png, write_jsonl, AnswerType, BadRecordPolicy, BoxRegion,
-    CorruptionConfig, DatasetError, Loaded, Mask, MaskSource, PairOptions, PairReport, Record,
-    RuleEditor, Sample, Split, DEFAULT_MAX_IMAGE_PIXELS,
+    CorruptionConfig, DatasetError, Edit, Editor, Loaded, Mask, MaskSource, PairBranch,
+    PairFailure, PairOptions, PairReport, PhraseSpan, PreferencePair, Record, RuleEditor, Sample,
+    Split, DEFAULT_MAX_IMAGE_PIXELS,
 };
 use image::{DynamicImage, GrayImage, Luma};
 
@@ -384,4 +385,156 @@ fn duplicate_pair_ids_at_load_name_both_lines() {
             "{text}"
         );
     }
+}
+
+// Item 12: pairs that would train with a zero gradient or mark the wrong tokens.
+
+/// A pair `id` choosing `chosen` over `rejected`, with one span each.
+fn pair(id: &str, chosen: &str, rejected: &str, spans: [(usize, usize); 2]) -> PreferencePair {
+    let span = |(start, end)| PhraseSpan { start, end, id: 1 };
+    PreferencePair {
+        id: id.into(),
+        record_id: id.into(),
+        question: "Is there a lesion in this image?".into(),
+        answer_type: AnswerType::Closed,
+        chosen: chosen.into(),
+        rejected: rejected.into(),
+        chosen_spans: vec![span(spans[0])],
+        rejected_spans: vec![span(spans[1])],
+        branch: PairBranch::Corrected,
+        editor: "rule".into(),
+        image: "img.png".into(),
+        corrupted_image: None,
+        corruption: None,
+        meta: Default::default(),
+    }
+}
+
+/// Every way a pair can be invalid, with the words its reason must hold.
+fn invalid_pairs() -> Vec<(PreferencePair, &'static str)> {
+    vec![
+        (
+            pair("same", "yes", "yes", [(0, 3), (0, 3)]),
+            "`chosen` equals `rejected`",
+        ),
+        (
+            pair("outside", "yes", "no", [(0, 9), (0, 2)]),
+            "`chosen_spans[0]` 0..9 lies outside `chosen` (3 bytes)",
+        ),
+        (
+            pair("boundary", "yes", "é no", [(0, 3), (0, 1)]),
+            "`rejected_spans[0]` 0..1 does not start and end on character boundaries",
+        ),
+        (
+            pair("empty-span", "yes", "no", [(1, 1), (0, 2)]),
+            "`chosen_spans[0]` 1..1 is empty",
+        ),
+        (
+            pair("empty-answer", " ", "no", [(0, 1), (0, 2)]),
+            "`chosen` is empty",
+        ),
+    ]
+}
+
+#[test]
+fn invalid_pairs_are_named_with_their_reason() {
+    assert_eq!(pair("ok", "yes", "no", [(0, 3), (0, 2)]).validate(), Ok(()));
+    for (bad, reason) in invalid_pairs() {
+        let err = bad.validate().unwrap_err();
+        assert!(err.contains(reason), "{}: {err}", bad.id);
+    }
+}
+
+/// At load (what `align` reads), an invalid pair is a bad record naming file, line, id, reason.
+#[test]
+fn invalid_pairs_at_load_are_bad_records_naming_line_id_and_reason() {
+    let dir = TempDir::new("adv-invalid-pairs");
+    let path = dir.path().join("pairs.jsonl");
+    let good = pair("ok", "yes", "no", [(0, 3), (0, 2)]);
+    let cases = invalid_pairs();
+    let mut pairs = vec![good.clone()];
+    pairs.extend(cases.iter().map(|(p, _)| p.clone()));
+    write_jsonl(&path, &pairs).unwrap();
+    let loaded = read_pairs_jsonl(&path, BadRecordPolicy::Skip).unwrap();
+    assert_eq!(loaded.items, [good]);
+    assert_eq!(loaded.skipped, cases.len());
+    for (i, ((bad, reason), err)) in cases.iter().zip(&loaded.problems).enumerate() {
+        let text = err.to_string();
+        let at = format!("pairs.jsonl:{}: pair `{}`", i + 2, bad.id);
+        assert!(text.contains(&at) && text.contains(reason), "{text}");
+    }
+    let err = read_pairs_jsonl(&path, BadRecordPolicy::Stop).unwrap_err();
+    assert!(
+        matches!(err, DatasetError::Stopped { accepted: 1, .. }),
+        "{err}"
+    );
+}
+
+/// An editor that returns one fixed edit, whatever the sample.
+struct Fixed(Edit);
+
+impl Editor for Fixed {
+    fn name(&self) -> String {
+        "fixed".into()
+    }
+
+    fn edit(&self, _: &Sample, _: &Record) -> Result<Edit, DatasetError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// `pairs` lists a sample whose edit is invalid in `pair_failures.jsonl` with the reason, and
+/// writes no pair and no corrupted image for it.
+#[test]
+fn invalid_edits_go_to_the_failures_file_with_the_reason() {
+    let (data, out) = (
+        TempDir::new("adv-bad-edit-data"),
+        TempDir::new("adv-bad-edit-out"),
+    );
+    let records = vec![closed_record(data.path(), "r", "r.png", 90)];
+    let samples = [answer(&records[0], "No.")];
+    let editor = Fixed(Edit {
+        chosen: "Yes.".into(),
+        rejected: "No.".into(),
+        chosen_spans: vec![PhraseSpan {
+            start: 0,
+            end: 40,
+            id: 1,
+        }],
+        rejected_spans: vec![PhraseSpan {
+            start: 0,
+            end: 2,
+            id: 1,
+        }],
+        branch: PairBranch::Corrected,
+    });
+    let options = PairOptions {
+        dataset_root: data.path().to_path_buf(),
+        out_dir: out.path().to_path_buf(),
+        corruption: Some(CorruptionConfig::default()),
+        previews: false,
+        policy: BadRecordPolicy::Skip,
+    };
+    let report = build_pairs(&samples, &records, &editor, &options).unwrap();
+    assert_eq!((report.pairs.len(), report.skipped), (0, 1));
+    let failures = read_jsonl::<PairFailure>(
+        &out.path().join("pair_failures.jsonl"),
+        BadRecordPolicy::Stop,
+    )
+    .unwrap()
+    .items;
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].record_id, "r");
+    assert!(
+        failures[0].error.contains("invalid pair")
+            && failures[0]
+                .error
+                .contains("`chosen_spans[0]` 0..40 lies outside `chosen`"),
+        "{}",
+        failures[0].error
+    );
+    assert!(
+        !out.path().join("corrupted").exists(),
+        "no image for a failed pair"
+    );
 }

@@ -361,3 +361,56 @@ fn pairs_take_a_bare_records_file_name() {
         );
     }
 }
+
+/// Item 12: a pair whose chosen answer equals its rejected one trained with a zero gradient; at
+/// load it is a bad record naming line, id and reason (here every pair is, so nothing is left).
+#[test]
+fn align_refuses_pairs_with_equal_answers() {
+    let scratch = Scratch::new("align-equal-answers");
+    tiny_synth(&scratch.0);
+    write_samples(&scratch.join("samples.jsonl"), &synth_records(&scratch));
+    let run = firempo(
+        &scratch.0,
+        &[
+            "pairs",
+            "--records",
+            "synth/train.jsonl",
+            "--samples",
+            "samples.jsonl",
+            "--out",
+            "pairs",
+            "--corruption",
+            "none",
+        ],
+        LIMIT,
+    );
+    run.assert_success(&["pairs written"]);
+    let path = scratch.join("pairs/pairs.jsonl");
+    let mut pairs = firempo_datasets::read_pairs_jsonl(&path, BadRecordPolicy::Stop)
+        .unwrap()
+        .items;
+    for pair in &mut pairs {
+        pair.rejected = pair.chosen.clone();
+        pair.rejected_spans = pair.chosen_spans.clone();
+    }
+    firempo_datasets::write_jsonl(&path, &pairs).unwrap();
+    std::fs::create_dir_all(scratch.join("model")).unwrap();
+    let run = firempo(
+        &scratch.0,
+        &[
+            "align",
+            "--pairs",
+            "pairs/pairs.jsonl",
+            "--model",
+            "model",
+            "--out",
+            "aligned",
+        ],
+        LIMIT,
+    );
+    run.assert_clean_error(&[
+        &format!("pairs.jsonl:1: pair `{}`", pairs[0].id),
+        "`chosen` equals `rejected`",
+        "no usable pairs",
+    ]);
+}

@@ -146,29 +146,7 @@ fn assemble(
     editor: &str,
     options: &PairOptions,
 ) -> Result<PreferencePair, DatasetError> {
-    if edit.chosen == edit.rejected {
-        return Err(DatasetError::Edit {
-            record: record.id.clone(),
-            message: "the editor returned identical chosen and rejected answers".into(),
-            hint: "check the editor (a judge may have ignored the instructions)".into(),
-        });
-    }
-    let image = record.image_path(&options.dataset_root);
-    let (corrupted_image, corruption) = match &options.corruption {
-        None => (None, None),
-        Some(config) => {
-            let done = corrupt_record(
-                record,
-                &options.dataset_root,
-                config,
-                &options.out_dir,
-                &id,
-                options.previews,
-            )?;
-            (Some(done.corrupted_image), Some(done.corruption))
-        }
-    };
-    Ok(PreferencePair {
+    let mut pair = PreferencePair {
         id,
         record_id: record.id.clone(),
         question: sample.question.clone(),
@@ -179,9 +157,28 @@ fn assemble(
         rejected_spans: edit.rejected_spans,
         branch: edit.branch,
         editor: editor.to_string(),
-        image,
-        corrupted_image,
-        corruption,
+        image: record.image_path(&options.dataset_root),
+        corrupted_image: None,
+        corruption: None,
         meta: Map::new(),
-    })
+    };
+    // The same check as at load: an invalid pair is a failure, before any image is written.
+    pair.validate().map_err(|reason| DatasetError::Edit {
+        record: record.id.clone(),
+        message: format!("the {editor} editor built an invalid pair: {reason}"),
+        hint: "check the editor (a judge may have ignored the instructions)".into(),
+    })?;
+    if let Some(config) = &options.corruption {
+        let done = corrupt_record(
+            record,
+            &options.dataset_root,
+            config,
+            &options.out_dir,
+            &pair.id,
+            options.previews,
+        )?;
+        pair.corrupted_image = Some(done.corrupted_image);
+        pair.corruption = Some(done.corruption);
+    }
+    Ok(pair)
 }
