@@ -106,6 +106,10 @@ pub enum ModelError {
     Image { path: PathBuf, message: String },
     #[error("tokenizer {path}: {message}")]
     Tokenizer { path: PathBuf, message: String },
+    /// A chat template that cannot be found, compiled or rendered, or a prompt format name that
+    /// does not exist.
+    #[error("chat template {origin}: {message}")]
+    ChatTemplate { origin: String, message: String },
     #[error("input: {0}")]
     Input(String),
 }

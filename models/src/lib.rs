@@ -34,6 +34,7 @@
 mod activation;
 mod attention;
 mod chat;
+mod chat_template;
 mod config;
 mod decoder;
 mod error;
@@ -53,6 +54,7 @@ mod vlm;
 pub use activation::*;
 pub use attention::*;
 pub use chat::*;
+pub use chat_template::*;
 pub use config::*;
 pub use decoder::*;
 pub use error::*;
