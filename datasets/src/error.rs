@@ -174,6 +174,13 @@ pub enum DatasetError {
         attempts: u32,
         hint: &'static str,
     },
+    /// The judge's circuit breaker opened: too many requests in a row failed.
+    #[error("judge at {url}: stopped after {failures} requests in a row failed; last failure: {last}; fix: check that the endpoint is up and the URL, model and key are right (replies that arrived are cached with --judge-cache; rerun to go on)")]
+    JudgeStopped {
+        url: String,
+        failures: usize,
+        last: String,
+    },
     /// The tokenizer could not encode a text of a pair.
     #[error("pair `{pair}`: {message}; fix: check the tokenizer files and the pair's text")]
     Tokenizer { pair: String, message: String },

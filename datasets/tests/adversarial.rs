@@ -294,6 +294,7 @@ fn pairs_of(root: &Path, out: &Path, samples: &[Sample], records: &[Record]) -> 
         corruption: Some(CorruptionConfig::default()),
         previews: false,
         policy: BadRecordPolicy::Skip,
+        unreadable_samples: Vec::new(),
     };
     build_pairs(samples, records, &RuleEditor::default(), &options).unwrap()
 }
@@ -514,6 +515,7 @@ fn invalid_edits_go_to_the_failures_file_with_the_reason() {
         corruption: Some(CorruptionConfig::default()),
         previews: false,
         policy: BadRecordPolicy::Skip,
+        unreadable_samples: Vec::new(),
     };
     let report = build_pairs(&samples, &records, &editor, &options).unwrap();
     assert_eq!((report.pairs.len(), report.skipped), (0, 1));

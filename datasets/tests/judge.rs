@@ -310,3 +310,48 @@ fn missing_api_key_variable_is_a_config_error() {
         "{err}"
     );
 }
+
+/// Issue 9, item 18: an endpoint that keeps failing opens the circuit breaker after
+/// `max_consecutive_failures` requests in a row (a success resets the count); the error names
+/// the URL and the last failure, and nothing more is sent.
+#[test]
+fn a_failing_endpoint_opens_the_circuit_breaker() {
+    // Requests 0, 1 fail; 2 succeeds; 3, 4, 5 fail: the third failure in a row opens it.
+    let server = serve(6, |n, request| match n {
+        2 => liver_judge(n, request),
+        _ => Reply::Status(503),
+    });
+    let mut cfg = config(&server.base_url);
+    cfg.max_retries = 0;
+    cfg.max_consecutive_failures = 3;
+    cfg.concurrency = 1;
+    cfg.phrases = PhraseSource::Diff;
+    let judge = JudgeEditor::new(cfg).unwrap();
+    assert!(judge.stopped().is_none());
+    let items: Vec<(Sample, Record)> = (0..9)
+        .map(|i| item(&format!("s{i}"), "liver", "The spleen is enlarged."))
+        .collect();
+    let refs: Vec<(&Sample, &Record)> = items.iter().map(|(s, r)| (s, r)).collect();
+    let edits = judge.edit_all(&refs);
+    server.handle.join().unwrap();
+    assert_eq!(
+        server.requests.lock().unwrap().len(),
+        6,
+        "nothing sent once open"
+    );
+    assert_eq!(edits.len(), 9);
+    assert!(edits[2].is_ok());
+    for edit in &edits[6..] {
+        assert!(
+            matches!(edit, Err(DatasetError::JudgeStopped { failures: 3, .. })),
+            "{edit:?}"
+        );
+    }
+    let stopped = judge.stopped().expect("the breaker is open").to_string();
+    assert!(
+        stopped.contains(&server.base_url)
+            && stopped.contains("3 requests in a row failed")
+            && stopped.contains("HTTP 503"),
+        "{stopped}"
+    );
+}

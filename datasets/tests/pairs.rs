@@ -214,6 +214,7 @@ fn build_pairs_on_the_synthetic_benchmark() {
             }),
             previews: true,
             policy: BadRecordPolicy::Skip,
+            unreadable_samples: Vec::new(),
         };
         build_pairs(&samples, &records, &RuleEditor::default(), &options).unwrap()
     };
@@ -286,6 +287,7 @@ fn stop_policy_and_unknown_records() {
         corruption: None,
         previews: false,
         policy: BadRecordPolicy::Skip,
+        unreadable_samples: Vec::new(),
     };
     let report = build_pairs(
         &[orphan.clone(), sample(&r, "no")],

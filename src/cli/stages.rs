@@ -347,6 +347,10 @@ pub struct PairsArgs {
     /// Write a side-by-side preview PNG per pair (original | mask | corrupted).
     #[arg(long)]
     pub previews: bool,
+    /// Succeed even when no pair could be built (by default that is an error, with the reasons in
+    /// pair_failures.jsonl).
+    #[arg(long)]
+    pub allow_failures: bool,
     #[command(flatten)]
     pub judge: JudgeArgs,
 }
@@ -374,6 +378,13 @@ pub struct JudgeArgs {
     /// Retries per request after the first attempt.
     #[arg(long, default_value_t = 3)]
     pub judge_retries: u32,
+    /// Seconds one judge request may take before it counts as failed (and is retried).
+    #[arg(long, value_name = "SECONDS", default_value_t = JudgeConfig::default().timeout_secs)]
+    pub judge_timeout: f64,
+    /// Stop with an error after this many judge requests in a row failed (the endpoint is down
+    /// or misconfigured); 0 never stops.
+    #[arg(long, value_name = "N", default_value_t = JudgeConfig::default().max_consecutive_failures)]
+    pub judge_max_failures: usize,
 }
 
 impl JudgeArgs {
@@ -386,6 +397,8 @@ impl JudgeArgs {
             cache_dir: self.judge_cache.clone(),
             concurrency: self.judge_concurrency,
             max_retries: self.judge_retries,
+            timeout_secs: self.judge_timeout,
+            max_consecutive_failures: self.judge_max_failures,
             ..JudgeConfig::default()
         })
     }
@@ -423,13 +436,28 @@ pub fn pairs(args: PairsArgs) -> anyhow::Result<()> {
     };
     let summary = stage.run()?;
     println!(
-        "{} pairs written to {} ({} samples skipped; branches {:?}; corruption {:?})",
+        "{} pairs written to {} ({} samples skipped, {} unreadable sample lines; branches {:?}; \
+         corruption {:?})",
         summary.pairs,
         summary.path.display(),
         summary.skipped,
+        summary.unreadable_samples,
         summary.branches,
         summary.corruption_paths
     );
+    if summary.pairs == 0 && !args.allow_failures {
+        anyhow::bail!(
+            "no pair could be built ({} samples skipped, {} unreadable sample lines; reasons in \
+             {}); first: {}; fix: correct the samples or the editor (or pass --allow-failures)",
+            summary.skipped,
+            summary.unreadable_samples,
+            summary.failures_path.display(),
+            summary
+                .first_failure
+                .as_deref()
+                .unwrap_or("the samples file holds no samples")
+        );
+    }
     Ok(())
 }
 

@@ -38,6 +38,12 @@ pub struct PairsSummary {
     pub pairs: usize,
     /// Samples that gave no pair (see `pair_failures.jsonl`).
     pub skipped: usize,
+    /// Lines of the samples file that could not be read (also in `pair_failures.jsonl`).
+    pub unreadable_samples: usize,
+    /// The first failure (an unreadable samples line or a sample that gave no pair), if any.
+    pub first_failure: Option<String>,
+    /// The failures file.
+    pub failures_path: PathBuf,
     /// Count per construction branch.
     pub branches: Vec<(String, usize)>,
     /// Count per corruption path.
@@ -77,11 +83,20 @@ impl PairsStage {
             corruption: self.corruption.clone(),
             previews: self.previews,
             policy: BadRecordPolicy::Skip,
+            unreadable_samples: samples.problems.iter().map(ToString::to_string).collect(),
         };
         let report = build_pairs(&samples.items, &data.records, editor.as_ref(), &options)?;
+        let first_failure = options
+            .unreadable_samples
+            .first()
+            .cloned()
+            .or_else(|| report.problems.first().map(ToString::to_string));
         Ok(PairsSummary {
             pairs: report.pairs.len(),
             skipped: report.skipped,
+            unreadable_samples: report.unreadable_samples,
+            first_failure,
+            failures_path: options.out_dir.join("pair_failures.jsonl"),
             branches: report.branches.into_iter().collect(),
             corruption_paths: report.corruption_paths.into_iter().collect(),
             path: report.pairs_path,

@@ -414,3 +414,100 @@ fn align_refuses_pairs_with_equal_answers() {
         "no usable pairs",
     ]);
 }
+
+/// Item 18: a judge endpoint that is down (port 9 on 127.0.0.1: nothing listens, connections
+/// are refused at once, nothing leaves the machine) stops the run after `--judge-max-failures`
+/// requests in a row with an error naming the URL and the last failure.
+#[test]
+fn pairs_stop_when_the_judge_keeps_failing() {
+    let scratch = Scratch::new("pairs-judge-down");
+    tiny_synth(&scratch.0);
+    write_samples(&scratch.join("samples.jsonl"), &synth_records(&scratch));
+    let run = firempo(
+        &scratch.0,
+        &[
+            "pairs",
+            "--records",
+            "synth/train.jsonl",
+            "--samples",
+            "samples.jsonl",
+            "--out",
+            "pairs",
+            "--corruption",
+            "none",
+            "--judge-url",
+            "http://127.0.0.1:9/v1",
+            "--judge-api-key-env",
+            "none",
+            "--judge-retries",
+            "0",
+            "--judge-timeout",
+            "5",
+            "--judge-concurrency",
+            "1",
+            "--judge-max-failures",
+            "2",
+        ],
+        LIMIT,
+    );
+    run.assert_clean_error(&[
+        "judge at http://127.0.0.1:9/v1",
+        "stopped after 2 requests in a row failed",
+        "last failure",
+    ]);
+    let failures = std::fs::read_to_string(scratch.join("pairs/pair_failures.jsonl")).unwrap();
+    assert!(failures.lines().count() >= 2, "{failures}");
+}
+
+/// Item 18: no pair at all is an error unless `--allow-failures`; unreadable sample lines are
+/// counted in the summary and listed in `pair_failures.jsonl` with their line.
+#[test]
+fn pairs_without_any_pair_fail_unless_allowed_and_count_unreadable_lines() {
+    let scratch = Scratch::new("pairs-none-built");
+    tiny_synth(&scratch.0);
+    let records = synth_records(&scratch);
+    let orphans: Vec<Record> = records
+        .iter()
+        .take(3)
+        .map(|r| Record {
+            id: format!("{}-not-in-the-records", r.id),
+            ..r.clone()
+        })
+        .collect();
+    write_samples(&scratch.join("samples.jsonl"), &orphans);
+    let text = std::fs::read_to_string(scratch.join("samples.jsonl")).unwrap();
+    std::fs::write(
+        scratch.join("samples.jsonl"),
+        format!("not json\n{text}{{\"record_id\": 7}}\n"),
+    )
+    .unwrap();
+    let args = [
+        "pairs",
+        "--records",
+        "synth/train.jsonl",
+        "--samples",
+        "samples.jsonl",
+        "--out",
+        "pairs",
+        "--corruption",
+        "none",
+    ];
+    let run = firempo(&scratch.0, &args, LIMIT);
+    run.assert_clean_error(&[
+        "0 pairs written",
+        "3 samples skipped, 2 unreadable sample lines",
+        "no pair could be built",
+        "pair_failures.jsonl",
+        "samples.jsonl:1",
+        "--allow-failures",
+    ]);
+    let failures = scratch.join("pairs/pair_failures.jsonl");
+    assert_eq!(lines_with(&failures, "\"record_id\":\"\"").len(), 2);
+    assert_eq!(lines_with(&failures, "samples.jsonl:5").len(), 1);
+    assert_eq!(lines_with(&failures, "no record with this id").len(), 3);
+
+    let mut allowed = args.to_vec();
+    allowed.push("--allow-failures");
+    let run = firempo(&scratch.0, &allowed, LIMIT);
+    run.assert_success(&["0 pairs written", "2 unreadable sample lines"]);
+}

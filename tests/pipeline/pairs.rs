@@ -49,6 +49,8 @@ fn rule_editor_corrects_and_an_unreachable_judge_is_reported_per_sample() {
         api_key_env: None,
         max_retries: 0,
         timeout_secs: 5.0,
+        // Every sample's failure is listed (the circuit breaker has its own test).
+        max_consecutive_failures: 0,
         ..JudgeConfig::default()
     };
     let judged = stage(&setup, "judge", Some(judge)).run().unwrap();

@@ -32,6 +32,9 @@ pub struct PairOptions {
     pub previews: bool,
     /// Skip-and-count or stop at the first failure.
     pub policy: BadRecordPolicy,
+    /// The errors of samples-file lines that could not be read (the loader's report): listed
+    /// first in `pair_failures.jsonl` and counted in [`PairReport::unreadable_samples`].
+    pub unreadable_samples: Vec<String>,
 }
 
 /// What [`build_pairs`] did.
@@ -41,6 +44,8 @@ pub struct PairReport {
     pub pairs: Vec<PreferencePair>,
     /// Samples that gave no pair.
     pub skipped: usize,
+    /// Samples-file lines that could not be read (also in `pair_failures.jsonl`).
+    pub unreadable_samples: usize,
     /// Why each skipped sample failed (also in `pair_failures.jsonl`).
     pub problems: Vec<DatasetError>,
     /// How many pairs took each branch.
@@ -55,7 +60,7 @@ pub struct PairReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PairFailure {
-    /// The sample's record id.
+    /// The sample's record id; empty for a samples-file line that could not be read.
     pub record_id: String,
     /// The error, as text.
     pub error: String,
@@ -70,7 +75,15 @@ pub fn build_pairs(
 ) -> Result<PairReport, DatasetError> {
     let by_id: HashMap<&str, &Record> = records.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut intake = Intake::new(options.policy);
-    let mut failures = Vec::new();
+    let failures_path = options.out_dir.join("pair_failures.jsonl");
+    let mut failures: Vec<PairFailure> = options
+        .unreadable_samples
+        .iter()
+        .map(|error| PairFailure {
+            record_id: String::new(),
+            error: error.clone(),
+        })
+        .collect();
     let mut found = Vec::new();
     for sample in samples {
         match by_id.get(sample.record_id.as_str()) {
@@ -87,6 +100,15 @@ pub fn build_pairs(
         }
     }
     let edits = editor.edit_all(&found);
+    if let Some(stopped) = editor.stopped() {
+        for ((_, record), edit) in found.iter().zip(&edits) {
+            if let Err(err) = edit {
+                failures.push(failure(&record.id, err));
+            }
+        }
+        write_jsonl(&failures_path, &failures)?;
+        return Err(stopped);
+    }
     // Pair ids are unique by construction (they name the corrupted image files too).
     let mut ids = UniqueIds::new(found.iter().map(|(_, record)| record.id.as_str()));
     let editor_name = editor.name();
@@ -97,14 +119,14 @@ pub fn build_pairs(
             failures.push(failure(&record.id, err));
         }
         if let Err(err) = intake.take(pair) {
-            write_jsonl(&options.out_dir.join("pair_failures.jsonl"), &failures)?;
+            write_jsonl(&failures_path, &failures)?;
             return Err(err);
         }
     }
     let loaded = intake.finish();
     let pairs_path = options.out_dir.join("pairs.jsonl");
     write_jsonl(&pairs_path, &loaded.items)?;
-    write_jsonl(&options.out_dir.join("pair_failures.jsonl"), &failures)?;
+    write_jsonl(&failures_path, &failures)?;
     let mut branches = BTreeMap::new();
     let mut corruption_paths = BTreeMap::new();
     for pair in &loaded.items {
@@ -117,6 +139,7 @@ pub fn build_pairs(
     Ok(PairReport {
         pairs: loaded.items,
         skipped: loaded.skipped,
+        unreadable_samples: options.unreadable_samples.len(),
         problems: loaded.problems,
         branches,
         corruption_paths,

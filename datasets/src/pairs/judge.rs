@@ -46,6 +46,9 @@ pub struct JudgeConfig {
     pub timeout_secs: f64,
     /// Retries after the first attempt (timeouts, connection errors, HTTP 429/5xx, non-JSON).
     pub max_retries: u32,
+    /// Stop judging after this many requests in a row failed (after their retries): the
+    /// endpoint is down or misconfigured. 0 never stops.
+    pub max_consecutive_failures: usize,
     /// Backoff before retry `k` is `retry_backoff_ms · 2^k`.
     pub retry_backoff_ms: u64,
     /// Samples judged at once.
@@ -68,6 +71,7 @@ impl Default for JudgeConfig {
             api_key_env: Some("OPENAI_API_KEY".into()),
             timeout_secs: 60.0,
             max_retries: 3,
+            max_consecutive_failures: 5,
             retry_backoff_ms: 500,
             concurrency: 4,
             cache_dir: None,
@@ -84,6 +88,16 @@ pub struct JudgeEditor {
     config: JudgeConfig,
     api_key: Option<String>,
     agent: ureq::Agent,
+    breaker: Breaker,
+}
+
+/// Counts requests that failed in a row; opens (stops all judging) at the configured limit.
+#[derive(Debug, Default)]
+struct Breaker {
+    /// Failed requests since the last success.
+    consecutive: AtomicUsize,
+    /// Once open: the number of failures in a row and the last one's message.
+    open: Mutex<Option<(usize, String)>>,
 }
 
 /// One cache file.
@@ -126,11 +140,53 @@ impl JudgeEditor {
             config,
             api_key,
             agent,
+            breaker: Breaker::default(),
         })
     }
 
-    /// Sends one chat request (or reads it from the cache) and parses the JSON reply.
+    /// Why judging stopped, once `max_consecutive_failures` requests in a row have failed.
+    fn breaker_error(&self) -> Option<DatasetError> {
+        let open = self.breaker.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.as_ref()
+            .map(|(failures, last)| DatasetError::JudgeStopped {
+                url: self.config.base_url.clone(),
+                failures: *failures,
+                last: last.clone(),
+            })
+    }
+
+    /// Records how a request ended (after its retries) and opens the breaker at the limit.
+    fn record_outcome<T>(&self, outcome: &Result<T, DatasetError>) {
+        let Err(err) = outcome else {
+            self.breaker.consecutive.store(0, Ordering::SeqCst);
+            return;
+        };
+        let failures = self.breaker.consecutive.fetch_add(1, Ordering::SeqCst) + 1;
+        let limit = self.config.max_consecutive_failures;
+        if limit > 0 && failures >= limit {
+            let mut open = self.breaker.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.get_or_insert_with(|| (failures, err.to_string()));
+        }
+    }
+
+    /// Sends one chat request (or reads it from the cache) and parses the JSON reply; counts
+    /// the outcome for the circuit breaker, and sends nothing once it is open.
     fn ask<T: DeserializeOwned>(
+        &self,
+        record: &str,
+        stage: &'static str,
+        prompt: String,
+    ) -> Result<T, DatasetError> {
+        if let Some(stopped) = self.breaker_error() {
+            return Err(stopped);
+        }
+        let outcome = self.request(record, stage, prompt);
+        self.record_outcome(&outcome);
+        outcome
+    }
+
+    /// [`Self::ask`] without the breaker.
+    fn request<T: DeserializeOwned>(
         &self,
         record: &str,
         stage: &'static str,
@@ -362,20 +418,32 @@ impl Editor for JudgeEditor {
         std::thread::scope(|scope| {
             for _ in 0..self.config.concurrency.min(items.len()) {
                 scope.spawn(|| loop {
+                    if self.breaker_error().is_some() {
+                        break;
+                    }
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some((sample, record)) = items.get(i) else {
                         break;
                     };
                     let result = self.edit(sample, record);
-                    results.lock().expect("no panics while holding the lock")[i] = Some(result);
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
                 });
             }
         });
+        // Items left when the breaker opened get its error.
         results
             .into_inner()
-            .expect("workers finished")
+            .unwrap_or_else(|e| e.into_inner())
             .into_iter()
-            .map(|r| r.expect("every item judged"))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(self.breaker_error().expect("only the breaker leaves items"))
+                })
+            })
             .collect()
+    }
+
+    fn stopped(&self) -> Option<DatasetError> {
+        self.breaker_error()
     }
 }

@@ -49,4 +49,10 @@ pub trait Editor: Sync {
     fn edit_all(&self, items: &[(&Sample, &Record)]) -> Vec<Result<Edit, DatasetError>> {
         items.iter().map(|(s, r)| self.edit(s, r)).collect()
     }
+
+    /// Why the editor gave up for good, if it did (a judge whose endpoint kept failing): the
+    /// run ends with this error instead of listing every remaining sample as failed.
+    fn stopped(&self) -> Option<DatasetError> {
+        None
+    }
 }
