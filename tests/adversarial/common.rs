@@ -26,7 +26,11 @@ impl Run {
     /// The run failed cleanly: a non-zero exit code (not a signal, not a timeout), no panic,
     /// and a message containing every one of `needles` (case-insensitive).
     pub fn assert_clean_error(&self, needles: &[&str]) {
-        assert!(!self.timed_out, "run hung (killed at the limit):\n{}", self.output);
+        assert!(
+            !self.timed_out,
+            "run hung (killed at the limit):\n{}",
+            self.output
+        );
         match self.code {
             Some(0) => panic!("expected an error, got exit 0:\n{}", self.output),
             None => panic!("killed by a signal (abort?):\n{}", self.output),
@@ -38,7 +42,11 @@ impl Run {
 
     /// The run succeeded, with a message containing every one of `needles`.
     pub fn assert_success(&self, needles: &[&str]) {
-        assert!(!self.timed_out, "run hung (killed at the limit):\n{}", self.output);
+        assert!(
+            !self.timed_out,
+            "run hung (killed at the limit):\n{}",
+            self.output
+        );
         assert_eq!(self.code, Some(0), "expected success:\n{}", self.output);
         self.assert_no_panic();
         self.assert_mentions(needles);
