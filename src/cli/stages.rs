@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use firempo_datasets::synth::{generate, SynthConfig};
 use firempo_datasets::{AnswerType, CorruptionConfig, CorruptionMode, JudgeConfig};
-use firempo_models::LoraConfig;
+use firempo_models::{LoraConfig, PROMPT_FORMATS};
 
 use super::owned_dir::claim_output_dir;
 use super::LossArgs;
@@ -193,6 +193,17 @@ pub struct SftArgs {
     pub lora: LoraArgs,
     #[command(flatten)]
     pub train: TrainArgs,
+    #[command(flatten)]
+    pub prompt: PromptFormatArgs,
+}
+
+/// `--prompt-format`, for the stages that take `--model`.
+#[derive(Debug, Clone, Args)]
+pub struct PromptFormatArgs {
+    /// Prompt format of a HuggingFace checkpoint `--model`, instead of its chat template (needed
+    /// when it ships none); written into the output model directory.
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(PROMPT_FORMATS))]
+    pub prompt_format: Option<String>,
 }
 
 /// Runs `firempo sft`.
@@ -210,6 +221,7 @@ pub fn sft(args: SftArgs) -> anyhow::Result<()> {
         lora: args.lora.config(0),
         trainer: args.train.trainer(3e-3),
         resume: args.train.resume,
+        prompt_format: args.prompt.prompt_format,
     };
     interrupt::install_ctrl_c_handler();
     let out = run_on(args.train.backend, stage)?;
@@ -245,6 +257,8 @@ pub struct AlignArgs {
     pub ground_truth_chosen: Option<PathBuf>,
     #[command(flatten)]
     pub train: TrainArgs,
+    #[command(flatten)]
+    pub prompt: PromptFormatArgs,
 }
 
 /// Runs `firempo align`.
@@ -261,6 +275,7 @@ pub fn align(args: AlignArgs) -> anyhow::Result<()> {
         ground_truth_chosen: args.ground_truth_chosen,
         trainer: args.train.trainer(1e-3),
         resume: args.train.resume,
+        prompt_format: args.prompt.prompt_format,
     };
     interrupt::install_ctrl_c_handler();
     let out = run_on(args.train.backend, stage)?;
@@ -296,6 +311,8 @@ pub struct SampleArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
+    #[command(flatten)]
+    pub prompt: PromptFormatArgs,
 }
 
 /// Parses answer-type names (`closed`, `open`, `report`).
@@ -320,6 +337,7 @@ pub fn sample(args: SampleArgs) -> anyhow::Result<()> {
         answer_types: args.answer_types.as_deref().map(answer_types).transpose()?,
         batch: args.batch,
         max_new_tokens: args.max_new_tokens,
+        prompt_format: args.prompt.prompt_format,
     };
     let count = run_on(args.backend, stage)?;
     println!("{count} samples written to {}", args.out.display());
@@ -494,6 +512,8 @@ pub struct EvalArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
+    #[command(flatten)]
+    pub prompt: PromptFormatArgs,
 }
 
 /// Runs `firempo eval`.
@@ -510,6 +530,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
             ..CorruptionConfig::default()
         },
         finding_vocabulary: args.finding_vocabulary,
+        prompt_format: args.prompt.prompt_format,
     };
     let report = run_on(args.backend, stage)?;
     for (name, value) in &report.metrics {

@@ -1,14 +1,14 @@
 //! A HuggingFace LLaVA checkpoint directory as a pipeline model: the weights through the models
 //! crate's loader, `tokenizer.json`, `preprocessor_config.json` mapped onto the datasets crate's
-//! [`PreprocessConfig`], and the prompt format chosen from the tokenizer (ChatML when it has
-//! `<|im_start|>`, LLaVA-1.5 otherwise).
+//! [`PreprocessConfig`], and the prompt format rendered from the checkpoint's chat template (or a
+//! named format, `--prompt-format`; see [`HfChatTemplate::for_checkpoint`]).
 
 use std::path::Path;
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use firempo_datasets::{ChannelMode, PreprocessConfig, Resample, Resize};
-use firempo_models::{load_pretrained, ChatTemplate, ImagePreprocessor, SizeSpec, Vlm};
+use firempo_models::{load_pretrained, HfChatTemplate, ImagePreprocessor, SizeSpec, Vlm};
 use tokenizers::Tokenizer;
 
 use super::processor::{Processor, PromptFormat};
@@ -40,13 +40,15 @@ pub fn is_hf_checkpoint(dir: &Path) -> bool {
         })
 }
 
-/// The prompt format of a checkpoint, chosen from its tokenizer's special tokens.
-pub fn detect_format(tokenizer: &Tokenizer) -> PromptFormat {
-    if tokenizer.token_to_id("<|im_start|>").is_some() {
-        PromptFormat::of(ChatTemplate::ChatMl)
-    } else {
-        PromptFormat::of(ChatTemplate::Llava15)
-    }
+/// The prompt format of checkpoint `dir` for `tokenizer`: the named `prompt_format` when given,
+/// else the checkpoint's chat template; with neither, an error that lists the named formats.
+pub fn checkpoint_format(
+    dir: &Path,
+    prompt_format: Option<&str>,
+    tokenizer: &Tokenizer,
+) -> anyhow::Result<PromptFormat> {
+    let template = HfChatTemplate::for_checkpoint(dir, prompt_format)?;
+    PromptFormat::from_chat_template(&template, tokenizer)
 }
 
 /// Maps HF `preprocessor_config.json` settings onto the pipeline's preprocessing (RGB output).
@@ -114,9 +116,11 @@ pub fn preprocess_config(hf: &ImagePreprocessor, path: &Path) -> anyhow::Result<
     })
 }
 
-/// Loads a HF LLaVA checkpoint directory and builds its processor.
+/// Loads a HF LLaVA checkpoint directory and builds its processor, with the named
+/// `prompt_format` or else the checkpoint's chat template.
 pub fn load_hf_checkpoint<B: Backend>(
     dir: &Path,
+    prompt_format: Option<&str>,
     device: &B::Device,
 ) -> anyhow::Result<(Vlm<B>, Processor)> {
     for (file, what) in REQUIRED {
@@ -129,6 +133,7 @@ pub fn load_hf_checkpoint<B: Backend>(
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = Tokenizer::from_file(&tokenizer_path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", tokenizer_path.display()))?;
+    let format = checkpoint_format(dir, prompt_format, &tokenizer)?;
     let preprocessor_path = dir.join("preprocessor_config.json");
     let hf_preprocessor = ImagePreprocessor::from_file(&preprocessor_path)?;
     let preprocess = preprocess_config(&hf_preprocessor, &preprocessor_path)?;
@@ -140,7 +145,6 @@ pub fn load_hf_checkpoint<B: Backend>(
          `vision_config`",
         dir.display()
     );
-    let format = detect_format(&tokenizer);
     let processor =
         Processor::new(&model.config, tokenizer, preprocess, format).with_context(|| {
             format!(

@@ -39,6 +39,11 @@ pub struct ProcessorConfig {
     /// Token that ends answers (default `</s>`).
     #[serde(default = "default_eos")]
     pub eos_token: String,
+    /// The chat template the format was rendered from: the HF checkpoint's template file, or
+    /// `prompt format `NAME`` (`--prompt-format`); absent for the built-in formats and in
+    /// directories written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_format: Option<String>,
 }
 
 fn default_bos() -> Option<String> {
@@ -57,6 +62,7 @@ impl ProcessorConfig {
             template: format.template,
             bos_token: format.bos_token,
             eos_token: format.eos_token,
+            prompt_format: format.origin,
         }
     }
 
@@ -65,21 +71,44 @@ impl ProcessorConfig {
             template: self.template.clone(),
             bos_token: self.bos_token.clone(),
             eos_token: self.eos_token.clone(),
+            origin: self.prompt_format.clone(),
         }
     }
 }
 
 /// Loads a model and its processor from a firempo model directory (`model.json`) or a
 /// HuggingFace LLaVA checkpoint directory (`config.json`, safetensors, `tokenizer.json`,
-/// `preprocessor_config.json`).
+/// `preprocessor_config.json`, and a chat template).
 pub fn load_model<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> anyhow::Result<(Vlm<B>, Processor)> {
+    load_model_as(dir, None, device)
+}
+
+/// [`load_model`] with a named prompt format (`--prompt-format`): for a HF checkpoint it
+/// overrides the checkpoint's chat template; a firempo model directory keeps the format it was
+/// trained with (processor.json), so there a different name is an error.
+pub fn load_model_as<B: Backend>(
+    dir: &Path,
+    prompt_format: Option<&str>,
+    device: &B::Device,
+) -> anyhow::Result<(Vlm<B>, Processor)> {
     if dir.join("model.json").is_file() {
-        load_model_dir(dir, device)
+        let (model, processor) = load_model_dir(dir, device)?;
+        if let Some(name) = prompt_format {
+            let recorded = processor.format.origin.as_deref();
+            anyhow::ensure!(
+                recorded == Some(format!("prompt format `{name}`").as_str()),
+                "--prompt-format {name}: {} is a firempo model directory, which keeps the prompt \
+                 format it was trained with ({}, in processor.json); fix: drop --prompt-format",
+                dir.display(),
+                recorded.unwrap_or("a built-in format")
+            );
+        }
+        Ok((model, processor))
     } else if is_hf_checkpoint(dir) {
-        load_hf_checkpoint(dir, device)
+        load_hf_checkpoint(dir, prompt_format, device)
     } else {
         anyhow::bail!(
             "{} is neither a firempo model directory (model.json, written by `firempo sft` or \
@@ -170,8 +199,14 @@ mod tests {
             "preprocess": PreprocessConfig::grayscale(64),
             "template": PromptFormat::llava15().template,
         });
-        let config: ProcessorConfig = serde_json::from_value(old).unwrap();
+        let config: ProcessorConfig = serde_json::from_value(old.clone()).unwrap();
         assert_eq!(config.format(), PromptFormat::llava15());
+        // ...and is written back without the fields added since (the demo's processor too).
+        let written = serde_json::to_value(&config).unwrap();
+        assert_eq!(
+            written.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["bos_token", "eos_token", "preprocess", "template"]
+        );
         let typo = serde_json::json!({
             "preprocess": PreprocessConfig::grayscale(64),
             "template": "{question} <image>",

@@ -11,7 +11,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use firempo_datasets::{load_image, preprocess, PhraseSpan, PixelValues, PreprocessConfig, Resize};
 use firempo_models::{
-    expand_image_tokens, ChatTemplate, VisionConfig, VlmConfig, IMAGE_PLACEHOLDER, MAX_IMAGE_SIDE,
+    expand_image_tokens, ChatMessage, ChatTemplate, HfChatTemplate, VisionConfig, VlmConfig,
+    IMAGE_PLACEHOLDER, MAX_IMAGE_SIDE,
 };
 use tokenizers::Tokenizer;
 
@@ -25,7 +26,17 @@ pub struct PromptFormat {
     pub bos_token: Option<String>,
     /// Token that ends an answer: appended in training, stops generation.
     pub eos_token: String,
+    /// Where the format came from when it was rendered from a chat template: the checkpoint's
+    /// template file, or `prompt format `NAME``; `None` for the built-in formats.
+    pub origin: Option<String>,
 }
+
+/// Where the question goes while a chat template is rendered into a [`PromptFormat`].
+const QUESTION_SLOT: &str = "{question}";
+/// A question and an answer rendered to check that a template treats them as opaque text and to
+/// find what it puts after an answer.
+const PROBE_QUESTION: &str = "Is there a lesion in the left lung?";
+const PROBE_ANSWER: &str = "Yes, in the lower lobe.";
 
 impl PromptFormat {
     /// The format of one of the models crate's chat templates (one user turn with the image).
@@ -34,7 +45,119 @@ impl PromptFormat {
             template: template.prompt("{question}", true),
             bos_token: (template == ChatTemplate::Llava15).then(|| "<s>".to_string()),
             eos_token: template.stop_tokens()[0].to_string(),
+            origin: None,
         }
+    }
+
+    /// The format a chat template gives one user turn with an image, rendered as transformers
+    /// would, for `tokenizer`:
+    /// - the prompt is the template's rendering of that turn with the generation prompt; the
+    ///   content is tried in the list form of VLM processors (`{"type": "image"}`, then the text)
+    ///   and then as a string `<image>\n{question}`; the first rendering with exactly one
+    ///   `<image>` and the question is taken;
+    /// - the begin token is the one the tokenizer adds in front of a text (as HF processors
+    ///   tokenize with special tokens), unless the rendered prompt already starts with it;
+    /// - the end token is the special token the template writes right after an answer, else the
+    ///   checkpoint's `eos_token`.
+    ///
+    /// A template that places no `<image>`, rewrites the question, or ends answers with no
+    /// special token when the checkpoint names no `eos_token` is an error.
+    pub fn from_chat_template(
+        template: &HfChatTemplate,
+        tokenizer: &Tokenizer,
+    ) -> anyhow::Result<Self> {
+        let origin = template.origin();
+        type Form = fn(&str, &str, bool) -> ChatMessage;
+        let list: Form = ChatMessage::parts;
+        let string: Form = |role, text, image| {
+            let text = if image {
+                format!("{IMAGE_PLACEHOLDER}\n{text}")
+            } else {
+                text.to_string()
+            };
+            ChatMessage::text(role, &text)
+        };
+        let mut tried = Vec::new();
+        let mut chosen = None;
+        for (name, form) in [("list", list), ("string", string)] {
+            match template.render(&[form("user", QUESTION_SLOT, true)], true) {
+                Ok(prompt)
+                    if prompt.matches(QUESTION_SLOT).count() == 1
+                        && prompt.matches(IMAGE_PLACEHOLDER).count() == 1 =>
+                {
+                    chosen = Some((form, prompt));
+                    break;
+                }
+                Ok(prompt) => tried.push(format!("{name} content gives {prompt:?}")),
+                Err(e) => tried.push(format!("{name} content fails: {e}")),
+            }
+        }
+        let Some((form, prompt)) = chosen else {
+            anyhow::bail!(
+                "chat template {origin}: one user turn with an image must render with exactly one \
+                 `{IMAGE_PLACEHOLDER}` and the question, but {}; fix: use a template that writes \
+                 `{IMAGE_PLACEHOLDER}` for the image (or pass --prompt-format NAME)",
+                tried.join(", and ")
+            )
+        };
+        let probe = template.render(&[form("user", PROBE_QUESTION, true)], true)?;
+        anyhow::ensure!(
+            probe == prompt.replace(QUESTION_SLOT, PROBE_QUESTION),
+            "chat template {origin}: the question {PROBE_QUESTION:?} renders as {probe:?}, not as \
+             the question put into {prompt:?}; the pipeline needs a template that writes the \
+             question as it is"
+        );
+        let answered = template.render(
+            &[
+                form("user", PROBE_QUESTION, true),
+                form("assistant", PROBE_ANSWER, false),
+            ],
+            false,
+        )?;
+        let Some((_, after_answer)) = answered.rsplit_once(PROBE_ANSWER) else {
+            anyhow::bail!(
+                "chat template {origin}: a conversation with the answer {PROBE_ANSWER:?} renders \
+                 as {answered:?}, without the answer"
+            )
+        };
+        let added = tokenizer.get_added_tokens_decoder();
+        let end_of_turn = added
+            .values()
+            .filter(|token| token.special && after_answer.trim_start().starts_with(&token.content))
+            .map(|token| token.content.clone())
+            .max_by_key(String::len);
+        let eos_token = match end_of_turn.or_else(|| template.eos_token.clone()) {
+            Some(token) => token,
+            None => anyhow::bail!(
+                "chat template {origin}: after an answer the template writes {after_answer:?}, \
+                 which starts with no special token of the tokenizer, and the checkpoint's \
+                 tokenizer_config.json names no `eos_token`; fix: add `eos_token` to \
+                 tokenizer_config.json"
+            ),
+        };
+        let encode = |add_special: bool| -> anyhow::Result<Vec<u32>> {
+            Ok(tokenizer
+                .encode("a", add_special)
+                .map_err(|e| anyhow::anyhow!("tokenizing a probe text: {e}"))?
+                .get_ids()
+                .to_vec())
+        };
+        let (with, without) = (encode(true)?, encode(false)?);
+        let bos_token = match with.split_first() {
+            Some((&first, rest)) if rest == without.as_slice() => tokenizer.id_to_token(first),
+            _ => None,
+        }
+        .filter(|bos| !prompt.starts_with(bos.as_str()));
+        let format = Self {
+            template: prompt,
+            bos_token,
+            eos_token,
+            origin: Some(origin.to_string()),
+        };
+        format
+            .validate()
+            .with_context(|| format!("chat template {origin}"))?;
+        Ok(format)
     }
 
     /// The LLaVA-1.5 format `USER: <image>\n{question} ASSISTANT:` with `<s>` and `</s>`.

@@ -17,7 +17,7 @@ use super::{freeze_vision, train_into_model_dir};
 use crate::backend::BackendTask;
 use crate::pipeline::align::{align_examples, reference_of, whole_answer_spans, AlignObjective};
 use crate::pipeline::image_check::check_images;
-use crate::pipeline::model_dir::load_model;
+use crate::pipeline::model_dir::load_model_as;
 use crate::train::{check_resume, RunIdentity, TrainerConfig};
 
 /// Settings of the alignment stage.
@@ -45,6 +45,10 @@ pub struct AlignStage {
     pub trainer: TrainerConfig,
     /// Continue an interrupted run.
     pub resume: bool,
+    /// Named prompt format (`--prompt-format`) for a HF checkpoint `model`, overriding its chat
+    /// template; `None`: the checkpoint's template (or a model directory's own format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_format: Option<String>,
 }
 
 /// Reads pairs, optionally swapping `y+` for the ground truth.
@@ -134,7 +138,8 @@ impl BackendTask for AlignStage {
                 .map(Path::to_path_buf)
                 .unwrap_or_default()
         });
-        let (model, processor) = load_model::<B>(&self.model, &device)?;
+        let (model, processor) =
+            load_model_as::<B>(&self.model, self.prompt_format.as_deref(), &device)?;
         let model = if self.freeze_vision {
             freeze_vision(model)
         } else {

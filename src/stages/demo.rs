@@ -253,6 +253,7 @@ impl Demo {
                 ..CorruptionConfig::default()
             },
             finding_vocabulary: None, // synthetic records declare theirs (synth.json)
+            prompt_format: None,
         }
         .run::<B>(device.clone())
     }
@@ -292,6 +293,7 @@ impl Demo {
             lora: None,
             trainer: self.trainer(self.sizes.sft_steps, self.sizes.sft_batch, 3e-3, seed),
             resume: false,
+            prompt_format: None,
         }
         .run::<B>(device.clone())?;
 
@@ -311,6 +313,7 @@ impl Demo {
             answer_types: Some(vec![AnswerType::Closed, AnswerType::Open]),
             batch: 32,
             max_new_tokens: 24,
+            prompt_format: None,
         }
         .run::<B>(device.clone())?;
 
@@ -364,6 +367,7 @@ impl Demo {
                 ground_truth_chosen: method.ground_truth_chosen.then(|| data.join("train.jsonl")),
                 trainer: self.trainer(self.sizes.align_steps, self.sizes.align_batch, 2e-3, seed),
                 resume: false,
+                prompt_format: None,
             }
             .run::<B>(device.clone())?;
             stage(&format!("seed {seed}: evaluate {}", method.name), started);

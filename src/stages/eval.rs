@@ -24,7 +24,7 @@ use crate::eval::{
     visual_sensitivity, BleuSmoothing, FindingVocabulary, SensitivityRecord,
 };
 use crate::pipeline::batch::scoring_batch;
-use crate::pipeline::model_dir::load_model;
+use crate::pipeline::model_dir::load_model_as;
 use crate::pipeline::processor::Processor;
 
 /// Settings of the evaluation stage.
@@ -50,6 +50,10 @@ pub struct EvalStage {
     /// vocabulary when the records come from `firempo synth` (a `synth.json` beside them), else
     /// no `finding_f1`.
     pub finding_vocabulary: Option<PathBuf>,
+    /// Named prompt format (`--prompt-format`) for a HF checkpoint `model`, overriding its chat
+    /// template; `None`: the checkpoint's template (or a model directory's own format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_format: Option<String>,
 }
 
 /// Scores of one model (percentages, except the log-prob drop in nats).
@@ -297,7 +301,8 @@ impl BackendTask for EvalStage {
         let data = read_records(&self.records, BadRecordPolicy::Skip, self.limit)?;
         let vocabulary = finding_vocabulary(self.finding_vocabulary.as_deref(), &data.root)?;
         check_record_files(&data, &self.records)?;
-        let (model, processor) = load_model::<B::InnerBackend>(&self.model, &device)?;
+        let (model, processor) =
+            load_model_as::<B::InnerBackend>(&self.model, self.prompt_format.as_deref(), &device)?;
         let records = &data.records;
         let (batch, max_new) = (self.batch, self.max_new_tokens);
         let prompts = record_prompts(&processor, records, max_new)?;

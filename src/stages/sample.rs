@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::data::read_records;
 use crate::backend::BackendTask;
-use crate::pipeline::model_dir::load_model;
+use crate::pipeline::model_dir::load_model_as;
 use crate::pipeline::processor::Processor;
 
 /// Settings of the sampling stage.
@@ -35,6 +35,10 @@ pub struct SampleStage {
     pub batch: usize,
     /// Longest answer in tokens.
     pub max_new_tokens: usize,
+    /// Named prompt format (`--prompt-format`) for a HF checkpoint `model`, overriding its chat
+    /// template; `None`: the checkpoint's template (or a model directory's own format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_format: Option<String>,
 }
 
 /// Prompt ids of each record's question, each checked to leave room for `max_new_tokens`
@@ -147,7 +151,8 @@ impl BackendTask for SampleStage {
             "no records of the requested answer types in {}",
             self.records.display()
         );
-        let (model, processor) = load_model::<B::InnerBackend>(&self.model, &device)?;
+        let (model, processor) =
+            load_model_as::<B::InnerBackend>(&self.model, self.prompt_format.as_deref(), &device)?;
         let answers = answer_records(
             &model,
             &processor,

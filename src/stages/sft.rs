@@ -13,7 +13,7 @@ use super::{freeze_vision, train_into_model_dir};
 use crate::backend::BackendTask;
 use crate::pipeline::demo_model::demo_processor;
 use crate::pipeline::image_check::check_images;
-use crate::pipeline::model_dir::load_model;
+use crate::pipeline::model_dir::load_model_as;
 use crate::pipeline::sft::{sft_examples, SftObjective};
 use crate::train::{check_resume, RunIdentity, TrainerConfig};
 
@@ -48,6 +48,10 @@ pub struct SftStage {
     pub trainer: TrainerConfig,
     /// Continue an interrupted run.
     pub resume: bool,
+    /// Named prompt format (`--prompt-format`) for a HF checkpoint `model`, overriding its chat
+    /// template; `None`: the checkpoint's template (or a model directory's own format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_format: Option<String>,
 }
 
 impl SftStage {
@@ -79,11 +83,18 @@ impl BackendTask for SftStage {
         let data = read_records(&self.records, BadRecordPolicy::Skip, self.limit)?;
         let (model, processor) = match &self.model {
             ModelSource::Demo => {
+                anyhow::ensure!(
+                    self.prompt_format.is_none(),
+                    "--prompt-format applies to a HuggingFace checkpoint --model; the demo model \
+                     uses its own prompt format; fix: drop --prompt-format"
+                );
                 let (config, processor) = demo_processor(&data.records)?;
                 B::seed(&device, self.trainer.seed);
                 (config.init::<B>(&device), processor)
             }
-            ModelSource::Dir(dir) => load_model::<B>(dir, &device)?,
+            ModelSource::Dir(dir) => {
+                load_model_as::<B>(dir, self.prompt_format.as_deref(), &device)?
+            }
         };
         let model = if self.freeze_vision {
             freeze_vision(model)

@@ -1,6 +1,7 @@
 //! A HuggingFace LLaVA checkpoint directory through the stages: the models crate's tiny
 //! LLaVA+LLaMA parity fixture (made by `models/tests/fixtures/make_parity_fixtures.py`) with its
-//! HF tokenizer, loaded by `sample`, `sft`, `align` and `eval`.
+//! HF tokenizer, loaded by `sample`, `sft`, `align` and `eval`, with the prompt format of a
+//! checkpoint chat template or of `--prompt-format`.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +9,7 @@ use burn::backend::{Autodiff, NdArray};
 use firempo::backend::BackendTask;
 use firempo::losses::{FiReMpoConfig, PreferenceLoss};
 use firempo::pipeline::hf_checkpoint::preprocess_config;
-use firempo::pipeline::model_dir::load_model;
+use firempo::pipeline::model_dir::{load_model, load_model_as};
 use firempo::pipeline::processor::PromptFormat;
 use firempo::stages::align::AlignStage;
 use firempo::stages::eval::EvalStage;
@@ -25,7 +26,7 @@ fn fixtures() -> PathBuf {
 }
 
 /// A HF checkpoint directory in `dir`: the LLaVA+LLaMA fixture and the fixture tokenizer (which
-/// has ChatML's special tokens).
+/// has ChatML's special tokens); no chat template.
 fn hf_checkpoint(dir: &Path) -> PathBuf {
     let hf = dir.join("hf");
     std::fs::create_dir_all(&hf).unwrap();
@@ -77,13 +78,29 @@ fn preprocessor_config_maps_onto_the_pipelines_preprocessing() {
     assert!(max_diff < 1e-5, "max abs diff {max_diff}");
 }
 
+/// The ChatML prompt format the fixture ids were made with, as rendered from `origin`.
+fn chatml(origin: String) -> PromptFormat {
+    PromptFormat {
+        origin: Some(origin),
+        ..PromptFormat::of(ChatTemplate::ChatMl)
+    }
+}
+
 #[test]
 fn prompt_ids_match_the_hf_tokenizer_and_chat_template() {
     let _serial = crate::common::exclusive();
     let dir = std::env::temp_dir().join(format!("firempo-hf-prompt-{}", std::process::id()));
-    let (_, processor) = load_model::<NdArray<f32>>(&hf_checkpoint(&dir), &Default::default())
-        .expect("HF checkpoint loads");
-    assert_eq!(processor.format, PromptFormat::of(ChatTemplate::ChatMl));
+    let hf = hf_checkpoint(&dir);
+    // The checkpoint's own template: Qwen2-VL's (string content, so `<image>` stays).
+    let template = hf.join("chat_template.jinja");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/src/templates/qwen-vl.jinja"),
+        &template,
+    )
+    .unwrap();
+    let (_, processor) =
+        load_model::<NdArray<f32>>(&hf, &Default::default()).expect("HF checkpoint loads");
+    assert_eq!(processor.format, chatml(template.display().to_string()));
     // Ids written by HF `tokenizers` in make_parity_fixtures.py; `<image>` (120) expands to one id
     // per patch (32×32 image, 8×8 patches, class token dropped: 16).
     let expected: serde_json::Value = serde_json::from_str(
@@ -106,6 +123,60 @@ fn prompt_ids_match_the_hf_tokenizer_and_chat_template() {
         Some(processor.special.eos as u32),
         processor.tokenizer.token_to_id("<|im_end|>")
     );
+
+    // A named format overrides it: plain ChatML has no default system turn.
+    let (_, processor) = load_model_as::<NdArray<f32>>(&hf, Some("chatml"), &Default::default())
+        .expect("HF checkpoint loads");
+    assert_eq!(
+        processor.format.template,
+        "<|im_start|>user\n<image>\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert_eq!(processor.format.eos_token, "<|im_end|>");
+
+    // A template that writes no `<image>` for the image (Qwen2-VL's list form does, with string
+    // content it would not; this one drops the content's image) is an error naming the file.
+    std::fs::write(
+        &template,
+        "{% for m in messages %}{{ m.content | replace('<image>', '') }}{% endfor %}",
+    )
+    .unwrap();
+    let err = load_model::<NdArray<f32>>(&hf, &Default::default())
+        .map(|_| ())
+        .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("chat_template.jinja") && err.contains("exactly one `<image>`"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_checkpoint_without_chat_template_needs_a_prompt_format() {
+    let _serial = crate::common::exclusive();
+    let dir = std::env::temp_dir().join(format!("firempo-hf-noformat-{}", std::process::id()));
+    let hf = hf_checkpoint(&dir);
+    let err = load_model::<NdArray<f32>>(&hf, &Default::default())
+        .map(|_| ())
+        .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("no chat template")
+            && err.contains("--prompt-format")
+            && firempo_models::PROMPT_FORMATS
+                .iter()
+                .all(|name| err.contains(name)),
+        "{err}"
+    );
+    // llava-1.5 ends answers with `eos_token`, which this checkpoint names nowhere.
+    let err = load_model_as::<NdArray<f32>>(&hf, Some("llava-1.5"), &Default::default())
+        .map(|_| ())
+        .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("eos_token") && err.contains("tokenizer_config.json"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -125,6 +196,7 @@ fn hf_checkpoint_runs_through_sample_sft_align_and_eval() {
         answer_types: None,
         batch: 2,
         max_new_tokens: 4,
+        prompt_format: Some("qwen-vl".into()),
     }
     .run::<B>(device)
     .unwrap();
@@ -143,6 +215,7 @@ fn hf_checkpoint_runs_through_sample_sft_align_and_eval() {
         lora: lora(),
         trainer: trainer(2),
         resume: false,
+        prompt_format: Some("qwen-vl".into()),
     }
     .run::<B>(device)
     .unwrap();
@@ -163,6 +236,7 @@ fn hf_checkpoint_runs_through_sample_sft_align_and_eval() {
         ground_truth_chosen: None,
         trainer: trainer(2),
         resume: false,
+        prompt_format: Some("qwen-vl".into()),
     }
     .run::<B>(device)
     .unwrap();
@@ -170,9 +244,22 @@ fn hf_checkpoint_runs_through_sample_sft_align_and_eval() {
     let metrics = std::fs::read_to_string(aligned.join("run/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2, "{metrics}");
 
-    // The aligned model directory keeps the checkpoint's prompt format.
+    // The aligned model directory keeps the named prompt format, and says which it is.
     let (_, processor) = load_model::<NdArray<f32>>(&aligned, &device).unwrap();
-    assert_eq!(processor.format, PromptFormat::of(ChatTemplate::ChatMl));
+    assert_eq!(processor.format, chatml("prompt format `qwen-vl`".into()));
+    let (_, processor) = load_model_as::<NdArray<f32>>(&aligned, Some("qwen-vl"), &device).unwrap();
+    assert_eq!(
+        processor.format.origin.as_deref(),
+        Some("prompt format `qwen-vl`")
+    );
+    let err = load_model_as::<NdArray<f32>>(&aligned, Some("chatml"), &device)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--prompt-format chatml") && err.contains("prompt format `qwen-vl`"),
+        "{err}"
+    );
 
     let report = EvalStage {
         records: setup.root.join("test.jsonl"),
@@ -183,6 +270,7 @@ fn hf_checkpoint_runs_through_sample_sft_align_and_eval() {
         max_new_tokens: 4,
         corruption: CorruptionConfig::default(),
         finding_vocabulary: None,
+        prompt_format: None,
     }
     .run::<B>(device)
     .unwrap();
