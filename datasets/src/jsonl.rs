@@ -27,7 +27,24 @@ pub fn read_jsonl<T: DeserializeOwned>(
     path: &Path,
     policy: BadRecordPolicy,
 ) -> Result<Loaded<T>, DatasetError> {
-    read_jsonl_checked(path, policy, |_, _| Ok(Ok(())))
+    Ok(read_numbered_checked(path, policy, |_, _| Ok(Ok(())))?.map(|n| n.item))
+}
+
+/// An item of a JSONL file with its 1-based line number (for messages that point at the line).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Numbered<T> {
+    /// The line the item was read from.
+    pub line: usize,
+    /// The item.
+    pub item: T,
+}
+
+/// [`read_jsonl`] keeping each accepted item's line number.
+pub fn read_jsonl_numbered<T: DeserializeOwned>(
+    path: &Path,
+    policy: BadRecordPolicy,
+) -> Result<Loaded<Numbered<T>>, DatasetError> {
+    read_numbered_checked(path, policy, |_, _| Ok(Ok(())))
 }
 
 /// [`read_jsonl`] with a check of each parsed line (given its 1-based number): the outer error
@@ -35,14 +52,23 @@ pub fn read_jsonl<T: DeserializeOwned>(
 pub(crate) fn read_jsonl_checked<T: DeserializeOwned>(
     path: &Path,
     policy: BadRecordPolicy,
-    mut check: impl FnMut(usize, &T) -> Result<Result<(), DatasetError>, DatasetError>,
+    check: impl FnMut(usize, &T) -> Result<Result<(), DatasetError>, DatasetError>,
 ) -> Result<Loaded<T>, DatasetError> {
+    Ok(read_numbered_checked(path, policy, check)?.map(|n| n.item))
+}
+
+/// The accepted lines of a JSONL file, numbered, each checked as [`read_jsonl_checked`] says.
+fn read_numbered_checked<T: DeserializeOwned>(
+    path: &Path,
+    policy: BadRecordPolicy,
+    mut check: impl FnMut(usize, &T) -> Result<Result<(), DatasetError>, DatasetError>,
+) -> Result<Loaded<Numbered<T>>, DatasetError> {
     let mut intake = Intake::new(policy);
     for item in numbered_jsonl(path, MAX_JSONL_LINE_BYTES)? {
         let item = match item {
             Err(err @ DatasetError::Io { .. }) => return Err(err),
             Err(err) => Err(err),
-            Ok((line, value)) => check(line, &value)?.map(|()| value),
+            Ok((line, item)) => check(line, &item)?.map(|()| Numbered { line, item }),
         };
         intake.take(item)?;
     }

@@ -10,12 +10,12 @@ use firempo_datasets::load_image;
 /// At most this many bad images are listed in the error (the count covers all).
 const LISTED: usize = 5;
 
-/// Decodes each `(example id, image path)` once (the loader's size limits apply); one error listing
-/// the bad ones, each with the example that uses it, when any fails. `source` names the file the
-/// examples came from.
+/// Decodes each `(example, image path)` once (the loader's size limits apply); one error listing
+/// the bad ones, each with the example that uses it (its id, and line where known), when any
+/// fails. `source` names the file the examples came from.
 pub fn check_images<'a>(
     source: &Path,
-    images: impl IntoIterator<Item = (&'a str, &'a Path)>,
+    images: impl IntoIterator<Item = (String, &'a Path)>,
 ) -> anyhow::Result<()> {
     let mut seen = HashSet::new();
     let mut bad = Vec::new();

@@ -156,7 +156,7 @@ impl BackendTask for AlignStage {
             pairs.iter().zip(&examples).flat_map(|(pair, example)| {
                 std::iter::once(example.image.as_path())
                     .chain(example.corrupted_image.as_deref())
-                    .map(|path| (pair.id.as_str(), path))
+                    .map(|path| (format!("pair {}", pair.id), path))
             }),
         )?;
         let objective = AlignObjective::<B> {

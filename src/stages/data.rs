@@ -3,12 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use firempo_datasets::{read_jsonl, BadRecordPolicy, Record};
+use firempo_datasets::{read_jsonl_numbered, BadRecordPolicy, Record};
 
 /// Records of a JSONL file and the folder their relative paths start from.
 pub struct RecordFile {
     /// The records (bad lines skipped and reported, or an error, as the policy says).
     pub records: Vec<Record>,
+    /// The 1-based line of each record in the file (for messages that point at it).
+    pub lines: Vec<usize>,
     /// Folder that relative image and mask paths are resolved against.
     pub root: PathBuf,
 }
@@ -19,7 +21,7 @@ pub fn read_records(
     policy: BadRecordPolicy,
     limit: Option<usize>,
 ) -> anyhow::Result<RecordFile> {
-    let loaded = read_jsonl::<Record>(path, policy)
+    let loaded = read_jsonl_numbered::<Record>(path, policy)
         .with_context(|| format!("reading records from {}", path.display()))?;
     if loaded.skipped > 0 {
         tracing::warn!(
@@ -35,17 +37,20 @@ pub fn read_records(
             loaded.problems[0]
         );
     }
-    let mut records = loaded.items;
+    let mut numbered = loaded.items;
     if let Some(limit) = limit {
-        records.truncate(limit);
+        numbered.truncate(limit);
     }
+    let (lines, records): (Vec<usize>, Vec<Record>) =
+        numbered.into_iter().map(|n| (n.line, n.item)).unzip();
     anyhow::ensure!(
-        !records.is_empty(),
+        !lines.is_empty(),
         "{} holds no usable records",
         path.display()
     );
     Ok(RecordFile {
         records,
+        lines,
         root: path.parent().map(Path::to_path_buf).unwrap_or_default(),
     })
 }

@@ -113,8 +113,12 @@ impl BackendTask for SftStage {
             &self.records,
             data.records
                 .iter()
+                .zip(&data.lines)
                 .zip(&examples)
-                .map(|(record, example)| (record.id.as_str(), example.image.as_path())),
+                .map(|((record, line), example)| {
+                    let at = format!("record {} (line {line})", record.id);
+                    (at, example.image.as_path())
+                }),
         )?;
         let objective = SftObjective::<B> {
             processor: &processor,

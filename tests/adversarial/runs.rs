@@ -214,7 +214,7 @@ fn a_bad_image_stops_training_before_step_one() {
     )
     .unwrap();
     let run = sft_run(&scratch.0, "sft", &[]);
-    run.assert_clean_error(&[id, "cannot be read", "before training"]);
+    run.assert_clean_error(&[id, "(line 1)", "cannot be read", "before training"]);
     assert!(
         !scratch.join("sft/run/checkpoints").exists(),
         "no step ran before the check"
