@@ -32,19 +32,23 @@ pub fn check_images<'a>(
     anyhow::ensure!(
         bad.is_empty(),
         "{} of the {checked} images that {} uses cannot be read; fix or remove these examples \
-         before training:\n  {}{}",
+         before training:{}",
         bad.len(),
         source.display(),
-        bad.iter()
-            .take(LISTED)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n  "),
-        if bad.len() > LISTED {
-            format!("\n  … and {} more", bad.len() - LISTED)
-        } else {
-            String::new()
-        }
+        list_some(&bad)
     );
     Ok(())
+}
+
+/// The first few problems, one per indented line, and a count of the rest.
+pub fn list_some(problems: &[String]) -> String {
+    let mut text: String = problems
+        .iter()
+        .take(LISTED)
+        .map(|p| format!("\n  {p}"))
+        .collect();
+    if problems.len() > LISTED {
+        text.push_str(&format!("\n  … and {} more", problems.len() - LISTED));
+    }
+    text
 }

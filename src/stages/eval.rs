@@ -3,7 +3,6 @@
 //! changes, and how much its log-probability drops, when the lesion is corrupted).
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -24,6 +23,7 @@ use crate::eval::{
     visual_sensitivity, BleuSmoothing, FindingVocabulary, SensitivityRecord,
 };
 use crate::pipeline::batch::scoring_batch;
+use crate::pipeline::image_check::list_some;
 use crate::pipeline::model_dir::load_model_as;
 use crate::pipeline::processor::Processor;
 
@@ -136,42 +136,20 @@ struct Prediction<'a> {
     logp_corrupted: f64,
 }
 
-/// 1-based line of the record `id` in the JSONL file `path`, for error messages (the loader keeps
-/// records, not their lines).
-fn line_of(path: &Path, id: &str) -> Option<usize> {
-    #[derive(Deserialize)]
-    struct Id {
-        id: String,
-    }
-    let file = std::fs::File::open(path).ok()?;
-    std::io::BufReader::new(file)
-        .lines()
-        .map_while(Result::ok)
-        .position(|line| {
-            serde_json::from_str::<Id>(line.trim_start_matches('\u{feff}'))
-                .is_ok_and(|r| r.id == id)
-        })
-        .map(|index| index + 1)
-}
-
 /// Refuses the evaluation when a record's image or mask file is missing, listing them: a
 /// silently smaller test set would make models incomparable, and a record without its mask
 /// would be probed with another record's corruption or none.
 fn check_record_files(data: &RecordFile, records_path: &Path) -> anyhow::Result<()> {
     let mut missing = Vec::new();
-    for record in &data.records {
+    for (record, &line) in data.records.iter().zip(&data.lines) {
         let mut files = vec![("image", record.image_path(&data.root))];
         if let Some(MaskSource::Png { path }) = &record.mask {
             files.push(("mask.path", data.root.join(path)));
         }
         for (field, file) in files {
             if !file.is_file() {
-                let at = match line_of(records_path, &record.id) {
-                    Some(line) => Location::at_line(records_path, line),
-                    None => Location::file(records_path),
-                };
                 missing.push(DatasetError::MissingImage {
-                    at,
+                    at: Location::at_line(records_path, line),
                     record: record.id.clone(),
                     field: field.into(),
                     file,
@@ -182,17 +160,11 @@ fn check_record_files(data: &RecordFile, records_path: &Path) -> anyhow::Result<
     if missing.is_empty() {
         return Ok(());
     }
-    const SHOWN: usize = 5;
-    let listed: Vec<String> = missing.iter().take(SHOWN).map(|e| e.to_string()).collect();
+    let missing: Vec<String> = missing.iter().map(|e| e.to_string()).collect();
     anyhow::bail!(
-        "{} file(s) that test records need are missing, so nothing was evaluated:\n  {}{}",
+        "{} file(s) that test records need are missing, so nothing was evaluated:{}",
         missing.len(),
-        listed.join("\n  "),
-        if missing.len() > SHOWN {
-            format!("\n  … and {} more", missing.len() - SHOWN)
-        } else {
-            String::new()
-        }
+        list_some(&missing)
     )
 }
 
