@@ -133,6 +133,7 @@ impl HfChatTemplate {
         );
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
         env.add_template_owned(NAME, without_generation_tags(source))
             .map_err(|e| template_error(&origin, &e))?;
         Ok(Self {
@@ -211,14 +212,40 @@ impl HfChatTemplate {
         &self.source
     }
 
+    /// Checks that the special tokens the template uses are known: rendering a missing one empty
+    /// would change the prompt silently.
+    pub fn check_special_tokens(&self) -> Result<(), ModelError> {
+        let template = self
+            .env
+            .get_template(NAME)
+            .map_err(|e| template_error(&self.origin, &e))?;
+        let used = template.undeclared_variables(false);
+        for (name, token) in [
+            ("bos_token", &self.bos_token),
+            ("eos_token", &self.eos_token),
+        ] {
+            if token.is_none() && used.contains(name) {
+                return Err(ModelError::ChatTemplate {
+                    origin: self.origin.clone(),
+                    message: format!(
+                        "the template uses `{name}` but the checkpoint's tokenizer_config.json \
+                         names none; fix: add `\"{name}\": \"...\"` to tokenizer_config.json"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Renders `messages` as `apply_chat_template(messages, tokenize=False,
     /// add_generation_prompt=...)` does. A template that uses `bos_token` or `eos_token` without
-    /// it being known is an error (rendering it empty would change the prompt silently).
+    /// it being known is an error (see [`Self::check_special_tokens`]).
     pub fn render(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, ModelError> {
+        self.check_special_tokens()?;
         let mut context = BTreeMap::new();
         context.insert("messages", Value::from(Serde(messages)));
         context.insert("add_generation_prompt", Value::from(add_generation_prompt));
@@ -226,20 +253,8 @@ impl HfChatTemplate {
             ("bos_token", &self.bos_token),
             ("eos_token", &self.eos_token),
         ] {
-            match token {
-                Some(token) => {
-                    context.insert(name, Value::from(token.as_str()));
-                }
-                None if self.source.contains(name) => {
-                    return Err(ModelError::ChatTemplate {
-                        origin: self.origin.clone(),
-                        message: format!(
-                            "the template uses `{name}` but the checkpoint's tokenizer_config.json \
-                             names none; fix: add `\"{name}\": \"...\"` to tokenizer_config.json"
-                        ),
-                    });
-                }
-                None => {}
+            if let Some(token) = token {
+                context.insert(name, Value::from(token.as_str()));
             }
         }
         let template = self
@@ -255,6 +270,95 @@ impl HfChatTemplate {
 /// `raise_exception(message)` of transformers' template environment.
 fn raise_exception(message: String) -> Result<Value, Error> {
     Err(Error::new(ErrorKind::InvalidOperation, message))
+}
+
+/// `strftime_now(format)` of transformers' template environment (LLaMA-3.1-style templates write
+/// today's date with it), on the current UTC time (transformers takes the local time).
+fn strftime_now(format: String) -> Result<Value, Error> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?
+        .as_secs();
+    strftime(&format, secs as i64).map(Value::from)
+}
+
+/// Python's `strftime` for `%Y %y %m %d %j %H %M %S %b %B %a %A %%` at `secs` after the epoch
+/// (UTC); any other directive is an error.
+fn strftime(format: &str, secs: i64) -> Result<String, Error> {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
+    let days = secs.div_euclid(86_400);
+    let time = secs.rem_euclid(86_400);
+    // Days to the civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let before: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let yday = before[(month - 1) as usize] + day + i64::from(leap && month > 2);
+    let weekday = (days + 4).rem_euclid(7) as usize;
+    let month_name = MONTHS[(month - 1) as usize];
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out.push_str(&year.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", year.rem_euclid(100))),
+            Some('m') => out.push_str(&format!("{month:02}")),
+            Some('d') => out.push_str(&format!("{day:02}")),
+            Some('j') => out.push_str(&format!("{yday:03}")),
+            Some('H') => out.push_str(&format!("{:02}", time / 3600)),
+            Some('M') => out.push_str(&format!("{:02}", time / 60 % 60)),
+            Some('S') => out.push_str(&format!("{:02}", time % 60)),
+            Some('b') => out.push_str(&month_name[..3]),
+            Some('B') => out.push_str(month_name),
+            Some('a') => out.push_str(&DAYS[weekday][..3]),
+            Some('A') => out.push_str(DAYS[weekday]),
+            Some('%') => out.push('%'),
+            other => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!(
+                        "strftime_now: `%{}` is not supported (supported: %Y %y %m %d %j %H %M %S \
+                         %b %B %a %A %%)",
+                        other.map(String::from).unwrap_or_default()
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn template_error(origin: &str, error: &Error) -> ModelError {
@@ -398,6 +502,29 @@ mod tests {
             "a{% if true %}b{%- endif -%}c{% if x %}"
         );
         assert_eq!(without_generation_tags("{{ x }} {%"), "{{ x }} {%");
+    }
+
+    #[test]
+    fn strftime_is_pythons() {
+        // Expected strings from Python's datetime.strftime (UTC).
+        let format = "%d %b %Y|%A %a %B %m %y %H:%M:%S %j %%";
+        for (secs, want) in [
+            (0, "01 Jan 1970|Thursday Thu January 01 70 00:00:00 001 %"),
+            (
+                951_786_061,
+                "29 Feb 2000|Tuesday Tue February 02 00 01:01:01 060 %",
+            ),
+            (
+                1_796_083_200,
+                "01 Dec 2026|Tuesday Tue December 12 26 00:00:00 335 %",
+            ),
+        ] {
+            assert_eq!(strftime(format, secs).unwrap(), want);
+        }
+        let err = strftime("%Z", 0).unwrap_err().to_string();
+        assert!(err.contains("`%Z` is not supported"), "{err}");
+        let template = HfChatTemplate::new("{{ strftime_now('%Y') }}", "t").unwrap();
+        assert_eq!(template.render(&[], false).unwrap().len(), 4);
     }
 
     #[test]

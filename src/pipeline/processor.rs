@@ -67,6 +67,7 @@ impl PromptFormat {
         tokenizer: &Tokenizer,
     ) -> anyhow::Result<Self> {
         let origin = template.origin();
+        template.check_special_tokens()?;
         type Form = fn(&str, &str, bool) -> ChatMessage;
         let list: Form = ChatMessage::parts;
         let string: Form = |role, text, image| {
@@ -445,5 +446,101 @@ impl Processor {
             TensorData::new(data, [paths.len(), c, h, w]),
             device,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fixture tokenizer with `<s>` and `</s>` added and, when `adds_bos`, a post-processor
+    /// that puts `<s>` in front of every text (as LLaMA tokenizers do).
+    fn tokenizer(adds_bos: bool) -> Tokenizer {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tests/fixtures/tokenizer.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for (id, content) in [(121, "<s>"), (122, "</s>")] {
+            json["added_tokens"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({
+                    "id": id, "content": content, "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": false, "special": true,
+                }));
+        }
+        if adds_bos {
+            json["post_processor"] = serde_json::json!({
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 0}}],
+                "special_tokens": {"<s>": {"id": "<s>", "ids": [121], "tokens": ["<s>"]}},
+            });
+        }
+        Tokenizer::from_bytes(json.to_string()).unwrap()
+    }
+
+    fn named(name: &str) -> HfChatTemplate {
+        let mut template = HfChatTemplate::named(name).unwrap();
+        template.bos_token = Some("<s>".into());
+        template.eos_token = Some("</s>".into());
+        template
+    }
+
+    #[test]
+    fn begin_and_end_tokens_follow_the_tokenizer_and_the_template() {
+        // LLaVA-1.5: the tokenizer adds <s>; answers end with eos_token.
+        let format =
+            PromptFormat::from_chat_template(&named("llava-1.5"), &tokenizer(true)).unwrap();
+        assert!(format
+            .template
+            .ends_with(" USER: <image>\n{question} ASSISTANT:"));
+        assert_eq!(format.bos_token.as_deref(), Some("<s>"));
+        assert_eq!(format.eos_token, "</s>");
+        assert_eq!(format.origin.as_deref(), Some("prompt format `llava-1.5`"));
+        // Mistral-instruct writes <s> itself: not prepended a second time.
+        let format =
+            PromptFormat::from_chat_template(&named("mistral-instruct"), &tokenizer(true)).unwrap();
+        assert_eq!(format.template, "<s>[INST] <image>\n{question} [/INST]");
+        assert_eq!(format.bos_token, None);
+        // A tokenizer that adds nothing: no begin token; ChatML ends answers with <|im_end|>.
+        let format = PromptFormat::from_chat_template(&named("chatml"), &tokenizer(false)).unwrap();
+        assert_eq!(format.bos_token, None);
+        assert_eq!(format.eos_token, "<|im_end|>");
+        // HuatuoGPT-Vision writes no special token after an answer: eos_token, and without one
+        // an error.
+        let format = PromptFormat::from_chat_template(&named("huatuo"), &tokenizer(false)).unwrap();
+        assert_eq!(format.eos_token, "</s>");
+        let mut template = named("huatuo");
+        template.eos_token = None;
+        let err = PromptFormat::from_chat_template(&template, &tokenizer(false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no `eos_token`") && err.contains("huatuo"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_template_that_rewrites_the_question_is_refused() {
+        let template =
+            HfChatTemplate::new("{{ messages[0].content | upper }}", "test template").unwrap();
+        let err = PromptFormat::from_chat_template(&template, &tokenizer(false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test template") && err.contains("<image>"),
+            "{err}"
+        );
+        let template = HfChatTemplate::new(
+            "{{ messages[0].content | replace('lung', 'chest') }}",
+            "test template",
+        )
+        .unwrap();
+        let err = PromptFormat::from_chat_template(&template, &tokenizer(false))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("writes the question as it is"), "{err}");
     }
 }
