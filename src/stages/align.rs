@@ -89,6 +89,29 @@ fn read_pairs(stage: &AlignStage) -> anyhow::Result<Vec<PreferencePair>> {
             pair.chosen = answer.to_string();
             pair.chosen_spans = whole_answer_spans(answer);
         }
+        // A ground truth equal to the rejected answer (or empty) leaves no preference to learn.
+        let before = pairs.len();
+        let mut first_problem = None;
+        pairs.retain(|pair| match pair.validate() {
+            Ok(()) => true,
+            Err(why) => {
+                first_problem.get_or_insert_with(|| format!("pair {}: {why}", pair.id));
+                false
+            }
+        });
+        if let Some(problem) = first_problem {
+            eprintln!(
+                "warning: skipped {} of {before} pairs whose ground-truth `chosen` from {} makes \
+                 them invalid; first: {problem}",
+                before - pairs.len(),
+                records_path.display()
+            );
+        }
+        anyhow::ensure!(
+            !pairs.is_empty(),
+            "no pair is left once `chosen` is replaced by the ground truth of {}",
+            records_path.display()
+        );
     }
     Ok(pairs)
 }

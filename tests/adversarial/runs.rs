@@ -318,3 +318,81 @@ fn weights(dir: &Path) -> Vec<Vec<f32>> {
     model.visit(&mut collect);
     collect.0
 }
+
+/// Item 12 with item 13: a ground truth that equals the rejected answer leaves no preference; such
+/// pairs are skipped and counted once `chosen` is replaced (they used to train with gradient 0).
+#[test]
+fn ground_truth_equal_to_the_rejected_answer_is_skipped() {
+    use firempo_datasets::{
+        read_jsonl, write_jsonl, AnswerType, BadRecordPolicy, PairBranch, PhraseSpan,
+        PreferencePair, Record,
+    };
+    let scratch = Scratch::new("gt-equal");
+    tiny_synth(&scratch.0);
+    sft_run(&scratch.0, "sft", &[]).assert_success(&[]);
+    let records: Vec<Record> =
+        read_jsonl(&scratch.join("synth/train.jsonl"), BadRecordPolicy::Stop)
+            .unwrap()
+            .items;
+    let whole = |text: &str| {
+        vec![PhraseSpan {
+            start: 0,
+            end: text.len(),
+            id: 1,
+        }]
+    };
+    let opposite = |answer: &str| if answer == "yes" { "no" } else { "yes" }.to_string();
+    let presence: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.answer_type == AnswerType::Closed && (r.answer == "yes" || r.answer == "no"))
+        .collect();
+    assert!(presence.len() >= 2);
+    let pairs: Vec<PreferencePair> = presence
+        .iter()
+        .map(|r| PreferencePair {
+            id: r.id.clone(),
+            record_id: r.id.clone(),
+            question: r.question.clone(),
+            answer_type: r.answer_type,
+            chosen: r.answer.clone(),
+            rejected: opposite(&r.answer),
+            chosen_spans: whole(&r.answer),
+            rejected_spans: whole(&opposite(&r.answer)),
+            branch: PairBranch::OppositeSpliced,
+            editor: "test".into(),
+            image: r.image.clone(),
+            corrupted_image: None,
+            corruption: None,
+            meta: Default::default(),
+        })
+        .collect();
+    write_jsonl(&scratch.join("synth/pairs.jsonl"), &pairs).unwrap();
+    // The ground truth of the first pair's record says what its rejected answer says.
+    let mut truth = records.clone();
+    let flipped = truth.iter_mut().find(|r| r.id == presence[0].id).unwrap();
+    flipped.answer = opposite(&flipped.answer);
+    write_jsonl(&scratch.join("synth/truth.jsonl"), &truth).unwrap();
+    let run = firempo(
+        &scratch.0,
+        &[
+            "align",
+            "--pairs",
+            "synth/pairs.jsonl",
+            "--model",
+            "sft",
+            "--out",
+            "aligned",
+            "--method",
+            "dpo",
+            "--ground-truth-chosen",
+            "synth/truth.jsonl",
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+        ],
+        LIMIT,
+    );
+    let expected = format!("skipped 1 of {} pairs", pairs.len());
+    run.assert_success(&[&expected, &presence[0].id, "equal"]);
+}
