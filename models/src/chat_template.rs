@@ -1,8 +1,9 @@
 //! Hugging Face chat templates: the Jinja `chat_template` a checkpoint ships (in
-//! `chat_template.jinja`, `chat_template.json` or `tokenizer_config.json`), or one of the named
-//! prompt formats of [`PROMPT_FORMATS`] for checkpoints without one, rendered with `minijinja` the
-//! way transformers' `apply_chat_template` renders them (`trim_blocks`, `lstrip_blocks`, loop
-//! controls, `raise_exception`, Python string methods, `{% generation %}` blocks).
+//! `chat_template.jinja`, `chat_template.json`, `processor_config.json` or
+//! `tokenizer_config.json`), or one of the named prompt formats of [`PROMPT_FORMATS`] for
+//! checkpoints without one, rendered with `minijinja` the way transformers' `apply_chat_template`
+//! renders them (`trim_blocks`, `lstrip_blocks`, loop controls, `raise_exception`,
+//! `strftime_now`, Python string methods, `{% generation %}` blocks).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -160,14 +161,17 @@ impl HfChatTemplate {
 
     /// The chat template a checkpoint directory ships, as transformers looks for it:
     /// `chat_template.jinja`, else `chat_template.json` (`{"chat_template": ...}`), else the
-    /// `chat_template` of `tokenizer_config.json` (a string, or a list of named templates of
-    /// which `default` is taken). `None` when the checkpoint has none. The special tokens are
+    /// `chat_template` of `processor_config.json` (where older processors kept it), else that of
+    /// `tokenizer_config.json` (a string, or a list of named templates of which `default` is
+    /// taken). `None` when the checkpoint has none. The special tokens are
     /// those of `tokenizer_config.json` (see [`special_tokens`]).
     pub fn from_checkpoint(dir: &Path) -> Result<Option<Self>, ModelError> {
         let jinja = dir.join("chat_template.jinja");
         let found = if jinja.is_file() {
             Some((read(&jinja)?, jinja))
         } else if let Some(found) = template_in_json(&dir.join("chat_template.json"))? {
+            Some(found)
+        } else if let Some(found) = template_in_json(&dir.join("processor_config.json"))? {
             Some(found)
         } else {
             template_in_json(&dir.join("tokenizer_config.json"))?
@@ -195,7 +199,7 @@ impl HfChatTemplate {
             origin: dir.display().to_string(),
             message: format!(
                 "the checkpoint has no chat template (no chat_template.jinja, no chat_template.json, \
-                 no `chat_template` in tokenizer_config.json); fix: pass --prompt-format NAME with \
+                 no `chat_template` in processor_config.json or tokenizer_config.json); fix: pass --prompt-format NAME with \
                  the format the model was trained with, one of {}",
                 PROMPT_FORMATS.join(", ")
             ),

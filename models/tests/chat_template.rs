@@ -82,7 +82,16 @@ fn the_checkpoint_template_is_read_from_each_file_transformers_reads() {
     assert_eq!(one_turn(&template), "<s>config Q</s>");
     assert!(template.origin().ends_with("tokenizer_config.json"));
 
-    // chat_template.json wins over tokenizer_config.json, chat_template.jinja over both.
+    // processor_config.json wins over tokenizer_config.json, chat_template.json over both,
+    // chat_template.jinja over all.
+    write(
+        "processor_config.json",
+        serde_json::json!({"processor_class": "LlavaProcessor", "chat_template": "processor {{ messages[0].content }}"}).to_string(),
+    );
+    assert_eq!(
+        one_turn(&HfChatTemplate::from_checkpoint(&dir).unwrap().unwrap()),
+        "processor Q"
+    );
     write(
         "chat_template.json",
         serde_json::json!({"chat_template": "json {{ messages[0].content }}"}).to_string(),
