@@ -480,6 +480,13 @@ mod tests {
         Tokenizer::from_bytes(json.to_string()).unwrap()
     }
 
+    /// The error of a format `template` cannot give (with the fixture tokenizer).
+    fn refusal(template: &HfChatTemplate) -> String {
+        PromptFormat::from_chat_template(template, &tokenizer(false))
+            .unwrap_err()
+            .to_string()
+    }
+
     fn named(name: &str) -> HfChatTemplate {
         let mut template = HfChatTemplate::named(name).unwrap();
         template.bos_token = Some("<s>".into());
@@ -513,9 +520,7 @@ mod tests {
         assert_eq!(format.eos_token, "</s>");
         let mut template = named("huatuo");
         template.eos_token = None;
-        let err = PromptFormat::from_chat_template(&template, &tokenizer(false))
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&template);
         assert!(
             err.contains("no `eos_token`") && err.contains("huatuo"),
             "{err}"
@@ -526,9 +531,7 @@ mod tests {
     fn a_template_that_rewrites_the_question_is_refused() {
         let template =
             HfChatTemplate::new("{{ messages[0].content | upper }}", "test template").unwrap();
-        let err = PromptFormat::from_chat_template(&template, &tokenizer(false))
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&template);
         assert!(
             err.contains("test template") && err.contains("<image>"),
             "{err}"
@@ -538,9 +541,7 @@ mod tests {
             "test template",
         )
         .unwrap();
-        let err = PromptFormat::from_chat_template(&template, &tokenizer(false))
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&template);
         assert!(err.contains("writes the question as it is"), "{err}");
     }
 }
