@@ -152,6 +152,47 @@ fn prompt_ids_match_the_hf_tokenizer_and_chat_template() {
 }
 
 #[test]
+fn a_llava_hf_processor_template_gives_the_llava_1_5_prompt() {
+    let _serial = crate::common::exclusive();
+    let dir = std::env::temp_dir().join(format!("firempo-hf-llava-{}", std::process::id()));
+    let hf = hf_checkpoint(&dir);
+    // llava-hf's list-content template in chat_template.json; answers end with eos_token.
+    let template =
+        std::fs::read_to_string(fixtures().join("chat_templates/llava_hf.jinja")).unwrap();
+    std::fs::write(
+        hf.join("chat_template.json"),
+        serde_json::json!({ "chat_template": template }).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        hf.join("tokenizer_config.json"),
+        r#"{"eos_token": "<|endoftext|>"}"#,
+    )
+    .unwrap();
+    let (_, processor) =
+        load_model::<NdArray<f32>>(&hf, &Default::default()).expect("HF checkpoint loads");
+    assert_eq!(
+        processor.format,
+        PromptFormat {
+            template: "USER: <image>\n{question} ASSISTANT:".into(),
+            bos_token: None,
+            eos_token: "<|endoftext|>".into(),
+            origin: Some(hf.join("chat_template.json").display().to_string()),
+        }
+    );
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("chat_expected.json")).unwrap(),
+    )
+    .unwrap();
+    let question = expected["question"].as_str().unwrap();
+    assert_eq!(
+        processor.format.prompt(question),
+        expected["llava_1_5_prompt"].as_str().unwrap()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn a_checkpoint_without_chat_template_needs_a_prompt_format() {
     let _serial = crate::common::exclusive();
     let dir = std::env::temp_dir().join(format!("firempo-hf-noformat-{}", std::process::id()));
