@@ -69,6 +69,24 @@ fn write_samples(path: &Path, records: &[Record]) {
     firempo_datasets::write_jsonl(path, &samples).unwrap();
 }
 
+/// `firempo pairs` on the tiny synthetic set with the records' own answers as samples (`EXTRA`
+/// appended), output in `pairs/`.
+fn pairs_from_own_answers(scratch: &Scratch, extra: &[&str]) -> crate::common::Run {
+    tiny_synth(&scratch.0);
+    write_samples(&scratch.join("samples.jsonl"), &synth_records(scratch));
+    let mut args = vec![
+        "pairs",
+        "--records",
+        "synth/train.jsonl",
+        "--samples",
+        "samples.jsonl",
+        "--out",
+        "pairs",
+    ];
+    args.extend_from_slice(extra);
+    firempo(&scratch.0, &args, LIMIT)
+}
+
 /// Item 1: `sft --records DIR` looped forever, "skipping" the directory's read error as a bad
 /// record (gigabytes of log); it is refused before it is opened.
 #[test]
@@ -273,21 +291,7 @@ fn sft_refuses_a_fifo_as_an_image() {
 #[test]
 fn align_refuses_repeated_pair_ids_naming_both_lines() {
     let scratch = Scratch::new("align-dup-ids");
-    tiny_synth(&scratch.0);
-    write_samples(&scratch.join("samples.jsonl"), &synth_records(&scratch));
-    let run = firempo(
-        &scratch.0,
-        &[
-            "pairs",
-            "--records",
-            "synth/train.jsonl",
-            "--samples",
-            "samples.jsonl",
-            "--out",
-            "pairs",
-        ],
-        LIMIT,
-    );
+    let run = pairs_from_own_answers(&scratch, &[]);
     run.assert_success(&["pairs written"]);
     let path = scratch.join("pairs/pairs.jsonl");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -367,23 +371,7 @@ fn pairs_take_a_bare_records_file_name() {
 #[test]
 fn align_refuses_pairs_with_equal_answers() {
     let scratch = Scratch::new("align-equal-answers");
-    tiny_synth(&scratch.0);
-    write_samples(&scratch.join("samples.jsonl"), &synth_records(&scratch));
-    let run = firempo(
-        &scratch.0,
-        &[
-            "pairs",
-            "--records",
-            "synth/train.jsonl",
-            "--samples",
-            "samples.jsonl",
-            "--out",
-            "pairs",
-            "--corruption",
-            "none",
-        ],
-        LIMIT,
-    );
+    let run = pairs_from_own_answers(&scratch, &["--corruption", "none"]);
     run.assert_success(&["pairs written"]);
     let path = scratch.join("pairs/pairs.jsonl");
     let mut pairs = firempo_datasets::read_pairs_jsonl(&path, BadRecordPolicy::Stop)
@@ -421,18 +409,9 @@ fn align_refuses_pairs_with_equal_answers() {
 #[test]
 fn pairs_stop_when_the_judge_keeps_failing() {
     let scratch = Scratch::new("pairs-judge-down");
-    tiny_synth(&scratch.0);
-    write_samples(&scratch.join("samples.jsonl"), &synth_records(&scratch));
-    let run = firempo(
-        &scratch.0,
+    let run = pairs_from_own_answers(
+        &scratch,
         &[
-            "pairs",
-            "--records",
-            "synth/train.jsonl",
-            "--samples",
-            "samples.jsonl",
-            "--out",
-            "pairs",
             "--corruption",
             "none",
             "--judge-url",
@@ -448,7 +427,6 @@ fn pairs_stop_when_the_judge_keeps_failing() {
             "--judge-max-failures",
             "2",
         ],
-        LIMIT,
     );
     run.assert_clean_error(&[
         "judge at http://127.0.0.1:9/v1",

@@ -33,6 +33,17 @@ fn losses_run(cwd: &Path, out: &str, steps: &str, extra: &[&str]) -> crate::comm
 
 /// Two SFT steps of the demo model on the tiny synthetic set (checkpoint every step).
 fn sft_run(cwd: &Path, out: &str, extra: &[&str]) -> crate::common::Run {
+    sft_steps(cwd, out, "2", "1", extra)
+}
+
+/// `steps` SFT steps of batch 2 on the tiny synthetic set, a checkpoint every `every` steps.
+fn sft_steps(
+    cwd: &Path,
+    out: &str,
+    steps: &str,
+    every: &str,
+    extra: &[&str],
+) -> crate::common::Run {
     let mut args = vec![
         "sft",
         "--records",
@@ -40,11 +51,11 @@ fn sft_run(cwd: &Path, out: &str, extra: &[&str]) -> crate::common::Run {
         "--out",
         out,
         "--steps",
-        "2",
+        steps,
         "--batch",
         "2",
         "--checkpoint-every",
-        "1",
+        every,
     ];
     args.extend_from_slice(extra);
     firempo(cwd, &args, LIMIT)
@@ -255,23 +266,9 @@ fn resume_from_trained_parameters_gives_the_uninterrupted_model() {
     let scratch = Scratch::new("resume-equal");
     tiny_synth(&scratch.0);
     let four_steps = |out: &str, extra: &[&str]| {
-        let mut args = vec![
-            "sft",
-            "--records",
-            "synth/train.jsonl",
-            "--out",
-            out,
-            "--steps",
-            "4",
-            "--batch",
-            "2",
-            "--checkpoint-every",
-            "2",
-            "--keep-checkpoints",
-            "0",
-        ];
+        let mut args = vec!["--keep-checkpoints", "0"];
         args.extend_from_slice(extra);
-        firempo(&scratch.0, &args, LIMIT)
+        sft_steps(&scratch.0, out, "4", "2", &args)
     };
     for (out, extra) in [
         ("full", vec!["--freeze-vision"]),
