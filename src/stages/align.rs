@@ -119,11 +119,7 @@ fn read_pairs(stage: &AlignStage) -> anyhow::Result<Vec<PreferencePair>> {
 impl AlignStage {
     /// What defines this run: its settings and digests of its pairs, model and ground truth.
     fn identity(&self) -> anyhow::Result<RunIdentity> {
-        let identity = RunIdentity::new("align")
-            .with("", self)
-            .without("out")
-            .without("resume")
-            .without("trainer")
+        let identity = RunIdentity::of_stage("align", self)
             .without("pairs")
             .without("model")
             .without("ground_truth_chosen")

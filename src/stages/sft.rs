@@ -57,11 +57,7 @@ pub struct SftStage {
 impl SftStage {
     /// What defines this run: its settings and digests of its records and starting model.
     fn identity(&self) -> anyhow::Result<RunIdentity> {
-        let identity = RunIdentity::new("sft")
-            .with("", self)
-            .without("out")
-            .without("resume")
-            .without("trainer")
+        let identity = RunIdentity::of_stage("sft", self)
             .without("records")
             .without("model")
             .with_file_digest("records", &self.records)?;

@@ -31,6 +31,17 @@ impl RunIdentity {
         Self::default().with("stage", stage)
     }
 
+    /// An identity for a run of `stage` from its settings struct, less what never defines a run:
+    /// where it is written (`out`), the `resume` flag, and `trainer` (the trainer adds the
+    /// settings of it that matter). Callers replace input paths by digests.
+    pub fn of_stage(stage: &str, settings: impl Serialize) -> Self {
+        Self::new(stage)
+            .with("", settings)
+            .without("out")
+            .without("resume")
+            .without("trainer")
+    }
+
     /// Adds `value` under `field`; objects are flattened into `field.key` entries (into `key`
     /// entries when `field` is empty).
     pub fn with(mut self, field: &str, value: impl Serialize) -> Self {
