@@ -181,9 +181,6 @@ pub enum DatasetError {
         failures: usize,
         last: String,
     },
-    /// The tokenizer could not encode a text of a pair.
-    #[error("pair `{pair}`: {message}; fix: check the tokenizer files and the pair's text")]
-    Tokenizer { pair: String, message: String },
     /// The run was stopped at the first bad record, as the `Stop` policy asks.
     #[error("stopped after {accepted} good record(s) at a bad one: {source}")]
     Stopped {

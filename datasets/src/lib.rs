@@ -1,12 +1,12 @@
 //! Datasets for FiRe-MPO: firempo's JSONL record, sample and pair schemas; loaders for VQA-RAD,
 //! SLAKE and IU-Xray (R2Gen layout); image preprocessing; lesion masks and lesion-targeted
-//! corruption; a synthetic lesion benchmark; minimal-edit preference pairs with phrase masks; and
-//! collation into burn tensors.
+//! corruption; a synthetic lesion benchmark; and minimal-edit preference pairs with phrase masks.
+//! Tokenizing and batching into tensors belong to the model side (`firempo-models` and the app),
+//! so this crate does not depend on burn.
 //!
 //! Method: `shared/design/METHOD.md` ("Pair construction", "Lesion-targeted corruption").
 //! Schemas with example lines: the README's "Datasets" section.
 
-mod collate;
 mod corrupt_dataset;
 mod corruption;
 mod error;
@@ -25,10 +25,8 @@ pub mod rng;
 mod sample;
 pub mod slake;
 pub mod synth;
-mod tokenizer;
 pub mod vqa_rad;
 
-pub use collate::*;
 pub use corrupt_dataset::*;
 pub use corruption::*;
 pub use error::*;
@@ -42,4 +40,3 @@ pub use pairs::*;
 pub use phrase::*;
 pub use records::*;
 pub use sample::*;
-pub use tokenizer::*;
