@@ -426,3 +426,85 @@ fn score(
         notes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use firempo_datasets::{read_jsonl, CorruptedRecord, Split};
+
+    fn record(id: &str, image: &str) -> Record {
+        Record {
+            id: id.into(),
+            image: image.into(),
+            question: "Is there a lesion?".into(),
+            answer: "yes".into(),
+            answer_type: AnswerType::Closed,
+            mask: None,
+            concept: None,
+            split: Split::Test,
+            meta: Default::default(),
+        }
+    }
+
+    fn mean_grey(path: &Path) -> f64 {
+        let pixels = image::open(path).unwrap().to_luma8();
+        pixels.pixels().map(|p| f64::from(p.0[0])).sum::<f64>() / pixels.len() as f64
+    }
+
+    /// Records `x/y` (image `x/y.png`, dark) and `x_y` (image `x_y.png`, bright): eval's old
+    /// per-image naming (`/` → `_`) sent both to `corrupted/x_y.png.png`, the second overwriting
+    /// the first. Through eval's own path each record gets its own file holding its own image's
+    /// corruption, listed in `corruptions.jsonl`, byte-identical on a rerun (noise keyed by id).
+    #[test]
+    fn records_whose_old_corrupted_names_collide_get_their_own_files() {
+        let dir = std::env::temp_dir().join(format!("firempo-eval-names-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = dir.join("data");
+        std::fs::create_dir_all(root.join("x")).unwrap();
+        for (file, grey) in [("x/y.png", 60u8), ("x_y.png", 200u8)] {
+            image::GrayImage::from_pixel(16, 16, image::Luma([grey]))
+                .save(root.join(file))
+                .unwrap();
+        }
+        let records = [record("x/y", "x/y.png"), record("x_y", "x_y.png")];
+        let config = CorruptionConfig::default();
+        let out = dir.join("eval");
+        let paths = corrupted_images(&records, &root, &config, &out).unwrap();
+
+        assert_eq!(paths.len(), 2);
+        assert_ne!(paths[0], paths[1], "one file per record");
+        assert!(paths
+            .iter()
+            .all(|p| p.is_file() && p.starts_with(out.join("corrupted"))));
+        assert!(
+            !out.join("corrupted/x_y.png.png").exists(),
+            "the old colliding name"
+        );
+        let (dark, bright) = (mean_grey(&paths[0]), mean_grey(&paths[1]));
+        assert!(
+            dark < 100.0 && bright > 160.0,
+            "each file is its own record's image: {dark} {bright}"
+        );
+        let listed =
+            read_jsonl::<CorruptedRecord>(&out.join("corruptions.jsonl"), BadRecordPolicy::Stop)
+                .unwrap()
+                .items;
+        let listed: Vec<(&str, &Path)> = listed
+            .iter()
+            .map(|c| (c.record_id.as_str(), c.corrupted_image.as_path()))
+            .collect();
+        assert_eq!(
+            listed,
+            [("x/y", paths[0].as_path()), ("x_y", paths[1].as_path())]
+        );
+
+        let again = corrupted_images(&records, &root, &config, &dir.join("rerun")).unwrap();
+        for (first, second) in paths.iter().zip(&again) {
+            assert_eq!(
+                std::fs::read(first).unwrap(),
+                std::fs::read(second).unwrap()
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
