@@ -1,6 +1,7 @@
 //! Command-line interface: parses arguments, runs the chosen subcommand, reports errors.
 
 mod convert;
+mod forward;
 mod info;
 mod loss_args;
 mod losses;
@@ -46,6 +47,9 @@ pub enum Command {
     /// Evaluate a model or HF checkpoint on test records (accuracy, recall, reports, visual
     /// sensitivity).
     Eval(Box<stages::EvalArgs>),
+    /// One forward pass on a HF processor's tensors; writes the logits and compares them with a
+    /// reference (check a checkpoint or adapter against transformers).
+    Forward(Box<forward::ForwardArgs>),
 }
 
 /// Entry point of the binary: runs the command and turns errors into a message and exit code 1.
@@ -79,5 +83,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pairs(args) => stages::pairs(*args),
         Command::Align(args) => stages::align(*args),
         Command::Eval(args) => stages::eval(*args),
+        Command::Forward(args) => forward::run(*args),
     }
 }

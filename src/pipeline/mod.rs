@@ -9,4 +9,5 @@ pub mod image_check;
 pub mod model_dir;
 pub mod processor;
 pub mod sft;
+pub mod tensor_file;
 pub mod tokenizer;

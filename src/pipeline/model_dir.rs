@@ -152,21 +152,11 @@ pub fn load_model_dir<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> anyhow::Result<(Vlm<B>, Processor)> {
-    let read = |name: &str| -> anyhow::Result<String> {
-        let path = dir.join(name);
-        fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading {} (is {} a firempo model directory, written by `firempo sft`?)",
-                path.display(),
-                dir.display()
-            )
-        })
-    };
-    let config: VlmConfig = serde_json::from_str(&read("model.json")?)
-        .with_context(|| format!("parsing {}/model.json", dir.display()))?;
-    config.validate()?;
-    let processor_config: ProcessorConfig = serde_json::from_str(&read("processor.json")?)
-        .with_context(|| format!("parsing {}/processor.json", dir.display()))?;
+    let config = read_model_config(dir)?;
+    let path = dir.join("processor.json");
+    let text = fs::read_to_string(&path).with_context(|| not_a_model_dir(&path, dir))?;
+    let processor_config: ProcessorConfig =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = Tokenizer::from_file(&tokenizer_path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", tokenizer_path.display()))?;
@@ -176,16 +166,46 @@ pub fn load_model_dir<B: Backend>(
         processor_config.preprocess.clone(),
         processor_config.format(),
     )
-    .with_context(|| format!("{}/processor.json", dir.display()))?;
-    let model =
-        load_record_file::<B>(&config, &dir.join("model.mpk"), device).with_context(|| {
-            format!(
-                "{}/model.json and {}/model.mpk do not match",
-                dir.display(),
-                dir.display()
-            )
-        })?;
-    Ok((model, processor))
+    .with_context(|| format!("{}", path.display()))?;
+    Ok((load_weights(dir, &config, device)?, processor))
+}
+
+/// The model of a directory written by [`save_model_dir`], without its tokenizer and processor
+/// (what `firempo forward` needs: weights and config only).
+pub fn load_model_weights<B: Backend>(dir: &Path, device: &B::Device) -> anyhow::Result<Vlm<B>> {
+    load_weights(dir, &read_model_config(dir)?, device)
+}
+
+/// `dir/model.json`, checked.
+fn read_model_config(dir: &Path) -> anyhow::Result<VlmConfig> {
+    let path = dir.join("model.json");
+    let text = fs::read_to_string(&path).with_context(|| not_a_model_dir(&path, dir))?;
+    let config: VlmConfig =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn not_a_model_dir(path: &Path, dir: &Path) -> String {
+    format!(
+        "reading {} (is {} a firempo model directory, written by `firempo sft`?)",
+        path.display(),
+        dir.display()
+    )
+}
+
+fn load_weights<B: Backend>(
+    dir: &Path,
+    config: &VlmConfig,
+    device: &B::Device,
+) -> anyhow::Result<Vlm<B>> {
+    load_record_file::<B>(config, &dir.join("model.mpk"), device).with_context(|| {
+        format!(
+            "{}/model.json and {}/model.mpk do not match",
+            dir.display(),
+            dir.display()
+        )
+    })
 }
 
 #[cfg(test)]

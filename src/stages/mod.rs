@@ -6,6 +6,7 @@ pub mod convert;
 pub mod data;
 pub mod demo;
 pub mod eval;
+pub mod forward;
 pub mod pairs;
 pub mod sample;
 pub mod sft;

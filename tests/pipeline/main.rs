@@ -6,6 +6,7 @@ mod align;
 mod common;
 mod convert;
 mod demo;
+mod forward;
 mod hf_checkpoint;
 mod pairs;
 mod sft;

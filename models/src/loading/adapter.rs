@@ -7,7 +7,7 @@
 //! For LLaVA the targets are written as a regex restricted to the language model; a plain list
 //! would also match the vision tower's `q_proj`/`k_proj`/`v_proj`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use burn::module::Param;
@@ -123,6 +123,84 @@ pub fn save_adapter<B: Backend>(
     std::fs::write(&path, text).map_err(io(&path))
 }
 
+/// PEFT options that change what an adapter computes and that firempo does not implement: each
+/// would otherwise be silently ignored (wrong logits), so each is refused by name.
+fn refuse_unsupported_options(cfg: &Value, path: &Path) -> Result<(), ModelError> {
+    let set = |v: &Value| match v {
+        Value::Null | Value::Bool(false) => false,
+        Value::Object(m) => !m.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        _ => true,
+    };
+    let options = [
+        ("use_dora", "DoRA adapters are not supported"),
+        (
+            "rank_pattern",
+            "per-module ranks are not supported; use one `r` for every module",
+        ),
+        (
+            "alpha_pattern",
+            "per-module alphas are not supported; use one `lora_alpha`",
+        ),
+        (
+            "layers_to_transform",
+            "adapting only some layers is not supported",
+        ),
+        (
+            "modules_to_save",
+            "fully trained extra modules are not supported",
+        ),
+        (
+            "trainable_token_indices",
+            "trained token embeddings are not supported",
+        ),
+        ("lora_bias", "LoRA biases are not supported"),
+    ];
+    match options.iter().find(|(name, _)| set(&cfg[*name])) {
+        Some((name, why)) => Err(ModelError::ConfigField {
+            path: path.into(),
+            field: (*name).into(),
+            message: format!(
+                "{why}; fix: merge the adapter into the base model with PEFT \
+                 (`merge_and_unload()`, then `save_pretrained`) and load the merged checkpoint"
+            ),
+        }),
+        None => match cfg["bias"].as_str() {
+            None | Some("none") => Ok(()),
+            Some(other) => Err(ModelError::ConfigField {
+                path: path.into(),
+                field: "bias".into(),
+                message: format!("`{other}`: only adapters without trained biases (`none`) load"),
+            }),
+        },
+    }
+}
+
+/// Adapters on modules outside the decoder's projections (e.g. the vision tower's attention)
+/// are refused by name: dropping them would change what the adapter computes.
+fn refuse_foreign_modules(
+    store: &WeightStore,
+    text_prefix: &str,
+    dir: &Path,
+) -> Result<(), ModelError> {
+    let foreign: BTreeSet<String> = store
+        .names()
+        .filter(|n| !n.starts_with(text_prefix))
+        .filter_map(|n| n.split(".lora_").next().map(str::to_owned))
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(ModelError::Input(format!(
+        "{} adapts modules firempo does not adapt (it adapts the language model's \
+         q/k/v/o/gate/up/down projections, under `{text_prefix}`): {}; fix: train the adapter \
+         with `target_modules` restricted to the language model, or merge it with PEFT's \
+         `merge_and_unload()` and load the merged checkpoint",
+        dir.display(),
+        foreign.into_iter().collect::<Vec<_>>().join(", ")
+    )))
+}
+
 /// Reads `adapter_config.json` + `adapter_model.safetensors` from `dir` and attaches the adapters
 /// to `model` (which must not have adapters yet). Every missing, unexpected or mis-shaped adapter
 /// tensor is reported at once.
@@ -146,9 +224,7 @@ pub fn load_adapter<B: Backend>(
     if cfg["peft_type"].as_str() != Some("LORA") {
         return Err(field("peft_type", "only LORA adapters are supported"));
     }
-    if cfg["use_dora"].as_bool() == Some(true) {
-        return Err(field("use_dora", "DoRA adapters are not supported"));
-    }
+    refuse_unsupported_options(&cfg, &cfg_path)?;
     let rank = cfg["r"]
         .as_u64()
         .ok_or_else(|| field("r", "missing or not an integer"))? as usize;
@@ -175,6 +251,7 @@ pub fn load_adapter<B: Backend>(
         .map(|s| peft_text_prefix(s, has_vision))
         .find(|p| store.names().any(|n| n.starts_with(p)))
         .unwrap_or(peft_text_prefix(model.config.name_style, has_vision));
+    refuse_foreign_modules(&store, prefix, dir)?;
     let mut model = model.with_lora(&lora, device)?;
     for (i, layer) in model.decoder.layers.iter_mut().enumerate() {
         let projections = [

@@ -1,0 +1,307 @@
+//! `firempo forward`: one forward pass on the tensors a Hugging Face processor produced, logits
+//! written to a safetensors file and, with a reference, compared position by position.
+//!
+//! This is how a user checks that their checkpoint (or PEFT adapter) loads right: run the same
+//! inputs through transformers and through firempo and compare. It needs no tokenizer or image
+//! processor files, only the model's weights and config, so it isolates the model from the
+//! preprocessing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use firempo_models::mask::int_tensor;
+use firempo_models::{load_adapter, load_pretrained, Vlm, VlmInput};
+
+use crate::backend::BackendTask;
+use crate::pipeline::hf_checkpoint::is_hf_checkpoint;
+use crate::pipeline::model_dir::load_model_weights;
+use crate::pipeline::tensor_file::{write_f32_tensors, HostTensor, TensorFile};
+
+/// The input tensors `forward` reads; anything else in the file is listed as not read.
+pub const INPUT_NAMES: [&str; 3] = ["input_ids", "attention_mask", "pixel_values"];
+
+/// Settings of one `firempo forward` run.
+#[derive(Debug, Clone)]
+pub struct ForwardStage {
+    /// A HF checkpoint directory or a firempo model directory.
+    pub model: PathBuf,
+    /// A PEFT LoRA adapter directory applied on top.
+    pub adapter: Option<PathBuf>,
+    /// The processor's tensors.
+    pub inputs: PathBuf,
+    /// Where `logits` are written.
+    pub out: PathBuf,
+    /// A file with reference `logits` (e.g. transformers') to compare against.
+    pub compare: Option<PathBuf>,
+}
+
+/// How one row's logits compare with the reference, over its attended positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowComparison {
+    pub row: usize,
+    pub positions: usize,
+    pub max_abs_diff: f32,
+}
+
+/// What a forward run did.
+#[derive(Debug, Clone)]
+pub struct ForwardReport {
+    /// `[batch, seq_len, vocab]`.
+    pub logits_shape: Vec<usize>,
+    /// Tensors in the inputs file that the model does not read (e.g. reference `logits`).
+    pub not_read: Vec<String>,
+    /// Per-row comparison, when a reference was given.
+    pub comparison: Option<Vec<RowComparison>>,
+}
+
+impl ForwardReport {
+    /// The largest difference over all rows (0 without a reference).
+    pub fn max_abs_diff(&self) -> f32 {
+        self.comparison
+            .iter()
+            .flatten()
+            .map(|r| r.max_abs_diff)
+            .fold(0.0, |m, d| {
+                if d.is_nan() || m.is_nan() {
+                    f32::NAN
+                } else {
+                    m.max(d)
+                }
+            })
+    }
+}
+
+/// The model inputs of one run, on the host.
+struct ForwardInputs {
+    input_ids: HostTensor<i64>,
+    attention_mask: Option<HostTensor<i64>>,
+    pixel_values: Option<HostTensor<f32>>,
+}
+
+impl ForwardInputs {
+    fn read(file: &TensorFile) -> anyhow::Result<Self> {
+        let path = file.path().display();
+        if file.contains("image_grid_thw") {
+            anyhow::bail!(
+                "{path} has `image_grid_thw`, a Qwen-VL input; this firempo reads LLaVA-family \
+                 checkpoints only (Qwen-VL support is in progress)"
+            );
+        }
+        let input_ids = file.required_ints("input_ids")?;
+        anyhow::ensure!(
+            input_ids.shape.len() == 2 && input_ids.shape.iter().all(|&d| d > 0),
+            "{path}: `input_ids` has shape {:?}; it must be [batch, seq_len] (save the \
+             processor's `input_ids` as it returns them, with return_tensors=\"pt\")",
+            input_ids.shape
+        );
+        let attention_mask = file.ints("attention_mask")?;
+        if let Some(mask) = &attention_mask {
+            anyhow::ensure!(
+                mask.shape == input_ids.shape,
+                "{path}: `attention_mask` has shape {:?} but `input_ids` {:?}; they must match",
+                mask.shape,
+                input_ids.shape
+            );
+            anyhow::ensure!(
+                mask.values.iter().all(|&v| v == 0 || v == 1),
+                "{path}: `attention_mask` must hold only 0 (padding) and 1 (token)"
+            );
+        }
+        let pixel_values = file.floats("pixel_values")?;
+        if let Some(pixels) = &pixel_values {
+            anyhow::ensure!(
+                pixels.shape.len() == 4,
+                "{path}: `pixel_values` has shape {:?}; a LLaVA model takes [n_images, channels, \
+                 height, width]",
+                pixels.shape
+            );
+            anyhow::ensure!(
+                pixels.values.iter().all(|v| v.is_finite()),
+                "{path}: `pixel_values` holds NaN or infinite values"
+            );
+        }
+        Ok(Self {
+            input_ids,
+            attention_mask,
+            pixel_values,
+        })
+    }
+
+    /// Which positions of each row are tokens (all, without an attention mask).
+    fn attended(&self) -> Vec<Vec<bool>> {
+        match &self.attention_mask {
+            Some(mask) => mask
+                .rows()
+                .into_iter()
+                .map(|r| r.into_iter().map(|v| v == 1).collect())
+                .collect(),
+            None => self
+                .input_ids
+                .rows()
+                .into_iter()
+                .map(|r| vec![true; r.len()])
+                .collect(),
+        }
+    }
+
+    fn to_model_input<B: Backend>(&self, device: &B::Device) -> VlmInput<B> {
+        let mut input = VlmInput::new(int_tensor::<B>(&self.input_ids.rows(), device));
+        if let Some(mask) = &self.attention_mask {
+            input = input.with_attention_mask(int_tensor::<B>(&mask.rows(), device));
+        }
+        if let Some(pixels) = &self.pixel_values {
+            let shape: [usize; 4] = pixels.shape.clone().try_into().expect("checked rank 4");
+            let data = TensorData::new(pixels.values.clone(), shape);
+            input = input.with_pixels(Tensor::from_data(data, device));
+        }
+        input
+    }
+}
+
+/// Loads the model of `dir`: a firempo model directory (`model.json`) or a HF checkpoint.
+fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> anyhow::Result<Vlm<B>> {
+    if dir.join("model.json").is_file() {
+        load_model_weights(dir, device)
+    } else if is_hf_checkpoint(dir) {
+        load_pretrained::<B>(dir, device)
+            .with_context(|| format!("loading the checkpoint {}", dir.display()))
+    } else {
+        anyhow::bail!(
+            "{} is neither a firempo model directory (model.json) nor a HuggingFace checkpoint \
+             directory (config.json with safetensors weights); check the path",
+            dir.display()
+        )
+    }
+}
+
+/// Per-row max |Δ| between `logits` and the reference over the attended positions.
+fn compare(
+    logits: &HostTensor<f32>,
+    reference: &HostTensor<f32>,
+    attended: &[Vec<bool>],
+    path: &Path,
+) -> anyhow::Result<Vec<RowComparison>> {
+    anyhow::ensure!(
+        reference.shape == logits.shape,
+        "{}: reference `logits` have shape {:?} but the model produced {:?}; compare logits of \
+         the same inputs",
+        path.display(),
+        reference.shape,
+        logits.shape
+    );
+    let [_, seq_len, vocab] = logits.shape[..] else {
+        anyhow::bail!("logits must be [batch, seq_len, vocab]");
+    };
+    Ok(attended
+        .iter()
+        .enumerate()
+        .map(|(row, valid)| {
+            let mut max_abs_diff = 0f32;
+            for position in (0..seq_len).filter(|&p| valid[p]) {
+                let start = (row * seq_len + position) * vocab;
+                let got = &logits.values[start..start + vocab];
+                let want = &reference.values[start..start + vocab];
+                for (g, w) in got.iter().zip(want) {
+                    // NaN anywhere makes the row fail rather than vanish from the maximum.
+                    let d = (g - w).abs();
+                    max_abs_diff = if d.is_nan() {
+                        f32::NAN
+                    } else {
+                        max_abs_diff.max(d)
+                    };
+                }
+            }
+            RowComparison {
+                row,
+                positions: valid.iter().filter(|&&v| v).count(),
+                max_abs_diff,
+            }
+        })
+        .collect())
+}
+
+impl BackendTask for ForwardStage {
+    type Output = ForwardReport;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<ForwardReport> {
+        // No gradients: the inner backend keeps no autodiff graph.
+        let file = TensorFile::open(&self.inputs)?;
+        let inputs = ForwardInputs::read(&file)?;
+        let reference = match &self.compare {
+            Some(path) => Some(TensorFile::open(path)?.required_floats("logits")?),
+            None => None,
+        };
+        let mut model = load_model::<B::InnerBackend>(&self.model, &device)?;
+        if let Some(adapter) = &self.adapter {
+            model = load_adapter(model, adapter, &device)
+                .with_context(|| format!("applying the adapter {}", adapter.display()))?;
+        }
+        let logits = model
+            .forward(inputs.to_model_input::<B::InnerBackend>(&device))
+            .with_context(|| format!("running the model on {}", self.inputs.display()))?;
+        let logits = HostTensor {
+            shape: logits.dims().to_vec(),
+            values: logits
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .map_err(|e| anyhow::anyhow!("reading logits back: {e:?}"))?,
+        };
+        let comparison = match (&reference, &self.compare) {
+            (Some(reference), Some(path)) => {
+                Some(compare(&logits, reference, &inputs.attended(), path)?)
+            }
+            _ => None,
+        };
+        let logits_shape = logits.shape.clone();
+        write_f32_tensors(&self.out, &BTreeMap::from([("logits".to_string(), logits)]))?;
+        let not_read = file
+            .names()
+            .into_iter()
+            .filter(|n| !INPUT_NAMES.contains(&n.as_str()))
+            .collect();
+        Ok(ForwardReport {
+            logits_shape,
+            not_read,
+            comparison,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(shape: Vec<usize>, values: Vec<f32>) -> HostTensor<f32> {
+        HostTensor { shape, values }
+    }
+
+    #[test]
+    fn comparison_skips_padding_and_keeps_nan() {
+        // Two rows, two positions, vocab 2; row 1's first position is padding.
+        let got = tensor(vec![2, 2, 2], vec![0.0, 1.0, 2.0, 3.0, 9.0, 9.0, 4.0, 5.5]);
+        let want = tensor(vec![2, 2, 2], vec![0.0, 1.5, 2.0, 3.0, 0.0, 0.0, 4.0, 5.0]);
+        let attended = vec![vec![true, true], vec![false, true]];
+        let rows = compare(&got, &want, &attended, Path::new("ref")).unwrap();
+        assert_eq!(rows[0].max_abs_diff, 0.5);
+        assert_eq!(rows[1].max_abs_diff, 0.5);
+        assert_eq!((rows[0].positions, rows[1].positions), (2, 1));
+        let nan = tensor(
+            vec![2, 2, 2],
+            vec![f32::NAN, 1.0, 2.0, 3.0, 9.0, 9.0, 4.0, 5.5],
+        );
+        let rows = compare(&nan, &want, &attended, Path::new("ref")).unwrap();
+        assert!(rows[0].max_abs_diff.is_nan());
+        let short = tensor(vec![1, 2, 2], vec![0.0; 4]);
+        let err = compare(&short, &want, &attended, Path::new("ref.safetensors"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ref.safetensors") && err.contains("[1, 2, 2]"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! `firempo forward` on the models crate's fixtures: transformers' logits of a llava-hf checkpoint
+//! and PEFT's logits with an rsLoRA adapter are reproduced from the processor's tensors alone, and
+//! an existing `--out` is never overwritten without `--overwrite`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use firempo::cli::{run, Cli};
+use firempo::pipeline::tensor_file::{HostTensor, TensorFile};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tests/fixtures")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("firempo-forward-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn forward(args: &[&str]) -> anyhow::Result<()> {
+    run(Cli::try_parse_from(
+        ["firempo", "forward"].iter().chain(args),
+    )?)
+}
+
+fn logits(path: &Path) -> HostTensor<f32> {
+    TensorFile::open(path)
+        .unwrap()
+        .required_floats("logits")
+        .unwrap()
+}
+
+#[test]
+fn forward_reproduces_transformers_and_peft_logits() {
+    let dir = scratch("parity");
+    let f = fixtures();
+    let (model, peft) = (f.join("llava_llama"), f.join("peft"));
+    let expected = model.join("expected.safetensors");
+    let out = dir.join("logits.safetensors");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    forward(&[
+        "--model",
+        &s(&model),
+        "--inputs",
+        &s(&expected),
+        "--out",
+        &s(&out),
+        "--compare",
+        &s(&expected),
+    ])
+    .unwrap();
+    // Row 0 has no padding: every one of its logits is transformers'.
+    let (got, want) = (logits(&out), logits(&expected));
+    assert_eq!(got.shape, [2, 24, 128]);
+    let row0 = 24 * 128;
+    let worst = got.values[..row0]
+        .iter()
+        .zip(&want.values[..row0])
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(worst < 1e-4, "{worst:e}");
+
+    // An existing output is refused, then replaced only when asked.
+    let err = forward(&[
+        "--model",
+        &s(&model),
+        "--inputs",
+        &s(&expected),
+        "--out",
+        &s(&out),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("--overwrite") && err.contains("exists"),
+        "{err}"
+    );
+
+    // With the adapter, the base model's logits are no longer within tolerance: PEFT's are.
+    let peft_expected = peft.join("expected.safetensors");
+    let adapter = peft.join("rslora");
+    let err = forward(&[
+        "--model",
+        &s(&model),
+        "--inputs",
+        &s(&peft_expected),
+        "--out",
+        &s(&out),
+        "--overwrite",
+        "--compare",
+        &s(&peft_expected),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("above --tolerance"), "{err}");
+    forward(&[
+        "--model",
+        &s(&model),
+        "--adapter",
+        &s(&adapter),
+        "--inputs",
+        &s(&peft_expected),
+        "--out",
+        &s(&out),
+        "--overwrite",
+        "--compare",
+        &s(&peft_expected),
+    ])
+    .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn forward_names_a_missing_input_tensor() {
+    let dir = scratch("inputs");
+    let model = fixtures().join("llava_llama");
+    // The adapter's weights are a safetensors file without `input_ids`.
+    let inputs = fixtures().join("peft/rslora/adapter_model.safetensors");
+    let out = dir.join("logits.safetensors");
+    let err = forward(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("no tensor `input_ids`") && err.contains("adapter_model.safetensors"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
