@@ -28,6 +28,32 @@ pub enum NameStyle {
     Legacy,
     /// transformers ≥ 4.52: `model.language_model.layers.*`.
     Current,
+    /// The original LLaVA repository (`LlavaMistralForCausalLM` …): `model.layers.*`,
+    /// `model.mm_projector.*`.
+    Original,
+}
+
+/// Layers of the multimodal projector (original LLaVA `mm_projector_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectorKind {
+    /// `linear_2(act(linear_1(x)))`: llava-hf's `LlavaMultiModalProjector`, LLaVA's `mlp2x_gelu`.
+    #[default]
+    Mlp2x,
+    /// One `linear_1(x)`: LLaVA-1's `linear` projector.
+    Linear,
+}
+
+/// How a non-square image becomes the square the vision tower reads (original LLaVA
+/// `image_aspect_ratio`, applied by [`crate::ImagePreprocessor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageAspectRatio {
+    /// The preprocessor's own resize and center crop (llava-hf; LLaVA's `square`).
+    #[default]
+    Square,
+    /// Pad to a square with the image-mean colour first (LLaVA's `pad`, `expand2square`).
+    Pad,
 }
 
 /// CLIP/SigLIP-style vision transformer.
@@ -101,9 +127,17 @@ pub struct VlmConfig {
     pub vision_feature_select: FeatureSelect,
     pub projector_activation: Activation,
     pub projector_bias: bool,
-    /// Token id that marks one image-feature position in `input_ids`.
+    /// Token id that marks one image-feature position in `input_ids`; `vocab_size` when the
+    /// vocabulary has no image token (original-LLaVA checkpoints, whose prompts carry one
+    /// [`crate::IMAGE_TOKEN_INDEX`] per image instead).
     pub image_token_id: usize,
     pub name_style: NameStyle,
+    /// Absent from `model.json` files written before it existed: `Mlp2x`.
+    #[serde(default)]
+    pub projector_kind: ProjectorKind,
+    /// Absent from `model.json` files written before it existed: `Square`.
+    #[serde(default)]
+    pub image_aspect_ratio: ImageAspectRatio,
 }
 
 impl VlmConfig {
@@ -147,6 +181,8 @@ impl VlmConfig {
             projector_bias: true,
             image_token_id: 255,
             name_style: NameStyle::Current,
+            projector_kind: ProjectorKind::Mlp2x,
+            image_aspect_ratio: ImageAspectRatio::Square,
         }
     }
 
@@ -211,6 +247,8 @@ impl VlmConfig {
             projector_bias: true,
             image_token_id: 32000,
             name_style: NameStyle::Legacy,
+            projector_kind: ProjectorKind::Mlp2x,
+            image_aspect_ratio: ImageAspectRatio::Square,
         }
     }
 
@@ -273,10 +311,10 @@ impl VlmConfig {
                 format!("{} must be a multiple of n_heads {}", v.d_model, v.n_heads),
             ),
             (
-                self.image_token_id < t.vocab_size,
+                self.image_token_id <= t.vocab_size,
                 "image_token_id",
                 format!(
-                    "{} must be < vocab_size {}",
+                    "{} must be < vocab_size {} (or = vocab_size for a vocabulary without an image token)",
                     self.image_token_id, t.vocab_size
                 ),
             ),

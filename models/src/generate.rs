@@ -134,7 +134,8 @@ impl<B: Backend> Vlm<B> {
             }
         }
         let device = input.input_ids.device();
-        let (ids, mask) = input.host();
+        // Original-LLaVA placeholders (-200) expand before the re-pack below.
+        let (ids, mask) = self.host_input(&input)?;
         let batch = ids.len();
         let prompt_len = ids.first().map_or(0, Vec::len);
         // Re-pack to left padding.

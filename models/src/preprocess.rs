@@ -1,6 +1,9 @@
 //! Image preprocessing from `preprocessor_config.json`: resize (shortest edge or fixed size),
 //! center crop, rescale, normalize (HF `CLIPImageProcessor` / `image_processing_utils`).
 //!
+//! With [`ImageAspectRatio::Pad`] (original LLaVA `image_aspect_ratio: pad`) the image is first padded
+//! to a square with the mean colour, as LLaVA's `expand2square`.
+//!
 //! Resampling uses the `image` crate's filters (bicubic → Catmull-Rom); PIL's fixed-point bicubic
 //! differs by at most about one 8-bit level (see `tests/preprocess.rs` for the bound).
 
@@ -11,6 +14,7 @@ use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
 use serde::Deserialize;
 
+use crate::config::ImageAspectRatio;
 use crate::error::ModelError;
 
 /// `size` / `crop_size` as HF writes them.
@@ -43,6 +47,29 @@ pub struct ImagePreprocessor {
     pub image_mean: Vec<f64>,
     #[serde(default = "clip_std")]
     pub image_std: Vec<f64>,
+    /// Not a `preprocessor_config.json` field: the model's `image_aspect_ratio`
+    /// ([`ImagePreprocessor::with_aspect_ratio`]); `Square` (no padding) by default.
+    #[serde(skip)]
+    pub aspect_ratio: ImageAspectRatio,
+}
+
+/// LLaVA's `expand2square` (`llava/mm_utils.py`): a non-square image pasted onto a square of side
+/// `max(w, h)` filled with `background`, at offset `(side - w) // 2` or `(side - h) // 2` along the
+/// short side and 0 along the long one. Square images are returned as they are.
+pub fn expand2square(image: &RgbImage, background: [u8; 3]) -> RgbImage {
+    let (w, h) = image.dimensions();
+    if w == h {
+        return image.clone();
+    }
+    let side = w.max(h);
+    let mut out = RgbImage::from_pixel(side, side, image::Rgb(background));
+    let (x, y) = if w > h {
+        (0, (side - h) / 2)
+    } else {
+        ((side - w) / 2, 0)
+    };
+    image::imageops::replace(&mut out, image, i64::from(x), i64::from(y));
+    out
 }
 
 fn yes() -> bool {
@@ -81,6 +108,21 @@ impl ImagePreprocessor {
             });
         }
         Ok(config)
+    }
+
+    /// The same settings with the model's `image_aspect_ratio` applied before resizing.
+    pub fn with_aspect_ratio(mut self, aspect_ratio: ImageAspectRatio) -> Self {
+        self.aspect_ratio = aspect_ratio;
+        self
+    }
+
+    /// LLaVA's padding colour: `tuple(int(x * 255) for x in image_processor.image_mean)`.
+    pub fn pad_colour(&self) -> [u8; 3] {
+        let channel = |c: usize| {
+            let mean = self.image_mean.get(c).copied().unwrap_or(0.0);
+            (mean * 255.0).clamp(0.0, 255.0) as u8 // Python's int(): truncation
+        };
+        [channel(0), channel(1), channel(2)]
     }
 
     /// Opens and decodes an image file (PNG or JPEG).
@@ -126,6 +168,9 @@ impl ImagePreprocessor {
     /// Pixel values `[3, H, W]`, channel-major, as the HF processor produces them.
     pub fn pixels(&self, image: &DynamicImage) -> (Vec<f32>, usize, usize) {
         let mut rgb: RgbImage = image.to_rgb8();
+        if self.aspect_ratio == ImageAspectRatio::Pad {
+            rgb = expand2square(&rgb, self.pad_colour());
+        }
         if self.do_resize {
             let (w, h) = self.resized_size(rgb.width(), rgb.height());
             if (w, h) != rgb.dimensions() {

@@ -14,11 +14,18 @@ use crate::mask::{attention_bias, host_ints, int_tensor, positions_from_mask, Ro
 use crate::projector::Projector;
 use crate::vision::VisionTransformer;
 
+/// The id original-LLaVA prompts carry for a whole image (`llava/constants.py`
+/// `IMAGE_TOKEN_INDEX`, written by `tokenizer_image_token`): one per image, expanded by the model to
+/// the image's feature positions.
+pub const IMAGE_TOKEN_INDEX: i64 = -200;
+
 /// One batch of prompts, optionally with images.
 ///
 /// # Shapes
-/// - `input_ids`: `[batch, seq_len]`; each image occupies `config.image_tokens_per_image()`
-///   consecutive `image_token_id` positions (the expanded `<image>` of the HF processor).
+/// - `input_ids`: `[batch, seq_len]`; each image occupies either `config.image_tokens_per_image()`
+///   consecutive `image_token_id` positions (the expanded `<image>` of the HF processor) or one
+///   [`IMAGE_TOKEN_INDEX`] (original LLaVA), which [`Vlm::forward`] expands (see
+///   [`expand_image_placeholders`]).
 /// - `pixel_values`: `[n_images, C, H, W]`, images in the order their tokens appear (row-major).
 /// - `attention_mask`: `[batch, seq_len]`, 1 = token, 0 = padding (left or right); `None` = all 1.
 #[derive(Debug, Clone)]
@@ -61,6 +68,53 @@ impl<B: Backend> VlmInput<B> {
     }
 }
 
+/// Expands every [`IMAGE_TOKEN_INDEX`] into `per_image` copies of `image_token_id`, with the mask
+/// value of the placeholder, as LLaVA's `prepare_inputs_labels_for_multimodal` splices the image
+/// features in. Rows that come out shorter than the longest are padded (id 0, mask 0) on the left
+/// when the batch is left-padded (some row starts with padding and none ends with it), else on the
+/// right (LLaVA's default `tokenizer_padding_side`). Positions follow from the mask, so every real
+/// token keeps the position LLaVA gives it. Rows without a placeholder are returned unchanged.
+pub fn expand_image_placeholders(
+    ids: &[Vec<i64>],
+    mask: &[Vec<bool>],
+    per_image: usize,
+    image_token_id: usize,
+) -> (Vec<Vec<i64>>, Vec<Vec<bool>>) {
+    let mut out_ids = Vec::with_capacity(ids.len());
+    let mut out_mask = Vec::with_capacity(ids.len());
+    for (row, m) in ids.iter().zip(mask) {
+        let n = row.iter().filter(|&&t| t == IMAGE_TOKEN_INDEX).count();
+        let mut r = Vec::with_capacity(row.len() + n * per_image.saturating_sub(1));
+        let mut rm = Vec::with_capacity(r.capacity());
+        for (&t, &v) in row.iter().zip(m) {
+            let copies = if t == IMAGE_TOKEN_INDEX { per_image } else { 1 };
+            let t = if t == IMAGE_TOKEN_INDEX {
+                image_token_id as i64
+            } else {
+                t
+            };
+            r.extend(std::iter::repeat_n(t, copies));
+            rm.extend(std::iter::repeat_n(v, copies));
+        }
+        out_ids.push(r);
+        out_mask.push(rm);
+    }
+    let longest = out_ids.iter().map(Vec::len).max().unwrap_or(0);
+    let left = out_mask.iter().any(|m| m.first() == Some(&false))
+        && !out_mask.iter().any(|m| m.last() == Some(&false));
+    for (r, m) in out_ids.iter_mut().zip(out_mask.iter_mut()) {
+        let pad = longest - r.len();
+        if left {
+            r.splice(0..0, std::iter::repeat_n(0, pad));
+            m.splice(0..0, std::iter::repeat_n(false, pad));
+        } else {
+            r.extend(std::iter::repeat_n(0, pad));
+            m.extend(std::iter::repeat_n(false, pad));
+        }
+    }
+    (out_ids, out_mask)
+}
+
 /// A LLaVA-style vision-language model (or a text-only causal LM when `vision` is `None`).
 #[derive(Module, Debug)]
 pub struct Vlm<B: Backend> {
@@ -82,7 +136,8 @@ impl VlmConfig {
             .as_ref()
             .map(|v| VisionTransformer::init(v, device));
         let projector = self.vision.as_ref().map(|v| {
-            Projector::init(
+            Projector::init_kind(
+                self.projector_kind,
                 v.d_model * self.vision_feature_layers.len(),
                 self.text.d_model,
                 self.projector_bias,
@@ -140,6 +195,12 @@ impl<B: Backend> Vlm<B> {
         let vocab = self.config.text.vocab_size as i64;
         let batch = ids.len();
         let seq_len = ids.first().map_or(0, Vec::len);
+        if ids.iter().flatten().any(|&t| t == IMAGE_TOKEN_INDEX) {
+            return Err(ModelError::Input(format!(
+                "embed_inputs got unexpanded image placeholders ({IMAGE_TOKEN_INDEX}); expand them \
+                 with `Vlm::host_input` / `expand_image_placeholders` first (`Vlm::forward` does)"
+            )));
+        }
         if let Some(bad) = ids
             .iter()
             .flatten()
@@ -205,7 +266,32 @@ impl<B: Backend> Vlm<B> {
         // [batch, seq_len, d_model]
     }
 
-    /// Full forward: logits `[batch, seq_len, vocab]` at every position.
+    /// Host ids and mask of `input` with every [`IMAGE_TOKEN_INDEX`] expanded to this model's
+    /// feature positions per image (the layout [`Vlm::forward`] returns logits in).
+    pub fn host_input(
+        &self,
+        input: &VlmInput<B>,
+    ) -> Result<(Vec<Vec<i64>>, Vec<Vec<bool>>), ModelError> {
+        let (ids, mask) = input.host();
+        if !ids.iter().flatten().any(|&t| t == IMAGE_TOKEN_INDEX) {
+            return Ok((ids, mask));
+        }
+        if self.vision.is_none() {
+            return Err(ModelError::Input(format!(
+                "the prompt has image placeholders ({IMAGE_TOKEN_INDEX}) but this model has no vision tower"
+            )));
+        }
+        Ok(expand_image_placeholders(
+            &ids,
+            &mask,
+            self.config.image_tokens_per_image(),
+            self.config.image_token_id,
+        ))
+    }
+
+    /// Full forward: logits `[batch, seq_len, vocab]` at every position; with
+    /// [`IMAGE_TOKEN_INDEX`] placeholders in the ids, `seq_len` is that of the expanded ids
+    /// ([`Vlm::host_input`]).
     pub fn forward(&self, input: VlmInput<B>) -> Result<Tensor<B, 3>, ModelError> {
         let hidden = self.forward_hidden(input, &mut [])?;
         Ok(self.decoder.logits(hidden))
@@ -219,7 +305,7 @@ impl<B: Backend> Vlm<B> {
         caches: &mut [KvCache<B>],
     ) -> Result<Tensor<B, 3>, ModelError> {
         let device = input.input_ids.device();
-        let (ids, mask) = input.host();
+        let (ids, mask) = self.host_input(&input)?;
         let embeds = self.embed_inputs(&ids, input.pixel_values, &device)?;
         let seq_len = ids.first().map_or(0, Vec::len);
         let rows: Vec<RowLayout> = mask
@@ -300,5 +386,34 @@ impl<B: Backend> Vlm<B> {
             .layers
             .iter()
             .any(|l| l.projections().iter().any(|(_, p)| p.adapter.is_some()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_expand_in_place_and_pad_on_the_padded_side() {
+        let p = IMAGE_TOKEN_INDEX;
+        // Right-padded batch; row 1 has one image fewer, so it gains two more padding slots.
+        let ids = vec![vec![1, p, 2, p], vec![1, p, 2, 0]];
+        let mask = vec![vec![true; 4], vec![true, true, true, false]];
+        let (got, m) = expand_image_placeholders(&ids, &mask, 3, 9);
+        assert_eq!(
+            got,
+            vec![vec![1, 9, 9, 9, 2, 9, 9, 9], vec![1, 9, 9, 9, 2, 0, 0, 0]]
+        );
+        assert_eq!(m[1], [true, true, true, true, true, false, false, false]);
+        // Left-padded: the shorter row is padded on the left, its tokens keep their positions.
+        let ids = vec![vec![1, p, p], vec![0, 1, p]];
+        let mask = vec![vec![true; 3], vec![false, true, true]];
+        let (got, m) = expand_image_placeholders(&ids, &mask, 2, 9);
+        assert_eq!(got, vec![vec![1, 9, 9, 9, 9], vec![0, 0, 1, 9, 9]]);
+        assert_eq!(m[1], [false, false, true, true, true]);
+        // Already expanded ids pass unchanged.
+        let ids = vec![vec![1, 9, 9, 2]];
+        let mask = vec![vec![true; 4]];
+        assert_eq!(expand_image_placeholders(&ids, &mask, 2, 9), (ids, mask));
     }
 }

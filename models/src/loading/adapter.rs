@@ -92,11 +92,13 @@ pub fn save_adapter<B: Backend>(
     })?;
     let targets: Value = if model.config.vision.is_some() {
         let lm = match model.config.name_style {
-            NameStyle::Legacy => "language_model\\.model",
-            NameStyle::Current => "model\\.language_model",
+            NameStyle::Legacy => ".*language_model\\.model",
+            NameStyle::Current => ".*model\\.language_model",
+            // PEFT full-matches: `model.layers.*`, not the tower's `….encoder.layers.*`.
+            NameStyle::Original => "model",
         };
         json!(format!(
-            ".*{lm}\\.layers\\.\\d+\\.(self_attn|mlp)\\.({})",
+            "{lm}\\.layers\\.\\d+\\.(self_attn|mlp)\\.({})",
             lora.target_modules.join("|")
         ))
     } else {
@@ -246,7 +248,8 @@ pub fn load_adapter<B: Backend>(
         use_rslora: cfg["use_rslora"].as_bool().unwrap_or(false),
     };
     let has_vision = model.config.vision.is_some();
-    let prefix = [NameStyle::Legacy, NameStyle::Current]
+    // Original last: its prefix is a prefix of Current's.
+    let prefix = [NameStyle::Legacy, NameStyle::Current, NameStyle::Original]
         .into_iter()
         .map(|s| peft_text_prefix(s, has_vision))
         .find(|p| store.names().any(|n| n.starts_with(p)))

@@ -1,5 +1,7 @@
 //! Serde mirror of HF `config.json` (LLaVA with nested `text_config`/`vision_config`, and plain
 //! `LlamaForCausalLM` / `MistralForCausalLM` / `Qwen2ForCausalLM`), converted into [`VlmConfig`].
+//! Original-LLaVA configs (`llava_llama` / `llava_mistral` / `llava_qwen2`) are handed to
+//! [`super::original_llava`].
 //!
 //! Accepts both config layouts in circulation: `rope_theta` (transformers < 5) or
 //! `rope_parameters.rope_theta` (transformers 5), `image_token_index` or `image_token_id`.
@@ -9,16 +11,21 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::original_llava;
+use super::LoadOptions;
 use crate::activation::Activation;
-use crate::config::{FeatureSelect, NameStyle, TextConfig, VisionConfig, VlmConfig};
+use crate::config::{
+    FeatureSelect, ImageAspectRatio, NameStyle, ProjectorKind, TextConfig, VisionConfig, VlmConfig,
+};
 use crate::error::ModelError;
 
-const SUPPORTED: &str =
-    "LlavaForConditionalGeneration, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM";
+const SUPPORTED: &str = "LlavaForConditionalGeneration, LlamaForCausalLM, MistralForCausalLM, \
+     Qwen2ForCausalLM, and original LLaVA's LlavaLlamaForCausalLM, LlavaMistralForCausalLM, \
+     LlavaQwen2ForCausalLM";
 
 #[derive(Debug, Deserialize)]
-struct HfText {
-    model_type: Option<String>,
+pub(super) struct HfText {
+    pub(super) model_type: Option<String>,
     vocab_size: usize,
     hidden_size: usize,
     intermediate_size: usize,
@@ -38,7 +45,7 @@ struct HfText {
 }
 
 #[derive(Debug, Deserialize)]
-struct HfVision {
+pub(super) struct HfVision {
     model_type: Option<String>,
     image_size: usize,
     patch_size: usize,
@@ -66,31 +73,64 @@ struct HfLlava {
 
 /// Reads `config.json` and converts it. The name style is decided later from the tensor names.
 pub fn read_hf_config(path: &Path) -> Result<VlmConfig, ModelError> {
+    read_hf_config_with(path, &LoadOptions::default())
+}
+
+/// [`read_hf_config`] with options (an original-LLaVA config reads its vision tower's
+/// `config.json` from `options.vision_tower` or the directory its `mm_vision_tower` names).
+pub fn read_hf_config_with(path: &Path, options: &LoadOptions) -> Result<VlmConfig, ModelError> {
     let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
         path: path.into(),
         source,
     })?;
-    parse_hf_config(&text, path)
+    parse_hf_config_with(&text, path, options)
 }
 
-/// Parses the text of a `config.json` (`path` only names the file in errors).
+/// Parses the text of a `config.json` (`path` names the file in errors; an original-LLaVA config
+/// also finds its vision tower relative to it).
 pub fn parse_hf_config(text: &str, path: &Path) -> Result<VlmConfig, ModelError> {
+    parse_hf_config_with(text, path, &LoadOptions::default())
+}
+
+/// The JSON of a `config.json` text.
+pub(super) fn parse_json(text: &str, path: &Path) -> Result<Value, ModelError> {
+    serde_json::from_str(text).map_err(|e| ModelError::Json {
+        path: path.into(),
+        what: "a HuggingFace config",
+        message: e.to_string(),
+    })
+}
+
+/// `architectures[0]`, else `model_type`: what a config says it is.
+pub(super) fn architecture(raw: &Value) -> String {
+    raw["architectures"][0]
+        .as_str()
+        .or_else(|| raw["model_type"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// [`parse_hf_config`] with options.
+pub fn parse_hf_config_with(
+    text: &str,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<VlmConfig, ModelError> {
     let json_err = |e: serde_json::Error| ModelError::Json {
         path: path.into(),
         what: "a HuggingFace config",
         message: e.to_string(),
     };
-    let raw: Value = serde_json::from_str(text).map_err(json_err)?;
-    let arch = raw["architectures"][0]
-        .as_str()
-        .map(str::to_owned)
-        .or_else(|| raw["model_type"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let raw = parse_json(text, path)?;
+    let arch = architecture(&raw);
     let field = |field: &str, message: String| ModelError::ConfigField {
         path: path.into(),
         field: field.into(),
         message,
     };
+    if original_llava::is_original_architecture(&arch) {
+        return original_llava::OriginalLlava::from_json(raw, path, options).map(|o| o.config);
+    }
     match arch.as_str() {
         "LlavaForConditionalGeneration" | "llava" => {
             let hf: HfLlava = serde_json::from_value(raw).map_err(json_err)?;
@@ -133,6 +173,8 @@ pub fn parse_hf_config(text: &str, path: &Path) -> Result<VlmConfig, ModelError>
                 projector_bias: hf.multimodal_projector_bias.unwrap_or(true),
                 image_token_id,
                 name_style: NameStyle::Current,
+                projector_kind: ProjectorKind::Mlp2x,
+                image_aspect_ratio: ImageAspectRatio::Square,
             };
             config.validate()?;
             Ok(config)
@@ -150,6 +192,8 @@ pub fn parse_hf_config(text: &str, path: &Path) -> Result<VlmConfig, ModelError>
                 projector_activation: Activation::Gelu,
                 projector_bias: true,
                 name_style: NameStyle::Current,
+                projector_kind: ProjectorKind::Mlp2x,
+                image_aspect_ratio: ImageAspectRatio::Square,
             };
             config.validate()?;
             Ok(config)
@@ -163,9 +207,20 @@ pub fn parse_hf_config(text: &str, path: &Path) -> Result<VlmConfig, ModelError>
 }
 
 fn text_config(hf: &HfText, tie_top: Option<bool>, path: &Path) -> Result<TextConfig, ModelError> {
+    text_config_at(hf, tie_top, path, "text_config.")
+}
+
+/// The decoder of `hf`, whose fields sit under `prefix` in the file (`text_config.` in llava-hf
+/// configs, the top level in plain causal LMs and original-LLaVA configs).
+pub(super) fn text_config_at(
+    hf: &HfText,
+    tie_top: Option<bool>,
+    path: &Path,
+    prefix: &str,
+) -> Result<TextConfig, ModelError> {
     let field = |field: &str, message: String| ModelError::ConfigField {
         path: PathBuf::from(path),
-        field: format!("text_config.{field}"),
+        field: format!("{prefix}{field}"),
         message,
     };
     let family = hf.model_type.as_deref().unwrap_or("llama");
@@ -229,7 +284,7 @@ fn rope_theta(hf: &HfText) -> Result<f64, String> {
     Ok(hf.rope_theta.unwrap_or(10_000.0))
 }
 
-fn vision_config(hf: &HfVision, path: &Path) -> Result<VisionConfig, ModelError> {
+pub(super) fn vision_config(hf: &HfVision, path: &Path) -> Result<VisionConfig, ModelError> {
     let kind = hf.model_type.as_deref().unwrap_or("clip_vision_model");
     let siglip = match kind {
         "clip_vision_model" => false,

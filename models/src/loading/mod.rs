@@ -1,32 +1,65 @@
-//! Loading HF checkpoints: `config.json` → [`VlmConfig`], safetensors → weights, names mapped by
-//! [`names`], shapes checked, all problems reported at once.
+//! Loading HF checkpoints: `config.json` → [`VlmConfig`], safetensors (or PyTorch `.bin` for an
+//! original-LLaVA vision tower) → weights, names mapped by [`names`], shapes checked, all problems
+//! reported at once.
 
 pub mod adapter;
 pub mod hf_config;
 pub mod names;
+pub mod original_llava;
+pub mod pytorch;
 pub mod record;
 pub mod safetensors;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear, RmsNorm};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
-use crate::config::VlmConfig;
+use crate::config::{VisionConfig, VlmConfig};
+use crate::decoder::Decoder;
 use crate::error::ModelError;
+use crate::preprocess::ImagePreprocessor;
+use crate::projector::Projector;
+use crate::vision::VisionTransformer;
 use crate::vlm::Vlm;
 use names::{ResolvedPrefixes, CAUSAL_LM, LLAVA};
+use original_llava::OriginalLlava;
 use safetensors::WeightStore;
+
+/// How to find what a checkpoint directory does not hold itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The vision tower directory of an original-LLaVA checkpoint (CLIP `config.json`, weights,
+    /// `preprocessor_config.json`), instead of the one its `mm_vision_tower` names (the CLI's
+    /// `--vision-tower DIR`).
+    pub vision_tower: Option<PathBuf>,
+}
 
 /// Loads `dir/config.json` and the safetensors weights in `dir` (single file or sharded index).
 ///
 /// Accepts Hub-style (`language_model.model.*`) and current transformers
-/// (`model.language_model.*`) names. Any missing, unexpected or mis-shaped tensor fails the load
+/// (`model.language_model.*`) names, and original-LLaVA checkpoints (see
+/// [`load_pretrained_with`]). Any missing, unexpected or mis-shaped tensor fails the load
 /// with one [`ModelError::Weights`] listing them all. The returned model's parameters require
 /// gradients (full fine-tuning); [`Vlm::with_lora`] freezes them.
 pub fn load_pretrained<B: Backend>(dir: &Path, device: &B::Device) -> Result<Vlm<B>, ModelError> {
-    let mut config = hf_config::read_hf_config(&dir.join("config.json"))?;
+    load_pretrained_with(dir, &LoadOptions::default(), device)
+}
+
+/// [`load_pretrained`] with options. An original-LLaVA checkpoint (`LlavaMistralForCausalLM`,
+/// `LlavaQwen2ForCausalLM`, `LlavaLlamaForCausalLM`) takes its vision tower's config from the tower
+/// directory (`options.vision_tower`, else `mm_vision_tower` relative to `dir`), and its weights
+/// from the checkpoint when it has them, else from that directory.
+pub fn load_pretrained_with<B: Backend>(
+    dir: &Path,
+    options: &LoadOptions,
+    device: &B::Device,
+) -> Result<Vlm<B>, ModelError> {
+    if let Some(original) = OriginalLlava::read_if_original(dir, options)? {
+        return original.load(dir, device);
+    }
+    let mut config = hf_config::read_hf_config_with(&dir.join("config.json"), options)?;
     let mut store = WeightStore::open_dir(dir)?;
     let prefixes = names::resolve(
         &store,
@@ -42,6 +75,18 @@ pub fn load_pretrained<B: Backend>(dir: &Path, device: &B::Device) -> Result<Vlm
     Ok(model)
 }
 
+/// The image preprocessing of checkpoint `dir`: `dir/preprocessor_config.json`, or for an
+/// original-LLaVA checkpoint the vision tower's, with the model's `image_aspect_ratio` applied.
+pub fn image_preprocessor(
+    dir: &Path,
+    options: &LoadOptions,
+) -> Result<ImagePreprocessor, ModelError> {
+    match OriginalLlava::read_if_original(dir, options)? {
+        Some(original) => original.image_preprocessor(),
+        None => ImagePreprocessor::from_file(&dir.join("preprocessor_config.json")),
+    }
+}
+
 /// Host transpose of a row-major `[rows, cols]` buffer.
 pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; values.len()];
@@ -53,9 +98,9 @@ pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-struct Loader<'a, B: Backend> {
-    store: &'a mut WeightStore,
-    device: &'a B::Device,
+pub(crate) struct Loader<'a, B: Backend> {
+    pub(crate) store: &'a mut WeightStore,
+    pub(crate) device: &'a B::Device,
 }
 
 impl<B: Backend> Loader<'_, B> {
@@ -121,7 +166,20 @@ fn load_weights<B: Backend>(
     let mut model = config.init::<B>(device);
     let mut l = Loader { store, device };
     if let (Some(vision), Some(vc)) = (model.vision.as_mut(), config.vision.as_ref()) {
-        let v = &p.vision;
+        l.vision(&p.vision, vision, vc);
+    }
+    if let Some(projector) = model.projector.as_mut() {
+        let [first, second] = names::projector_layers(false);
+        l.projector(&p.projector, [first, second], projector);
+    }
+    l.text(&p.text, &p.lm_head, &mut model.decoder);
+    model
+}
+
+impl<B: Backend> Loader<'_, B> {
+    /// The vision tower's tensors under prefix `v` (CLIP/SigLIP `vision_model` names).
+    fn vision(&mut self, v: &str, vision: &mut VisionTransformer<B>, vc: &VisionConfig) {
+        let l = self;
         l.patch_conv(
             &format!("{v}embeddings.patch_embedding"),
             &mut vision.patch_embedding,
@@ -164,50 +222,60 @@ fn load_weights<B: Backend>(
         // CLIP: `post_layernorm`; SigLIP: same name.
         l.layer_norm(&format!("{v}post_layernorm"), &mut vision.post_layernorm);
     }
-    if let Some(projector) = model.projector.as_mut() {
-        let n = &p.projector;
-        l.linear(&format!("{n}linear_1"), &mut projector.linear_1);
-        l.linear(&format!("{n}linear_2"), &mut projector.linear_2);
+
+    /// The projector under prefix `n`: its layers are `n + layers[0]` and `n + layers[1]`, or, for
+    /// the single-layer projector, the prefix itself (original LLaVA's `linear`:
+    /// `model.mm_projector.weight`).
+    fn projector(&mut self, n: &str, layers: [&str; 2], projector: &mut Projector<B>) {
+        match projector.linear_2.as_mut() {
+            Some(linear_2) => {
+                self.linear(&format!("{n}{}", layers[0]), &mut projector.linear_1);
+                self.linear(&format!("{n}{}", layers[1]), linear_2);
+            }
+            None => self.linear(n.trim_end_matches('.'), &mut projector.linear_1),
+        }
     }
-    let t = &p.text;
-    let decoder = &mut model.decoder;
-    l.param(
-        &format!("{t}embed_tokens.weight"),
-        &mut decoder.embed_tokens.weight,
-    );
-    for (i, layer) in decoder.layers.iter_mut().enumerate() {
-        let n = format!("{t}layers.{i}");
-        l.rms_norm(&format!("{n}.input_layernorm"), &mut layer.input_layernorm);
-        l.linear(
-            &format!("{n}.self_attn.q_proj"),
-            &mut layer.self_attn.q_proj.base,
+
+    /// The decoder under prefix `t` and its head under `lm_head`.
+    fn text(&mut self, t: &str, lm_head: &str, decoder: &mut Decoder<B>) {
+        let l = self;
+        l.param(
+            &format!("{t}embed_tokens.weight"),
+            &mut decoder.embed_tokens.weight,
         );
-        l.linear(
-            &format!("{n}.self_attn.k_proj"),
-            &mut layer.self_attn.k_proj.base,
-        );
-        l.linear(
-            &format!("{n}.self_attn.v_proj"),
-            &mut layer.self_attn.v_proj.base,
-        );
-        l.linear(
-            &format!("{n}.self_attn.o_proj"),
-            &mut layer.self_attn.o_proj.base,
-        );
-        l.rms_norm(
-            &format!("{n}.post_attention_layernorm"),
-            &mut layer.post_attention_layernorm,
-        );
-        l.linear(&format!("{n}.mlp.gate_proj"), &mut layer.mlp.gate_proj.base);
-        l.linear(&format!("{n}.mlp.up_proj"), &mut layer.mlp.up_proj.base);
-        l.linear(&format!("{n}.mlp.down_proj"), &mut layer.mlp.down_proj.base);
+        for (i, layer) in decoder.layers.iter_mut().enumerate() {
+            let n = format!("{t}layers.{i}");
+            l.rms_norm(&format!("{n}.input_layernorm"), &mut layer.input_layernorm);
+            l.linear(
+                &format!("{n}.self_attn.q_proj"),
+                &mut layer.self_attn.q_proj.base,
+            );
+            l.linear(
+                &format!("{n}.self_attn.k_proj"),
+                &mut layer.self_attn.k_proj.base,
+            );
+            l.linear(
+                &format!("{n}.self_attn.v_proj"),
+                &mut layer.self_attn.v_proj.base,
+            );
+            l.linear(
+                &format!("{n}.self_attn.o_proj"),
+                &mut layer.self_attn.o_proj.base,
+            );
+            l.rms_norm(
+                &format!("{n}.post_attention_layernorm"),
+                &mut layer.post_attention_layernorm,
+            );
+            l.linear(&format!("{n}.mlp.gate_proj"), &mut layer.mlp.gate_proj.base);
+            l.linear(&format!("{n}.mlp.up_proj"), &mut layer.mlp.up_proj.base);
+            l.linear(&format!("{n}.mlp.down_proj"), &mut layer.mlp.down_proj.base);
+        }
+        l.rms_norm(&format!("{t}norm"), &mut decoder.norm);
+        let head = format!("{lm_head}weight");
+        match decoder.lm_head.as_mut() {
+            Some(head_layer) => l.linear(lm_head.trim_end_matches('.'), head_layer),
+            // Tied: some exports still write the (identical) head; it is not read.
+            None => l.store.skip(&head),
+        }
     }
-    l.rms_norm(&format!("{t}norm"), &mut decoder.norm);
-    let head = format!("{}weight", p.lm_head);
-    match decoder.lm_head.as_mut() {
-        Some(lm_head) => l.linear(p.lm_head.trim_end_matches('.'), lm_head),
-        // Tied: some exports still write the (identical) head; it is not read.
-        None => l.store.skip(&head),
-    }
-    model
 }

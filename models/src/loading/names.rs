@@ -37,6 +37,39 @@ pub const LLAVA: FamilyPrefixes = FamilyPrefixes {
     lm_head: &["language_model.lm_head.", "lm_head."],
 };
 
+/// The original LLaVA repository's layout (`LlavaLlamaForCausalLM`, `LlavaMistralForCausalLM`,
+/// `LlavaQwen2ForCausalLM`: `llava/model/llava_arch.py`), as LLaVA-Med v1.5 and HuatuoGPT-Vision
+/// publish it. `CLIPVisionTower` wraps `CLIPVisionModel` as `vision_tower`, hence the doubled name;
+/// most checkpoints leave the tower out and name its directory in `mm_vision_tower` instead.
+pub const ORIGINAL_LLAVA: FamilyPrefixes = FamilyPrefixes {
+    vision: &["model.vision_tower.vision_tower.vision_model."],
+    // `nn.Sequential(Linear, GELU, Linear)` (`mlp2x_gelu`): rows `0.` and `2.`; `linear`: one
+    // `nn.Linear` at the prefix itself.
+    projector: &["model.mm_projector."],
+    text: &["model."],
+    lm_head: &["lm_head."],
+};
+
+/// A vision tower's own weights (`CLIPVisionModel` / `CLIPModel` `save_pretrained`, e.g.
+/// `openai/clip-vit-large-patch14-336`'s `pytorch_model.bin`).
+pub const TOWER_VISION: &str = "vision_model.";
+
+/// Names of the projector's two linear layers under its prefix: llava-hf's `linear_1`/`linear_2`,
+/// or the original repository's `nn.Sequential` indices (GELU sits at `1`).
+pub fn projector_layers(original: bool) -> [&'static str; 2] {
+    if original {
+        ["0", "2"]
+    } else {
+        ["linear_1", "linear_2"]
+    }
+}
+
+/// Tensors of a vision-tower file that LLaVA does not read: CLIPModel's text model, projections
+/// and `logit_scale`, besides the buffers of [`ignorable`].
+pub fn ignorable_in_tower(name: &str) -> bool {
+    !name.starts_with(TOWER_VISION) || ignorable(name)
+}
+
 /// Plain causal LMs (`LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM`).
 pub const CAUSAL_LM: FamilyPrefixes = FamilyPrefixes {
     vision: &[],
@@ -85,7 +118,7 @@ pub fn resolve(store: &WeightStore, family: &FamilyPrefixes) -> ResolvedPrefixes
 /// Decoder-module path prefix PEFT uses for adapters, per name style and family.
 pub fn peft_text_prefix(style: NameStyle, has_vision: bool) -> &'static str {
     match (has_vision, style) {
-        (false, _) => "base_model.model.model.",
+        (false, _) | (true, NameStyle::Original) => "base_model.model.model.",
         (true, NameStyle::Legacy) => "base_model.model.language_model.model.",
         (true, NameStyle::Current) => "base_model.model.model.language_model.",
     }
@@ -114,6 +147,15 @@ mod tests {
             peft_text_prefix(NameStyle::Current, true),
             "base_model.model.model.language_model."
         );
+        assert_eq!(
+            peft_text_prefix(NameStyle::Original, true),
+            "base_model.model.model."
+        );
+        assert!(ignorable_in_tower(
+            "text_model.encoder.layers.0.mlp.fc1.weight"
+        ));
+        assert!(ignorable_in_tower("logit_scale"));
+        assert!(!ignorable_in_tower("vision_model.post_layernorm.weight"));
         assert!(ignorable(
             "vision_tower.vision_model.embeddings.position_ids"
         ));

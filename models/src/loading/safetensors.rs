@@ -1,6 +1,7 @@
-//! Reads tensors from one or several (sharded) safetensors files into f32 host buffers, and keeps
-//! account of every tensor taken, missing, mis-shaped or left over so loading reports all problems
-//! at once (nanoGPT `from_pretrained`'s "every key used, every shape right").
+//! Reads tensors from one or several (sharded) safetensors files — or PyTorch `.bin`/`.pt` files
+//! through [`super::pytorch`] — into f32 host buffers, and keeps account of every tensor taken,
+//! missing, mis-shaped or left over so loading reports all problems at once (nanoGPT
+//! `from_pretrained`'s "every key used, every shape right").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -8,13 +9,17 @@ use std::path::{Path, PathBuf};
 use half::{bf16, f16};
 use safetensors::tensor::{Dtype, Metadata, SafeTensors};
 
+use super::pytorch::{PytorchFile, TakeError};
 use crate::error::{ModelError, WeightProblem};
 
-struct Shard {
-    path: PathBuf,
-    bytes: Vec<u8>,
-    header_len: usize,
-    metadata: Metadata,
+enum Shard {
+    Safetensors {
+        path: PathBuf,
+        bytes: Vec<u8>,
+        header_len: usize,
+        metadata: Metadata,
+    },
+    Pytorch(PytorchFile),
 }
 
 /// All tensors of a checkpoint directory (or a single file), by name.
@@ -97,20 +102,90 @@ impl WeightStore {
             for name in metadata.tensors().keys() {
                 index.insert(name.clone(), shards.len());
             }
-            shards.push(Shard {
+            shards.push(Shard::Safetensors {
                 path: path.clone(),
                 bytes,
                 header_len,
                 metadata,
             });
         }
-        Ok(Self {
+        Ok(Self::from_shards(origin, shards, index))
+    }
+
+    /// Opens PyTorch weight files (`pytorch_model.bin`, shards of it, `*.pt`); `origin` names the
+    /// directory in errors.
+    pub fn open_pytorch_files(origin: &Path, files: &[PathBuf]) -> Result<Self, ModelError> {
+        let mut shards = Vec::new();
+        let mut index = BTreeMap::new();
+        for path in files {
+            let file = PytorchFile::open(path)?;
+            for name in file.names() {
+                index.insert(name.to_string(), shards.len());
+            }
+            shards.push(Shard::Pytorch(file));
+        }
+        Ok(Self::from_shards(origin, shards, index))
+    }
+
+    /// Opens the weights of `dir` in either format: safetensors as [`WeightStore::open_dir`], else
+    /// `pytorch_model.bin.index.json` (sharded), else `pytorch_model.bin`, else every `*.bin`,
+    /// `*.pt` or `*.pth` file. `what` says what the directory is in the error when it has none.
+    pub fn open_dir_any_format(dir: &Path, what: &str) -> Result<Self, ModelError> {
+        let listing: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        let has_ext = |p: &PathBuf, exts: &[&str]| {
+            p.extension().is_some_and(|e| exts.iter().any(|x| e == *x))
+        };
+        if dir.join("model.safetensors.index.json").exists()
+            || listing.iter().any(|p| has_ext(p, &["safetensors"]))
+        {
+            return Self::open_dir(dir);
+        }
+        let index_path = dir.join("pytorch_model.bin.index.json");
+        let mut files: Vec<PathBuf> = if index_path.exists() {
+            let text = std::fs::read_to_string(&index_path).map_err(io(&index_path))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ModelError::Json {
+                    path: index_path.clone(),
+                    what: "a PyTorch weights index",
+                    message: e.to_string(),
+                })?;
+            let names: BTreeSet<&str> = json["weight_map"]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values().filter_map(|v| v.as_str()))
+                .collect();
+            names.into_iter().map(|n| dir.join(n)).collect()
+        } else if dir.join("pytorch_model.bin").is_file() {
+            vec![dir.join("pytorch_model.bin")]
+        } else {
+            listing
+                .into_iter()
+                .filter(|p| p.is_file() && has_ext(p, &["bin", "pt", "pth"]))
+                .collect()
+        };
+        files.sort();
+        if files.is_empty() {
+            return Err(ModelError::Safetensors {
+                path: dir.into(),
+                message: format!(
+                    "{what} has no weights: no *.safetensors, pytorch_model.bin, *.bin or *.pt file"
+                ),
+            });
+        }
+        Self::open_pytorch_files(dir, &files)
+    }
+
+    fn from_shards(origin: &Path, shards: Vec<Shard>, index: BTreeMap<String, usize>) -> Self {
+        Self {
             origin: origin.into(),
             shards,
             index,
             used: BTreeSet::new(),
             problems: Vec::new(),
-        })
+        }
     }
 
     /// Every tensor name in the checkpoint.
@@ -124,8 +199,10 @@ impl WeightStore {
 
     /// Shape of a tensor, if present.
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        let shard = &self.shards[*self.index.get(name)?];
-        shard.metadata.info(name).map(|i| i.shape.clone())
+        match &self.shards[*self.index.get(name)?] {
+            Shard::Safetensors { metadata, .. } => metadata.info(name).map(|i| i.shape.clone()),
+            Shard::Pytorch(file) => file.shape(name),
+        }
     }
 
     /// Takes `name` as f32 values (row-major) if it exists with shape `expected`; otherwise records
@@ -139,19 +216,45 @@ impl WeightStore {
             return None;
         };
         self.used.insert(name.into());
-        let shard = &self.shards[s];
-        let info = shard.metadata.info(name)?;
-        if info.shape != expected {
+        let found = self.shape(name)?;
+        if found != expected {
             self.problems.push(WeightProblem::Shape {
                 name: name.into(),
                 expected: expected.to_vec(),
-                found: info.shape.clone(),
+                found,
             });
             return None;
         }
-        let start = 8 + shard.header_len + info.data_offsets.0;
-        let end = 8 + shard.header_len + info.data_offsets.1;
-        let raw = &shard.bytes[start..end];
+        let (header_len, info, bytes) = match &self.shards[s] {
+            Shard::Safetensors {
+                bytes,
+                header_len,
+                metadata,
+                ..
+            } => (*header_len, metadata.info(name)?, bytes),
+            Shard::Pytorch(file) => {
+                return match file.values(name) {
+                    Ok(values) => Some(values),
+                    Err(TakeError::Dtype(dtype)) => {
+                        self.problems.push(WeightProblem::Dtype {
+                            name: name.into(),
+                            dtype,
+                        });
+                        None
+                    }
+                    Err(TakeError::Read(message)) => {
+                        self.problems.push(WeightProblem::Dtype {
+                            name: name.into(),
+                            dtype: format!("unreadable in {} ({message})", file.path.display()),
+                        });
+                        None
+                    }
+                };
+            }
+        };
+        let start = 8 + header_len + info.data_offsets.0;
+        let end = 8 + header_len + info.data_offsets.1;
+        let raw = &bytes[start..end];
         let values = match info.dtype {
             Dtype::F32 => raw
                 .chunks_exact(4)
@@ -209,6 +312,12 @@ impl WeightStore {
 
     /// Files this store reads.
     pub fn files(&self) -> Vec<&Path> {
-        self.shards.iter().map(|s| s.path.as_path()).collect()
+        self.shards
+            .iter()
+            .map(|s| match s {
+                Shard::Safetensors { path, .. } => path.as_path(),
+                Shard::Pytorch(file) => file.path.as_path(),
+            })
+            .collect()
     }
 }
