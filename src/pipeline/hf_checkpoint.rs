@@ -111,9 +111,27 @@ pub fn preprocess_config(hf: &ImagePreprocessor, path: &Path) -> anyhow::Result<
         resample: match hf.resample {
             0 => Resample::Nearest,
             2 => Resample::Bilinear,
-            _ => Resample::Bicubic,
+            3 => Resample::Bicubic,
+            other => {
+                return Err(anyhow::anyhow!(
+                    "{}: `resample` {other} ({}) is not supported; use 0 (nearest), 2 (bilinear) \
+                     or 3 (bicubic, CLIP's)",
+                    path.display(),
+                    pil_filter_name(other)
+                ))
+            }
         },
     })
+}
+
+/// PIL's name of a resample code, for error messages.
+fn pil_filter_name(code: u32) -> &'static str {
+    match code {
+        1 => "PIL LANCZOS",
+        4 => "PIL BOX",
+        5 => "PIL HAMMING",
+        _ => "not a PIL filter",
+    }
 }
 
 /// Loads a HF LLaVA checkpoint directory and builds its processor, with the named
@@ -153,4 +171,44 @@ pub fn load_hf_checkpoint<B: Backend>(
             )
         })?;
     Ok((model, processor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preprocessor(resample: u32) -> ImagePreprocessor {
+        serde_json::from_value(serde_json::json!({
+            "size": {"shortest_edge": 336},
+            "do_center_crop": true,
+            "crop_size": {"height": 336, "width": 336},
+            "resample": resample,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pil_resample_codes_map_and_unknown_ones_are_refused() {
+        let path = Path::new("ckpt/preprocessor_config.json");
+        for (code, want) in [
+            (0, Resample::Nearest),
+            (2, Resample::Bilinear),
+            (3, Resample::Bicubic),
+        ] {
+            assert_eq!(
+                preprocess_config(&preprocessor(code), path)
+                    .unwrap()
+                    .resample,
+                want
+            );
+        }
+        let err = preprocess_config(&preprocessor(1), path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ckpt/preprocessor_config.json")
+                && err.contains("`resample` 1 (PIL LANCZOS)"),
+            "{err}"
+        );
+    }
 }

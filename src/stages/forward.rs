@@ -64,13 +64,7 @@ impl ForwardReport {
             .iter()
             .flatten()
             .map(|r| r.max_abs_diff)
-            .fold(0.0, |m, d| {
-                if d.is_nan() || m.is_nan() {
-                    f32::NAN
-                } else {
-                    m.max(d)
-                }
-            })
+            .fold(0.0, nan_max)
     }
 }
 
@@ -177,6 +171,16 @@ fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> anyhow::Result<Vlm<
     }
 }
 
+/// The larger of two differences, NaN if either is (`f32::max` drops NaN: a NaN logit would
+/// pass a comparison).
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        a.max(b)
+    }
+}
+
 /// Per-row max |Δ| between `logits` and the reference over the attended positions.
 fn compare(
     logits: &HostTensor<f32>,
@@ -205,13 +209,7 @@ fn compare(
                 let got = &logits.values[start..start + vocab];
                 let want = &reference.values[start..start + vocab];
                 for (g, w) in got.iter().zip(want) {
-                    // NaN anywhere makes the row fail rather than vanish from the maximum.
-                    let d = (g - w).abs();
-                    max_abs_diff = if d.is_nan() {
-                        f32::NAN
-                    } else {
-                        max_abs_diff.max(d)
-                    };
+                    max_abs_diff = nan_max(max_abs_diff, (g - w).abs());
                 }
             }
             RowComparison {
