@@ -19,6 +19,9 @@ use crate::vision::VisionTransformer;
 /// the image's feature positions.
 pub const IMAGE_TOKEN_INDEX: i64 = -200;
 
+/// Host token ids and attention mask of a batch, `[batch][seq_len]` each.
+pub type HostIds = (Vec<Vec<i64>>, Vec<Vec<bool>>);
+
 /// One batch of prompts, optionally with images.
 ///
 /// # Shapes
@@ -79,7 +82,7 @@ pub fn expand_image_placeholders(
     mask: &[Vec<bool>],
     per_image: usize,
     image_token_id: usize,
-) -> (Vec<Vec<i64>>, Vec<Vec<bool>>) {
+) -> HostIds {
     let mut out_ids = Vec::with_capacity(ids.len());
     let mut out_mask = Vec::with_capacity(ids.len());
     for (row, m) in ids.iter().zip(mask) {
@@ -268,10 +271,7 @@ impl<B: Backend> Vlm<B> {
 
     /// Host ids and mask of `input` with every [`IMAGE_TOKEN_INDEX`] expanded to this model's
     /// feature positions per image (the layout [`Vlm::forward`] returns logits in).
-    pub fn host_input(
-        &self,
-        input: &VlmInput<B>,
-    ) -> Result<(Vec<Vec<i64>>, Vec<Vec<bool>>), ModelError> {
+    pub fn host_input(&self, input: &VlmInput<B>) -> Result<HostIds, ModelError> {
         let (ids, mask) = input.host();
         if !ids.iter().flatten().any(|&t| t == IMAGE_TOKEN_INDEX) {
             return Ok((ids, mask));
