@@ -11,7 +11,7 @@ use crate::attention::Attention;
 use crate::config::TextConfig;
 use crate::kv_cache::KvCache;
 use crate::lora::{LoraConfig, LoraLinear};
-use crate::rope::Rope;
+use crate::rope::{Rope, RopeTables};
 
 /// SwiGLU feed-forward: `down(act(gate(x)) · up(x))`.
 #[derive(Module, Debug)]
@@ -177,17 +177,28 @@ impl<B: Backend> Decoder<B> {
         bias: Tensor<B, 4>,
         caches: &mut [KvCache<B>],
     ) -> Tensor<B, 3> {
+        self.forward_tables(embeds, &self.rope.tables(positions), bias, caches)
+    }
+
+    /// [`Decoder::forward`] with precomputed rotary tables, for position schemes other than 1-D
+    /// positions (Qwen-VL's multimodal RoPE, [`Rope::mrope_tables`]).
+    pub fn forward_tables(
+        &self,
+        embeds: Tensor<B, 3>,
+        tables: &RopeTables<B>,
+        bias: Tensor<B, 4>,
+        caches: &mut [KvCache<B>],
+    ) -> Tensor<B, 3> {
         assert!(
             caches.is_empty() || caches.len() == self.layers.len(),
             "need one KvCache per layer ({}), got {}",
             self.layers.len(),
             caches.len()
         );
-        let tables = self.rope.tables(positions);
         let mut x = embeds;
         let mut caches = caches.iter_mut();
         for layer in &self.layers {
-            x = layer.forward(x, &tables, bias.clone(), caches.next());
+            x = layer.forward(x, tables, bias.clone(), caches.next());
         }
         self.norm.forward(x)
     }

@@ -45,6 +45,7 @@ mod lora;
 pub mod mask;
 mod preprocess;
 mod projector;
+pub mod qwen_vl;
 mod rope;
 mod scoring;
 mod tokenizer;
@@ -66,6 +67,10 @@ pub use loading::record::load_record_file;
 pub use lora::*;
 pub use preprocess::*;
 pub use projector::*;
+pub use qwen_vl::{
+    is_qwen_vl_config, load_qwen_vl, read_qwen_vl_config, QwenImageProcessor, QwenImages, QwenVl,
+    QwenVlConfig, QwenVlFamily, QwenVlInput,
+};
 pub use rope::*;
 pub use scoring::*;
 pub use tokenizer::*;

@@ -19,18 +19,69 @@ pub struct Rope {
 }
 
 impl Rope {
+    /// `inv_freq` `[head_dim / 2]`, in f32 like HF, which builds it in float32.
+    fn inv_freq(&self) -> Vec<f32> {
+        (0..self.head_dim / 2)
+            .map(|i| (1.0 / self.theta.powf((2 * i) as f64 / self.head_dim as f64)) as f32)
+            .collect()
+    }
+
     /// Tables for integer positions `[batch, seq_len]`.
     pub fn tables<B: Backend>(&self, positions: Tensor<B, 2, Int>) -> RopeTables<B> {
         let device = positions.device();
-        let [batch, seq_len] = positions.dims();
         let half = self.head_dim / 2;
-        // f32 like HF, which builds inv_freq in float32.
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| (1.0 / self.theta.powf((2 * i) as f64 / self.head_dim as f64)) as f32)
-            .collect();
-        let inv_freq = Tensor::<B, 1>::from_data(TensorData::new(inv_freq, [half]), &device);
+        let inv_freq = Tensor::<B, 1>::from_data(TensorData::new(self.inv_freq(), [half]), &device);
         let freqs = positions.float().unsqueeze_dim::<3>(2) * inv_freq.reshape([1, 1, half]);
         // [batch, seq_len, half]
+        self.tables_from_freqs(freqs)
+    }
+
+    /// Multimodal RoPE (Qwen2-VL, HF `Qwen2VLRotaryEmbedding`): `positions` `[3, batch, seq_len]`
+    /// holds temporal, height and width positions; frequency `i` of the `head_dim / 2` takes its
+    /// angle from the axis whose chunk of `mrope_section` (e.g. `[16, 24, 24]`, summing to
+    /// `head_dim / 2`) contains `i`. With all three axes equal this is [`Rope::tables`].
+    ///
+    /// # Panics
+    /// If `mrope_section` does not sum to `head_dim / 2` (configs are checked when read).
+    pub fn mrope_tables<B: Backend>(
+        &self,
+        positions: Tensor<B, 3, Int>,
+        mrope_section: &[usize],
+    ) -> RopeTables<B> {
+        let device = positions.device();
+        let [axes, batch, seq_len] = positions.dims();
+        let half = self.head_dim / 2;
+        assert_eq!(
+            mrope_section.iter().sum::<usize>(),
+            half,
+            "mrope_section must sum to head_dim / 2"
+        );
+        let inv_freq = self.inv_freq();
+        let positions = positions.float();
+        let mut start = 0;
+        let chunks = mrope_section
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let axis = positions
+                    .clone()
+                    .narrow(0, i % axes, 1)
+                    .reshape([batch, seq_len, 1]);
+                let f = Tensor::<B, 1>::from_data(
+                    TensorData::new(inv_freq[start..start + len].to_vec(), [len]),
+                    &device,
+                );
+                start += len;
+                axis * f.reshape([1, 1, len])
+                // [batch, seq_len, len]
+            })
+            .collect();
+        self.tables_from_freqs(Tensor::cat(chunks, 2))
+    }
+
+    /// `cos`/`sin` of `cat(freqs, freqs)` for angles `freqs` `[batch, seq_len, head_dim / 2]`.
+    fn tables_from_freqs<B: Backend>(&self, freqs: Tensor<B, 3>) -> RopeTables<B> {
+        let [batch, seq_len, _] = freqs.dims();
         let emb = Tensor::cat(vec![freqs.clone(), freqs], 2);
         // [batch, seq_len, head_dim]
         let emb = emb.reshape([batch, 1, seq_len, self.head_dim]);
@@ -83,6 +134,34 @@ mod tests {
         ];
         for (g, w) in got.iter().zip(want) {
             assert!((*g as f64 - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn mrope_with_equal_axes_is_plain_rope_and_sections_pick_axes() {
+        let device = Default::default();
+        let rope = Rope {
+            theta: 10_000.0,
+            head_dim: 8,
+        };
+        let pos = Tensor::<B, 2, Int>::from_ints([[0, 3, 7]], &device);
+        let plain = rope.tables(pos.clone());
+        let same = rope.mrope_tables(pos.unsqueeze::<3>().repeat_dim(0, 3), &[1, 2, 1]);
+        let diff = (plain.cos - same.cos.clone()).abs().max().into_scalar();
+        assert!(diff < 1e-6, "{diff}");
+        // Axis t = 0, h = 5, w = 9 at one token: frequency 0 from t, 1..3 from h, 3 from w.
+        let pos = Tensor::<B, 1, Int>::from_ints([0, 5, 9], &device).reshape([3, 1, 1]);
+        let t = rope.mrope_tables(pos, &[1, 2, 1]);
+        let cos: Vec<f32> = t.cos.into_data().convert::<f32>().to_vec().unwrap();
+        let inv = |i: i32| 10_000f64.powf(-(2 * i) as f64 / 8.0);
+        let want = [
+            1.0,
+            (5.0 * inv(1)).cos(),
+            (5.0 * inv(2)).cos(),
+            (9.0 * inv(3)).cos(),
+        ];
+        for i in 0..8 {
+            assert!((cos[i] as f64 - want[i % 4]).abs() < 1e-5, "{cos:?}");
         }
     }
 }

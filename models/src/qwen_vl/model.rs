@@ -1,0 +1,191 @@
+//! The Qwen-VL model (HF `Qwen2VLForConditionalGeneration`, `Qwen2_5_VLForConditionalGeneration`):
+//! vision tower → merged image tokens written over the image-pad embeddings → the Qwen2 decoder
+//! ([`Decoder`]) with multimodal RoPE ([`crate::Rope::mrope_tables`]) → logits.
+
+use burn::module::Module;
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+
+use super::config::QwenVlConfig;
+use super::rope_index::{rope_index, RopeIndex};
+use super::vision::QwenVisionTransformer;
+use crate::decoder::Decoder;
+use crate::error::ModelError;
+use crate::mask::{attention_bias, int_tensor, RowLayout};
+
+/// One batch as a Hugging Face Qwen-VL processor produces it.
+///
+/// - `input_ids`, `attention_mask`: `[batch][seq]` on the host (M-RoPE positions are built there,
+///   as HF does); `attention_mask` true = token, false = padding (left or right).
+/// - `pixel_values`: `[n_patches, C·T·p·p]`, all images' patches concatenated in the order their
+///   image-pad runs appear (row-major over the batch); `None` for text-only batches.
+/// - `image_grid_thw`: one `[t, h, w]` (in patches) per image.
+#[derive(Debug, Clone)]
+pub struct QwenVlInput<B: Backend> {
+    pub input_ids: Vec<Vec<i64>>,
+    pub attention_mask: Vec<Vec<bool>>,
+    pub pixel_values: Option<Tensor<B, 2>>,
+    pub image_grid_thw: Vec<[usize; 3]>,
+}
+
+#[derive(Module, Debug)]
+pub struct QwenVl<B: Backend> {
+    pub visual: QwenVisionTransformer<B>,
+    pub decoder: Decoder<B>,
+    #[module(skip)]
+    pub config: QwenVlConfig,
+}
+
+impl QwenVlConfig {
+    /// A randomly initialised model (weights come from [`crate::load_qwen_vl`]).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> QwenVl<B> {
+        QwenVl {
+            visual: QwenVisionTransformer::init(&self.vision, device),
+            decoder: Decoder::init(&self.text, device),
+            config: self.clone(),
+        }
+    }
+}
+
+impl<B: Backend> QwenVl<B> {
+    /// The 3-D M-RoPE positions and `rope_deltas` of `input` (HF `get_rope_index`).
+    pub fn rope_index(&self, input: &QwenVlInput<B>) -> Result<RopeIndex, ModelError> {
+        check_shapes(input)?;
+        rope_index(
+            &input.input_ids,
+            &input.attention_mask,
+            &input.image_grid_thw,
+            self.config.image_token_id as i64,
+            self.config.vision.spatial_merge_size,
+        )
+    }
+
+    /// Logits `[batch, seq, vocab]` at every position (padding positions hold unspecified values).
+    pub fn forward(&self, input: &QwenVlInput<B>) -> Result<Tensor<B, 3>, ModelError> {
+        let index = self.rope_index(input)?;
+        let device = self.decoder.embed_tokens.weight.device();
+        let positions = Tensor::<B, 3, Int>::from_data(
+            TensorData::new(index.positions, [3, index.batch, index.seq]),
+            &device,
+        );
+        self.forward_with_positions(input, positions)
+    }
+
+    /// [`QwenVl::forward`] at caller-given positions `[3, batch, seq]` (e.g. 1-D positions
+    /// repeated on the three axes, or positions shifted by `rope_deltas` during generation).
+    pub fn forward_with_positions(
+        &self,
+        input: &QwenVlInput<B>,
+        positions: Tensor<B, 3, Int>,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        let embeds = self.embed(input)?;
+        let [batch, seq, _] = embeds.dims();
+        let device = embeds.device();
+        let rows: Vec<RowLayout> = input
+            .attention_mask
+            .iter()
+            .map(|m| RowLayout {
+                key_valid: m.clone(),
+                key_segment: vec![0; seq],
+            })
+            .collect();
+        let bias = attention_bias::<B>(&rows, 0, seq, &device);
+        debug_assert_eq!(positions.dims(), [3, batch, seq]);
+        let tables = self
+            .decoder
+            .rope
+            .mrope_tables(positions, &self.config.mrope_section);
+        let hidden = self.decoder.forward_tables(embeds, &tables, bias, &mut []);
+        Ok(self.decoder.logits(hidden))
+    }
+
+    /// Token embeddings `[batch, seq, d_model]` with the merged image tokens in place of the
+    /// image-pad tokens (HF `masked_scatter`).
+    pub fn embed(&self, input: &QwenVlInput<B>) -> Result<Tensor<B, 3>, ModelError> {
+        check_shapes(input)?;
+        let device = self.decoder.embed_tokens.weight.device();
+        let batch = input.input_ids.len();
+        let seq = input.input_ids[0].len();
+        let embeds = self.decoder.embed(int_tensor(&input.input_ids, &device));
+        let image_token = self.config.image_token_id as i64;
+        let slots: Vec<usize> = input
+            .input_ids
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter(|(_, &id)| id == image_token)
+            .map(|(i, _)| i)
+            .collect();
+        let merge = self.config.vision.spatial_merge_size;
+        let n_features: usize = input
+            .image_grid_thw
+            .iter()
+            .map(|g| g[0] * g[1] * g[2] / (merge * merge))
+            .sum();
+        if slots.len() != n_features {
+            return Err(ModelError::Input(format!(
+                "input_ids has {} image tokens (id {image_token}) but image_grid_thw {:?} gives {n_features} image features (t·h·w / merge² each); build the prompt with one image-pad token per feature",
+                slots.len(),
+                input.image_grid_thw
+            )));
+        }
+        let Some(pixels) = input.pixel_values.clone() else {
+            if n_features > 0 {
+                return Err(ModelError::Input(
+                    "image_grid_thw names images but pixel_values is missing".into(),
+                ));
+            }
+            return Ok(embeds);
+        };
+        let [n_patches, patch_dim] = pixels.dims();
+        let want: usize = input
+            .image_grid_thw
+            .iter()
+            .map(|g| g[0] * g[1] * g[2])
+            .sum();
+        let vision = &self.config.vision;
+        if n_patches != want || patch_dim != vision.patch_dim() {
+            return Err(ModelError::Input(format!(
+                "pixel_values is [{n_patches}, {patch_dim}]; image_grid_thw {:?} and the vision config need [{want}, {}] (C·T·p·p)",
+                input.image_grid_thw,
+                vision.patch_dim()
+            )));
+        }
+        if slots.is_empty() {
+            return Ok(embeds);
+        }
+        let features = self.visual.forward(pixels, &input.image_grid_thw);
+        // [n_features, d_model]
+        let d = self.config.text.d_model;
+        let flat = embeds.reshape([batch * seq, d]);
+        // Row i of the result is token i's embedding, or the next image feature at image slots.
+        let mut source: Vec<i64> = (0..(batch * seq) as i64).collect();
+        for (k, &slot) in slots.iter().enumerate() {
+            source[slot] = (batch * seq + k) as i64;
+        }
+        let source =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(source, [batch * seq]), &device);
+        Ok(Tensor::cat(vec![flat, features], 0)
+            .select(0, source)
+            .reshape([batch, seq, d]))
+    }
+}
+
+fn check_shapes<B: Backend>(input: &QwenVlInput<B>) -> Result<(), ModelError> {
+    let seq = input.input_ids.first().map(Vec::len).unwrap_or(0);
+    if seq == 0 {
+        return Err(ModelError::Input("input_ids is empty".into()));
+    }
+    if input.input_ids.iter().any(|r| r.len() != seq) {
+        return Err(ModelError::Input(
+            "input_ids rows differ in length; pad them".into(),
+        ));
+    }
+    if input.attention_mask.len() != input.input_ids.len()
+        || input.attention_mask.iter().any(|r| r.len() != seq)
+    {
+        return Err(ModelError::Input(
+            "attention_mask must have the shape of input_ids".into(),
+        ));
+    }
+    Ok(())
+}
