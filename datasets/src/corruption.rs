@@ -1,7 +1,8 @@
 //! Lesion-targeted corruption (METHOD.md, "Lesion-targeted corruption"): zero-mean Gaussian noise,
 //! σ = 45 on the 0–255 scale, per channel, inside the lesion mask only, clipped; every pixel outside
-//! the mask stays bit-identical. Fallbacks are recorded: no mask source → whole-image noise (σ 45);
-//! a mask source whose mask is empty → global σ = 12. The paper's ablations (image-level noise,
+//! the mask stays bit-identical. Fallbacks are recorded: no mask source (no concept) → whole-image
+//! noise at σ 12 (the authors' script's default; configurable); a mask source whose mask is empty →
+//! global σ = 12. The paper's ablations (image-level noise,
 //! crop, black-out) are modes of the same function.
 
 use std::path::Path;
@@ -19,6 +20,9 @@ use crate::rng::SeededRng;
 pub const LESION_SIGMA: f32 = 45.0;
 /// σ of the global fallback when a mask source yields an empty mask (paper).
 pub const FALLBACK_SIGMA: f32 = 12.0;
+/// σ of the whole-image noise for a record without a mask source (no concept): 12, the default of
+/// the authors' corruption script (`shayan80emzed/FiRe-MPO`), not the lesion σ 45.
+pub const NO_CONCEPT_SIGMA: f32 = 12.0;
 
 /// Which corruption to apply: the paper's method or one of its ablations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -42,7 +46,7 @@ pub enum CorruptionMode {
 pub enum CorruptionPath {
     /// σ-45 noise inside a non-empty lesion mask.
     LesionMask,
-    /// No mask source: σ-45 noise on the whole image.
+    /// No mask source: whole-image noise at `no_concept_sigma` (σ 12 by default).
     WholeImageFallback,
     /// A mask source whose mask is empty: σ-12 noise on the whole image.
     GlobalSigma12Fallback,
@@ -64,6 +68,8 @@ pub struct CorruptionConfig {
     pub lesion_sigma: f32,
     /// Noise σ for the empty-mask fallback, 0–255 scale.
     pub fallback_sigma: f32,
+    /// Noise σ on the whole image for a record without a mask source (no concept), 0–255 scale.
+    pub no_concept_sigma: f32,
     /// Fraction of the area kept by the crop ablation, in (0, 1].
     pub crop_keep: f32,
     /// Run seed; each record's noise comes from `(seed, record key)`.
@@ -76,6 +82,7 @@ impl Default for CorruptionConfig {
             mode: CorruptionMode::Lesion,
             lesion_sigma: LESION_SIGMA,
             fallback_sigma: FALLBACK_SIGMA,
+            no_concept_sigma: NO_CONCEPT_SIGMA,
             crop_keep: 0.5,
             seed: 0,
         }
@@ -88,6 +95,7 @@ impl CorruptionConfig {
         for (field, value) in [
             ("lesion_sigma", self.lesion_sigma),
             ("fallback_sigma", self.fallback_sigma),
+            ("no_concept_sigma", self.no_concept_sigma),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(DatasetError::InvalidConfig {
@@ -149,7 +157,7 @@ pub fn corrupt(
     let path = match config.mode {
         CorruptionMode::Lesion => match mask {
             None => {
-                add_noise(&mut out, &whole, config.lesion_sigma, &mut rng);
+                add_noise(&mut out, &whole, config.no_concept_sigma, &mut rng);
                 CorruptionPath::WholeImageFallback
             }
             Some(m) if m.is_empty() => {

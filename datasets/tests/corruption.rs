@@ -89,7 +89,17 @@ fn fallbacks_are_recorded_with_their_sigma() {
     };
     let whole = corrupt(&image, None, &config, "k").unwrap();
     assert_eq!(whole.path, CorruptionPath::WholeImageFallback);
-    assert!((40.0..46.0).contains(&spread(&whole.image)));
+    let s = spread(&whole.image);
+    assert!((11.0..13.0).contains(&s), "no-concept σ-12 spread {s}");
+    let wide = CorruptionConfig {
+        no_concept_sigma: 45.0,
+        ..CorruptionConfig::default()
+    };
+    let s = spread(&corrupt(&image, None, &wide, "k").unwrap().image);
+    assert!(
+        (40.0..46.0).contains(&s),
+        "no-concept σ set to 45: spread {s}"
+    );
 
     let empty = Mask::empty(64, 64);
     let global = corrupt(&image, Some(&empty), &config, "k").unwrap();

@@ -11,8 +11,12 @@ use firempo_losses::{DpoConfig, FiReMpoConfig, MdpoConfig, PreferenceLoss, RrpoC
 pub enum Method {
     /// Sequence-level DPO (sigmoid).
     Dpo,
-    /// Phrase-level RRPO with token-wise forward KL.
+    /// RRPO as its authors define it: phrase-level rank term, token-wise forward KL on every
+    /// token of `y+`.
     Rrpo,
+    /// The FiRe-MPO paper's "RRPO" row: the FiRe-MPO loss with γ = 0 (no visual term) and λ = 1
+    /// (forward KL only, on the phrase tokens of `y+`); β and α stay settable.
+    RrpoPhrase,
     /// DPO + image-conditional + anchor terms.
     Mdpo,
     /// FiRe-MPO: phrase rank term, reversed visual term, bidirectional KL.
@@ -83,10 +87,20 @@ impl LossArgs {
             Method::Rrpo => PreferenceLoss::Rrpo(RrpoConfig::default()),
             Method::Mdpo => PreferenceLoss::Mdpo(MdpoConfig::default()),
             Method::FireMpo => PreferenceLoss::FireMpo(FiReMpoConfig::default()),
+            Method::RrpoPhrase => PreferenceLoss::FireMpo(rrpo_phrase(FiReMpoConfig::default())),
         }
     }
 
     fn apply_overrides(&self, loss: &mut PreferenceLoss) -> anyhow::Result<()> {
+        if self.method == Method::RrpoPhrase {
+            for (flag, given) in [("gamma", self.gamma), ("lambda", self.lambda)] {
+                anyhow::ensure!(
+                    given.is_none(),
+                    "--{flag} does not apply to --method rrpo-phrase (it is FiRe-MPO with γ = 0, \
+                     λ = 1); use --method fire-mpo to set it"
+                );
+            }
+        }
         let method = loss.name();
         let unused = |flag: &str, given: bool| -> anyhow::Result<()> {
             anyhow::ensure!(!given, "--{flag} does not apply to --method {method}");
@@ -120,9 +134,26 @@ impl LossArgs {
                 set(&mut c.lambda, self.lambda);
                 set(&mut c.alpha, self.alpha);
                 unused("anchor-delta", self.anchor_delta.is_some())?;
+                anyhow::ensure!(
+                    self.method != Method::RrpoPhrase || *c == rrpo_phrase(*c),
+                    "--method rrpo-phrase is FiRe-MPO with gamma 0 and lambda 1, but the loss \
+                     config sets gamma {} and lambda {}; drop them from the file or use \
+                     --method fire-mpo",
+                    c.gamma,
+                    c.lambda
+                );
             }
         }
         Ok(())
+    }
+}
+
+/// The paper's RRPO row from a FiRe-MPO configuration: γ = 0, λ = 1, β and α kept.
+fn rrpo_phrase(config: FiReMpoConfig) -> FiReMpoConfig {
+    FiReMpoConfig {
+        gamma: 0.0,
+        lambda: 1.0,
+        ..config
     }
 }
 
@@ -161,6 +192,74 @@ mod tests {
         assert_eq!(
             parse(&["--method", "dpo"]).unwrap(),
             PreferenceLoss::Dpo(DpoConfig { beta: 0.1 })
+        );
+    }
+
+    /// The loss of `loss` on one fixed batch: the playground's seeded reference logits and
+    /// answers, and a policy moved away from the reference by seeded noise.
+    fn loss_value(loss: PreferenceLoss) -> f32 {
+        use crate::playground::{LogitTable, Playground, PlaygroundConfig};
+        use crate::train::{Objective, TrainerConfig};
+        use burn::module::Param;
+        use burn::tensor::{Distribution, Tensor};
+        type B = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+        let device = Default::default();
+        let config = PlaygroundConfig {
+            loss,
+            pairs: 3,
+            answer_len: 5,
+            vocab: 7,
+            trainer: TrainerConfig::default(),
+            run_dir: std::env::temp_dir(),
+            resume: false,
+        };
+        let (playground, table) = Playground::<B>::new(&config, &device);
+        let noise = Tensor::random(table.logits.dims(), Distribution::Normal(0.0, 1.0), &device);
+        let moved = LogitTable {
+            logits: Param::from_tensor((table.logits.val() + noise).detach()),
+        };
+        let output = playground.loss(&moved, &[0, 1, 2]).unwrap();
+        output.loss.into_scalar()
+    }
+
+    #[test]
+    fn rrpo_phrase_is_fire_mpo_without_visual_term_and_with_forward_kl() {
+        let phrase = parse(&[
+            "--method",
+            "rrpo-phrase",
+            "--beta",
+            "0.2",
+            "--alpha",
+            "0.05",
+        ])
+        .unwrap();
+        let fire = parse(&[
+            "--method", "fire-mpo", "--gamma", "0", "--lambda", "1", "--beta", "0.2", "--alpha",
+            "0.05",
+        ])
+        .unwrap();
+        assert_eq!(phrase, fire);
+        let (phrase, fire) = (loss_value(phrase), loss_value(fire));
+        assert_eq!(phrase, fire, "same loss on the same inputs");
+        // Not a coincidence of the batch: the original RRPO and default FiRe-MPO differ on it.
+        let rrpo =
+            loss_value(parse(&["--method", "rrpo", "--beta", "0.2", "--alpha", "0.05"]).unwrap());
+        let fire_default = loss_value(parse(&["--method", "fire-mpo"]).unwrap());
+        assert!(
+            (rrpo - phrase).abs() > 1e-4,
+            "rrpo {rrpo} vs rrpo-phrase {phrase}"
+        );
+        assert!(
+            (fire_default - phrase).abs() > 1e-4,
+            "fire-mpo {fire_default} vs {phrase}"
+        );
+
+        let err = parse(&["--method", "rrpo-phrase", "--gamma", "0.1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--gamma does not apply to --method rrpo-phrase"),
+            "{err}"
         );
     }
 

@@ -81,27 +81,30 @@ pub fn synth(args: SynthArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Optimization flags shared by the training stages.
+/// Optimization flags shared by the training stages. The flags that a stage (or `align
+/// --preset`) defaults differently are options here, so an explicit flag can be told from a
+/// default and always wins.
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 200)]
-    pub steps: usize,
-    /// Examples per micro-batch.
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
-    /// Micro-batches accumulated per optimizer step.
-    #[arg(long, default_value_t = 1)]
-    pub grad_accum: usize,
-    /// Peak AdamW learning rate.
+    /// Optimizer steps. Default: 200 (`align --preset paper`: one epoch of the pairs).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Examples per micro-batch. Default: 8 (`--preset paper`: 1).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Micro-batches accumulated per optimizer step. Default: 1 (`--preset paper`: 8).
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Peak AdamW learning rate (cosine decay to 0). Default: 3e-3 for `sft`, 1e-3 for `align`
+    /// (`--preset paper`: 1e-6).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Linear warmup steps.
-    #[arg(long, default_value_t = 10)]
-    pub warmup: usize,
-    /// AdamW weight decay.
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f64,
+    /// Linear warmup steps. Default: 10 (`--preset paper`: 0).
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// AdamW weight decay. Default: 0.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
     /// Clip gradients to this global L2 norm.
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
@@ -123,15 +126,55 @@ pub struct TrainArgs {
     pub backend: BackendKind,
 }
 
+/// The optimization settings a stage (or preset) uses where no flag is given.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainDefaults {
+    pub steps: usize,
+    pub batch: usize,
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    pub weight_decay: f64,
+}
+
+impl TrainDefaults {
+    /// `sft`: full fine-tuning of the demo's tiny VLM.
+    pub const SFT: Self = Self {
+        steps: 200,
+        batch: 8,
+        grad_accum: 1,
+        lr: 3e-3,
+        warmup: 10,
+        weight_decay: 0.0,
+    };
+    /// `align`: LoRA alignment at the demo's scale.
+    pub const ALIGN: Self = Self {
+        lr: 1e-3,
+        ..Self::SFT
+    };
+    /// `align --preset paper`: the authors' optimization (METHOD.md, "What the authors' code
+    /// does differently"): AdamW lr 1e-6, cosine, warmup 0, weight decay 0, global batch 8 as
+    /// one pair per micro-batch accumulated 8 times. `steps` is unused: the preset trains one
+    /// epoch of the pairs.
+    pub const PAPER: Self = Self {
+        steps: 0,
+        batch: 1,
+        grad_accum: 8,
+        lr: 1e-6,
+        warmup: 0,
+        weight_decay: 0.0,
+    };
+}
+
 impl TrainArgs {
-    fn trainer(&self, default_lr: f64) -> TrainerConfig {
+    fn trainer(&self, defaults: &TrainDefaults) -> TrainerConfig {
         TrainerConfig {
-            steps: self.steps,
-            micro_batch_size: self.batch,
-            grad_accum: self.grad_accum,
-            lr: self.lr.unwrap_or(default_lr),
-            warmup_steps: self.warmup,
-            weight_decay: self.weight_decay,
+            steps: self.steps.unwrap_or(defaults.steps),
+            micro_batch_size: self.batch.unwrap_or(defaults.batch),
+            grad_accum: self.grad_accum.unwrap_or(defaults.grad_accum),
+            lr: self.lr.unwrap_or(defaults.lr),
+            warmup_steps: self.warmup.unwrap_or(defaults.warmup),
+            weight_decay: self.weight_decay.unwrap_or(defaults.weight_decay),
             max_grad_norm: Some(self.max_grad_norm),
             checkpoint_every: self.checkpoint_every,
             keep_checkpoints: self.keep_checkpoints,
@@ -144,25 +187,64 @@ impl TrainArgs {
 /// LoRA flags shared by the training stages.
 #[derive(Debug, Clone, Args)]
 pub struct LoraArgs {
-    /// LoRA rank; 0 trains all weights (full fine-tuning). Default: 0 for `sft`, 8 for `align`.
+    /// LoRA rank; 0 trains all weights (full fine-tuning). Default: 0 for `sft`, 8 for `align`
+    /// (`--preset paper`: 128).
     #[arg(long)]
     pub lora_rank: Option<usize>,
-    /// LoRA alpha (the update is scaled by alpha / rank).
-    #[arg(long, default_value_t = 16.0)]
-    pub lora_alpha: f64,
-    /// LoRA dropout.
-    #[arg(long, default_value_t = 0.0)]
-    pub lora_dropout: f64,
+    /// LoRA alpha (the update is scaled by alpha / rank, or alpha / √rank with --use-rslora).
+    /// Default: 16 (`--preset paper`: 256).
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// LoRA dropout. Default: 0 (`--preset paper`: 0.05).
+    #[arg(long)]
+    pub lora_dropout: Option<f64>,
+    /// rsLoRA (Kalajdzievski 2023; PEFT `use_rslora`): scale the update by alpha / √rank
+    /// instead of alpha / rank. `--use-rslora=false` turns off what a preset turned on.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub use_rslora: Option<bool>,
+}
+
+/// The LoRA settings a stage (or preset) uses where no flag is given.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoraDefaults {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub use_rslora: bool,
+}
+
+impl LoraDefaults {
+    /// `sft`: full fine-tuning unless `--lora-rank` is given.
+    pub const SFT: Self = Self {
+        rank: 0,
+        alpha: 16.0,
+        dropout: 0.0,
+        use_rslora: false,
+    };
+    /// `align`: rank-8 adapters.
+    pub const ALIGN: Self = Self {
+        rank: 8,
+        ..Self::SFT
+    };
+    /// `align --preset paper`: rsLoRA r128 / α256 (scale 256/√128 ≈ 22.6), dropout 0.05, on the
+    /// LLM's attention and MLP projections (METHOD.md).
+    pub const PAPER: Self = Self {
+        rank: 128,
+        alpha: 256.0,
+        dropout: 0.05,
+        use_rslora: true,
+    };
 }
 
 impl LoraArgs {
     /// The adapters to train, `None` for full fine-tuning.
-    fn config(&self, default_rank: usize) -> Option<LoraConfig> {
-        let rank = self.lora_rank.unwrap_or(default_rank);
+    fn config(&self, defaults: &LoraDefaults) -> Option<LoraConfig> {
+        let rank = self.lora_rank.unwrap_or(defaults.rank);
         (rank > 0).then(|| LoraConfig {
             rank,
-            alpha: self.lora_alpha,
-            dropout: self.lora_dropout,
+            alpha: self.lora_alpha.unwrap_or(defaults.alpha),
+            dropout: self.lora_dropout.unwrap_or(defaults.dropout),
+            use_rslora: self.use_rslora.unwrap_or(defaults.use_rslora),
             ..LoraConfig::default()
         })
     }
@@ -218,8 +300,8 @@ pub fn sft(args: SftArgs) -> anyhow::Result<()> {
         },
         limit: args.limit,
         freeze_vision: args.freeze_vision,
-        lora: args.lora.config(0),
-        trainer: args.train.trainer(3e-3),
+        lora: args.lora.config(&LoraDefaults::SFT),
+        trainer: args.train.trainer(&TrainDefaults::SFT),
         resume: args.train.resume,
         prompt_format: args.prompt.prompt_format,
     };
@@ -227,6 +309,15 @@ pub fn sft(args: SftArgs) -> anyhow::Result<()> {
     let out = run_on(args.train.backend, stage)?;
     println!("SFT model written to {}", out.display());
     Ok(())
+}
+
+/// A named set of `align` settings; explicit flags given with it override it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AlignPreset {
+    /// The authors' configuration (METHOD.md): rsLoRA r128/α256 (dropout 0.05) on the LLM, vision
+    /// tower and projector frozen, AdamW lr 1e-6, cosine, warmup 0, weight decay 0, one epoch of
+    /// the pairs at global batch 8 (`--batch 1 --grad-accum 8`).
+    Paper,
 }
 
 /// `firempo align`: preference alignment.
@@ -245,6 +336,13 @@ pub struct AlignArgs {
     /// Output model directory.
     #[arg(long, default_value = "runs/align")]
     pub out: PathBuf,
+    /// Start from a named configuration (`paper`: the authors'); flags given with it win.
+    #[arg(long, value_enum)]
+    pub preset: Option<AlignPreset>,
+    /// Train this many epochs of the pairs: steps = ⌈pairs × epochs / (batch × grad-accum)⌉,
+    /// counted once the pairs are read (`--preset paper`: 1). Excludes --steps.
+    #[arg(long, conflicts_with = "steps")]
+    pub epochs: Option<usize>,
     #[command(flatten)]
     pub loss: LossArgs,
     #[command(flatten)]
@@ -261,22 +359,88 @@ pub struct AlignArgs {
     pub prompt: PromptFormatArgs,
 }
 
+impl AlignArgs {
+    /// The stage these flags describe: the preset's settings (or `align`'s defaults), each
+    /// replaced by the flag given for it.
+    pub fn stage(&self) -> anyhow::Result<AlignStage> {
+        let (lora_defaults, train_defaults, default_epochs) = match self.preset {
+            Some(AlignPreset::Paper) => (LoraDefaults::PAPER, TrainDefaults::PAPER, Some(1)),
+            None => (LoraDefaults::ALIGN, TrainDefaults::ALIGN, None),
+        };
+        let epochs = match (self.epochs, self.train.steps) {
+            (Some(epochs), _) => Some(epochs),
+            (None, Some(_)) => None,
+            (None, None) => default_epochs,
+        };
+        anyhow::ensure!(epochs != Some(0), "--epochs must be at least 1");
+        let mut stage = AlignStage {
+            pairs: self.pairs.clone(),
+            root: self.root.clone(),
+            model: self.model.clone(),
+            out: self.out.clone(),
+            loss: self.loss.to_loss()?,
+            lora: self.lora.config(&lora_defaults),
+            freeze_vision: !self.train_vision,
+            ground_truth_chosen: self.ground_truth_chosen.clone(),
+            trainer: self.train.trainer(&train_defaults),
+            resume: self.train.resume,
+            prompt_format: self.prompt.prompt_format.clone(),
+        };
+        if let Some(epochs) = epochs {
+            let pairs = stage.train_epochs(epochs)?;
+            println!(
+                "{epochs} epoch(s) of {pairs} pairs at global batch {} = {} steps",
+                stage.trainer.micro_batch_size * stage.trainer.grad_accum,
+                stage.trainer.steps
+            );
+        }
+        Ok(stage)
+    }
+}
+
+/// One line per setting of an alignment run, as resolved from preset, defaults and flags.
+pub fn describe_align(stage: &AlignStage) -> String {
+    let t = &stage.trainer;
+    let lora = match &stage.lora {
+        Some(l) => format!(
+            "LoRA r{} α{} {} (scale {:.3}), dropout {}",
+            l.rank,
+            l.alpha,
+            if l.use_rslora {
+                "rsLoRA α/√r"
+            } else {
+                "α/r"
+            },
+            l.scaling(),
+            l.dropout
+        ),
+        None => "full fine-tuning (no LoRA)".to_string(),
+    };
+    format!(
+        "loss:      {:?}\nadapters:  {lora}\nvision:    {}\noptimizer: AdamW lr {:e}, cosine to {}×, warmup {}, weight decay {}, max grad norm {:?}\nbatch:     {} × grad-accum {} = global {}\nsteps:     {}\nseed:      {}",
+        stage.loss,
+        if stage.freeze_vision {
+            "tower and projector frozen"
+        } else {
+            "tower and projector trained"
+        },
+        t.lr,
+        t.min_lr_ratio,
+        t.warmup_steps,
+        t.weight_decay,
+        t.max_grad_norm,
+        t.micro_batch_size,
+        t.grad_accum,
+        t.micro_batch_size * t.grad_accum,
+        t.steps,
+        t.seed,
+    )
+}
+
 /// Runs `firempo align`.
 pub fn align(args: AlignArgs) -> anyhow::Result<()> {
-    let lora = args.lora.config(8);
-    let stage = AlignStage {
-        pairs: args.pairs,
-        root: args.root,
-        model: args.model,
-        out: args.out,
-        loss: args.loss.to_loss()?,
-        lora,
-        freeze_vision: !args.train_vision,
-        ground_truth_chosen: args.ground_truth_chosen,
-        trainer: args.train.trainer(1e-3),
-        resume: args.train.resume,
-        prompt_format: args.prompt.prompt_format,
-    };
+    let stage = args.stage()?;
+    println!("{}", describe_align(&stage));
     interrupt::install_ctrl_c_handler();
     let out = run_on(args.train.backend, stage)?;
     println!("aligned model written to {}", out.display());
@@ -362,6 +526,8 @@ pub struct PairsArgs {
     /// Seed of the corruption noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub no_concept: NoConceptSigmaArgs,
     /// Write a side-by-side preview PNG per pair (original | mask | corrupted).
     #[arg(long)]
     pub previews: bool,
@@ -422,8 +588,21 @@ impl JudgeArgs {
     }
 }
 
+/// `--no-concept-sigma`, for the stages that corrupt images.
+#[derive(Debug, Clone, Args)]
+pub struct NoConceptSigmaArgs {
+    /// Noise σ (0–255 levels) on the whole image of a record without a concept or mask, where
+    /// lesion corruption falls back to whole-image noise (the authors' default 12).
+    #[arg(long, value_name = "SIGMA", default_value_t = CorruptionConfig::default().no_concept_sigma)]
+    pub no_concept_sigma: f32,
+}
+
 /// Parses a corruption mode name (`none` → no corrupted images).
-pub fn corruption_config(name: &str, seed: u64) -> anyhow::Result<Option<CorruptionConfig>> {
+pub fn corruption_config(
+    name: &str,
+    seed: u64,
+    no_concept: &NoConceptSigmaArgs,
+) -> anyhow::Result<Option<CorruptionConfig>> {
     if name == "none" {
         return Ok(None);
     }
@@ -435,11 +614,14 @@ pub fn corruption_config(name: &str, seed: u64) -> anyhow::Result<Option<Corrupt
             "unknown corruption `{name}`: use lesion, image-noise, crop, black-out or none"
         )
     })?;
-    Ok(Some(CorruptionConfig {
+    let config = CorruptionConfig {
         mode,
         seed,
+        no_concept_sigma: no_concept.no_concept_sigma,
         ..CorruptionConfig::default()
-    }))
+    };
+    config.validate()?;
+    Ok(Some(config))
 }
 
 /// Runs `firempo pairs`.
@@ -448,7 +630,7 @@ pub fn pairs(args: PairsArgs) -> anyhow::Result<()> {
         records: args.records,
         samples: args.samples,
         out: args.out,
-        corruption: corruption_config(&args.corruption, args.seed)?,
+        corruption: corruption_config(&args.corruption, args.seed, &args.no_concept)?,
         previews: args.previews,
         judge: args.judge.config(),
     };
@@ -503,6 +685,8 @@ pub struct EvalArgs {
     /// Seed of the lesion corruption used by the visual-sensitivity probe.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub no_concept: NoConceptSigmaArgs,
     /// Words report findings are parsed with, for finding_f1: a JSON file `{"sides": [...],
     /// "zones": [...], "lesion_words": [...], "negations": [...]}`, or `synthetic` for the
     /// synthetic benchmark's template. Default: `synthetic` for records written by `firempo
@@ -527,6 +711,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         max_new_tokens: args.max_new_tokens,
         corruption: CorruptionConfig {
             seed: args.seed,
+            no_concept_sigma: args.no_concept.no_concept_sigma,
             ..CorruptionConfig::default()
         },
         finding_vocabulary: args.finding_vocabulary,
@@ -600,4 +785,122 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     println!("total time {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::path::Path;
+
+    #[derive(Parser)]
+    struct Harness {
+        #[command(flatten)]
+        align: AlignArgs,
+    }
+
+    /// A pairs file of `n` valid closed-question pairs.
+    fn pairs_file(name: &str, n: usize) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("firempo-align-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.jsonl"));
+        let lines: String = (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"id\":\"p{i}\",\"record_id\":\"r{i}\",\"question\":\"Is there a lesion?\",\
+                     \"answer_type\":\"closed\",\"chosen\":\"yes\",\"rejected\":\"no\",\
+                     \"chosen_spans\":[{{\"start\":0,\"end\":3,\"id\":1}}],\
+                     \"rejected_spans\":[{{\"start\":0,\"end\":2,\"id\":1}}],\
+                     \"branch\":\"corrected\",\"editor\":\"rule\",\"image\":\"images/{i}.png\"}}\n"
+                )
+            })
+            .collect();
+        std::fs::write(&path, lines).unwrap();
+        path
+    }
+
+    fn stage(pairs: &Path, flags: &[&str]) -> anyhow::Result<AlignStage> {
+        let mut argv = vec!["align", "--model", "m", "--pairs", pairs.to_str().unwrap()];
+        argv.extend_from_slice(flags);
+        Harness::try_parse_from(argv)?.align.stage()
+    }
+
+    #[test]
+    fn paper_preset_is_the_authors_configuration_with_one_epoch() {
+        let pairs = pairs_file("paper", 20);
+        let s = stage(&pairs, &["--preset", "paper"]).unwrap();
+        let lora = s.lora.clone().unwrap();
+        assert_eq!(
+            (lora.rank, lora.alpha, lora.dropout, lora.use_rslora),
+            (128, 256.0, 0.05, true)
+        );
+        assert!((lora.scaling() - 256.0 / 128f64.sqrt()).abs() < 1e-12);
+        let t = &s.trainer;
+        assert_eq!((t.micro_batch_size, t.grad_accum), (1, 8));
+        assert_eq!((t.lr, t.warmup_steps, t.weight_decay), (1e-6, 0, 0.0));
+        assert_eq!(
+            t.steps, 3,
+            "one epoch of 20 pairs at global batch 8: ⌈20/8⌉"
+        );
+        assert!(s.freeze_vision);
+        let text = describe_align(&s);
+        assert!(
+            text.contains("rsLoRA") && text.contains("steps:     3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn flags_given_with_the_preset_override_it() {
+        let pairs = pairs_file("override", 20);
+        let s = stage(
+            &pairs,
+            &[
+                "--preset",
+                "paper",
+                "--lr",
+                "1e-5",
+                "--lora-rank",
+                "64",
+                "--use-rslora=false",
+                "--batch",
+                "2",
+                "--train-vision",
+            ],
+        )
+        .unwrap();
+        let lora = s.lora.unwrap();
+        assert_eq!((lora.rank, lora.alpha, lora.use_rslora), (64, 256.0, false));
+        assert_eq!(s.trainer.lr, 1e-5);
+        assert_eq!(s.trainer.steps, 2, "⌈20 / (2 × 8)⌉");
+        assert!(!s.freeze_vision);
+        let s = stage(&pairs, &["--preset", "paper", "--steps", "7"]).unwrap();
+        assert_eq!(s.trainer.steps, 7, "--steps replaces the epoch");
+        let s = stage(&pairs, &["--preset", "paper", "--epochs", "2"]).unwrap();
+        assert_eq!(s.trainer.steps, 5, "⌈40 / 8⌉");
+        assert!(stage(&pairs, &["--epochs", "1", "--steps", "3"]).is_err());
+    }
+
+    #[test]
+    fn without_preset_align_keeps_its_defaults_and_rslora_is_a_flag() {
+        let pairs = pairs_file("defaults", 20);
+        let s = stage(&pairs, &[]).unwrap();
+        let lora = s.lora.clone().unwrap();
+        assert_eq!((lora.rank, lora.alpha, lora.use_rslora), (8, 16.0, false));
+        let t = &s.trainer;
+        assert_eq!(
+            (
+                t.steps,
+                t.micro_batch_size,
+                t.grad_accum,
+                t.lr,
+                t.warmup_steps
+            ),
+            (200, 8, 1, 1e-3, 10)
+        );
+        let s = stage(&pairs, &["--use-rslora", "--lora-rank", "16"]).unwrap();
+        let lora = s.lora.unwrap();
+        assert!(lora.use_rslora);
+        assert!((lora.scaling() - 16.0 / 4.0).abs() < 1e-12, "α/√r = 16/4");
+    }
 }

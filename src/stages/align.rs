@@ -116,7 +116,28 @@ fn read_pairs(stage: &AlignStage) -> anyhow::Result<Vec<PreferencePair>> {
     Ok(pairs)
 }
 
+/// Optimizer steps of `epochs` passes over `pairs` pairs at `global_batch` pairs per step:
+/// `⌈pairs × epochs / global_batch⌉` (a last, partial batch still takes a step, as an epoch of a
+/// PyTorch `DataLoader` without `drop_last` does).
+pub fn steps_for_epochs(pairs: usize, epochs: usize, global_batch: usize) -> usize {
+    (pairs * epochs).div_ceil(global_batch.max(1))
+}
+
 impl AlignStage {
+    /// How many pairs this run trains on: the usable pairs of the file, after the ground-truth
+    /// swap drops those it makes invalid (what an epoch counts).
+    pub fn usable_pairs(&self) -> anyhow::Result<usize> {
+        Ok(read_pairs(self)?.len())
+    }
+
+    /// Sets `trainer.steps` to `epochs` passes over the usable pairs; returns the pair count.
+    pub fn train_epochs(&mut self, epochs: usize) -> anyhow::Result<usize> {
+        let pairs = self.usable_pairs()?;
+        let global = self.trainer.micro_batch_size * self.trainer.grad_accum;
+        self.trainer.steps = steps_for_epochs(pairs, epochs, global);
+        Ok(pairs)
+    }
+
     /// What defines this run: its settings and digests of its pairs, model and ground truth.
     fn identity(&self) -> anyhow::Result<RunIdentity> {
         let identity = RunIdentity::of_stage("align", self)
@@ -196,5 +217,18 @@ impl BackendTask for AlignStage {
             &identity,
             &device,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::steps_for_epochs;
+
+    #[test]
+    fn one_epoch_counts_a_partial_last_batch() {
+        assert_eq!(steps_for_epochs(800, 1, 8), 100);
+        assert_eq!(steps_for_epochs(801, 1, 8), 101);
+        assert_eq!(steps_for_epochs(5, 1, 8), 1);
+        assert_eq!(steps_for_epochs(100, 3, 8), 38); // ⌈300 / 8⌉
     }
 }
