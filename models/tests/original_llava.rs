@@ -312,3 +312,57 @@ fn expand2square_equals_llavas_on_real_non_square_images() {
         assert!(max_abs_diff(unpadded, want) > 0.1);
     }
 }
+
+#[test]
+fn pytorch_files_of_both_formats_read_as_f32_and_bad_ones_are_named() {
+    use firempo_models::loading::safetensors::WeightStore;
+    use firempo_models::WeightProblem;
+
+    let dir = fixture("llava_original");
+    for file in ["dtypes.pt", "dtypes_legacy.pt"] {
+        let mut store = WeightStore::open_pytorch_files(&dir, &[dir.join(file)]).unwrap();
+        assert_eq!(
+            store.take("half", &[1, 3]),
+            Some(vec![0.5, -1.25, 3.0]),
+            "{file}"
+        );
+        assert_eq!(store.take("bf16", &[2]), Some(vec![1.5, -2.0]), "{file}");
+        assert_eq!(store.take("f64", &[1]), Some(vec![0.1f64 as f32]), "{file}");
+        assert_eq!(store.take("ints", &[2]), None, "{file}");
+        let Err(ModelError::Weights { problems, .. }) = store.finish(|_| false) else {
+            panic!("{file}: int64 tensor accepted");
+        };
+        assert!(
+            matches!(&problems[..], [WeightProblem::Dtype { name, .. }] if name == "ints"),
+            "{file}: {problems:?}"
+        );
+    }
+    // A tower whose .bin is not a PyTorch file: the error names the file.
+    let scratch_dir = scratch("bad-bin", |_| {});
+    let tower = scratch_dir.join("tower");
+    std::fs::create_dir_all(&tower).unwrap();
+    for file in ["config.json", "preprocessor_config.json"] {
+        std::fs::copy(
+            fixture("llava_original/clip_tower").join(file),
+            tower.join(file),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        tower.join("pytorch_model.bin"),
+        b"<html>rate limited</html>",
+    )
+    .unwrap();
+    let err = load_err(
+        &scratch_dir,
+        &LoadOptions {
+            vision_tower: Some(tower.clone()),
+        },
+    );
+    assert!(
+        err.contains(&tower.join("pytorch_model.bin").display().to_string())
+            && err.contains("not a readable PyTorch checkpoint"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(scratch_dir).unwrap();
+}
