@@ -11,17 +11,24 @@ use crate::stages::forward::{ForwardReport, ForwardStage};
 /// `firempo forward`: one forward pass, logits to a safetensors file.
 #[derive(Debug, Clone, Args)]
 pub struct ForwardArgs {
-    /// The model: a HuggingFace checkpoint directory (config.json + safetensors) or a firempo
-    /// model directory. No tokenizer or image-processor files are needed.
+    /// The model: a HuggingFace checkpoint directory (config.json + safetensors: llava-hf LLaVA,
+    /// original-layout LLaVA, Qwen2-VL, Qwen2.5-VL) or a firempo model directory. No tokenizer
+    /// or image-processor files are needed.
     #[arg(long)]
     pub model: PathBuf,
     /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to apply.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
-    /// The processor's tensors: `input_ids` [batch, seq], optional `attention_mask` [batch, seq]
-    /// and `pixel_values` [n_images, C, H, W] (other tensors are listed and not read).
+    /// The processor's tensors: `input_ids` [batch, seq] (original LLaVA: with -200 image
+    /// placeholders, or expanded), optional `attention_mask` [batch, seq], `pixel_values`
+    /// ([n_images, C, H, W]; Qwen-VL: [n_patches, C·T·p·p] with `image_grid_thw` [n_images, 3]).
+    /// Other tensors are listed and not read.
     #[arg(long)]
     pub inputs: PathBuf,
+    /// Original-LLaVA checkpoints (LLaVA-Med, HuatuoGPT-Vision): the CLIP vision tower directory,
+    /// instead of the one the checkpoint's `mm_vision_tower` names.
+    #[arg(long)]
+    pub vision_tower: Option<PathBuf>,
     /// Output safetensors file with `logits` (f32, [batch, seq, vocab]).
     #[arg(long, default_value = "logits.safetensors")]
     pub out: PathBuf,
@@ -55,6 +62,7 @@ pub fn run(args: ForwardArgs) -> anyhow::Result<()> {
     let stage = ForwardStage {
         model: args.model,
         adapter: args.adapter,
+        vision_tower: args.vision_tower,
         inputs: args.inputs,
         out: args.out.clone(),
         compare: args.compare,

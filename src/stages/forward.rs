@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
+use firempo_models::loading::{load_pretrained_with, LoadOptions};
 use firempo_models::mask::int_tensor;
-use firempo_models::{load_adapter, load_pretrained, Vlm, VlmInput};
+use firempo_models::{
+    is_qwen_vl_config, load_adapter, load_qwen_vl, QwenVl, QwenVlInput, Vlm, VlmInput,
+};
 
 use crate::backend::BackendTask;
 use crate::pipeline::hf_checkpoint::is_hf_checkpoint;
@@ -21,7 +24,12 @@ use crate::pipeline::model_dir::load_model_weights;
 use crate::pipeline::tensor_file::{write_f32_tensors, HostTensor, TensorFile};
 
 /// The input tensors `forward` reads; anything else in the file is listed as not read.
-pub const INPUT_NAMES: [&str; 3] = ["input_ids", "attention_mask", "pixel_values"];
+pub const INPUT_NAMES: [&str; 4] = [
+    "input_ids",
+    "attention_mask",
+    "pixel_values",
+    "image_grid_thw",
+];
 
 /// Settings of one `firempo forward` run.
 #[derive(Debug, Clone)]
@@ -30,6 +38,8 @@ pub struct ForwardStage {
     pub model: PathBuf,
     /// A PEFT LoRA adapter directory applied on top.
     pub adapter: Option<PathBuf>,
+    /// An original-LLaVA checkpoint's vision tower directory, instead of `mm_vision_tower`.
+    pub vision_tower: Option<PathBuf>,
     /// The processor's tensors.
     pub inputs: PathBuf,
     /// Where `logits` are written.
@@ -68,22 +78,19 @@ impl ForwardReport {
     }
 }
 
-/// The model inputs of one run, on the host.
+/// The model inputs of one run, on the host, as the processor saved them.
 struct ForwardInputs {
     input_ids: HostTensor<i64>,
     attention_mask: Option<HostTensor<i64>>,
     pixel_values: Option<HostTensor<f32>>,
+    /// Qwen-VL: `[n_images, 3]` patch grids `(t, h, w)`.
+    image_grid_thw: Option<HostTensor<i64>>,
+    path: PathBuf,
 }
 
 impl ForwardInputs {
     fn read(file: &TensorFile) -> anyhow::Result<Self> {
         let path = file.path().display();
-        if file.contains("image_grid_thw") {
-            anyhow::bail!(
-                "{path} has `image_grid_thw`, a Qwen-VL input; this firempo reads LLaVA-family \
-                 checkpoints only (Qwen-VL support is in progress)"
-            );
-        }
         let input_ids = file.required_ints("input_ids")?;
         anyhow::ensure!(
             input_ids.shape.len() == 2 && input_ids.shape.iter().all(|&d| d > 0),
@@ -107,25 +114,29 @@ impl ForwardInputs {
         let pixel_values = file.floats("pixel_values")?;
         if let Some(pixels) = &pixel_values {
             anyhow::ensure!(
-                pixels.shape.len() == 4,
-                "{path}: `pixel_values` has shape {:?}; a LLaVA model takes [n_images, channels, \
-                 height, width]",
-                pixels.shape
-            );
-            anyhow::ensure!(
                 pixels.values.iter().all(|v| v.is_finite()),
                 "{path}: `pixel_values` holds NaN or infinite values"
+            );
+        }
+        let image_grid_thw = file.ints("image_grid_thw")?;
+        if let Some(grid) = &image_grid_thw {
+            anyhow::ensure!(
+                grid.shape.len() == 2 && grid.shape[1] == 3 && grid.values.iter().all(|&v| v > 0),
+                "{path}: `image_grid_thw` has shape {:?}; it must be [n_images, 3] positive \
+                 (t, h, w) patch counts",
+                grid.shape
             );
         }
         Ok(Self {
             input_ids,
             attention_mask,
             pixel_values,
+            image_grid_thw,
+            path: file.path().into(),
         })
     }
 
-    /// Which positions of each row are tokens (all, without an attention mask).
-    fn attended(&self) -> Vec<Vec<bool>> {
+    fn mask_rows(&self) -> Vec<Vec<bool>> {
         match &self.attention_mask {
             Some(mask) => mask
                 .rows()
@@ -141,33 +152,119 @@ impl ForwardInputs {
         }
     }
 
-    fn to_model_input<B: Backend>(&self, device: &B::Device) -> VlmInput<B> {
-        let mut input = VlmInput::new(int_tensor::<B>(&self.input_ids.rows(), device));
-        if let Some(mask) = &self.attention_mask {
-            input = input.with_attention_mask(int_tensor::<B>(&mask.rows(), device));
-        }
-        if let Some(pixels) = &self.pixel_values {
-            let shape: [usize; 4] = pixels.shape.clone().try_into().expect("checked rank 4");
-            let data = TensorData::new(pixels.values.clone(), shape);
-            input = input.with_pixels(Tensor::from_data(data, device));
-        }
-        input
+    /// `pixel_values` as a rank-`D` tensor, checking the rank the model family takes.
+    fn pixels<B: Backend, const D: usize>(
+        &self,
+        layout: &str,
+        device: &B::Device,
+    ) -> anyhow::Result<Option<Tensor<B, D>>> {
+        let Some(pixels) = &self.pixel_values else {
+            return Ok(None);
+        };
+        let shape: [usize; D] = pixels.shape.clone().try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "{}: `pixel_values` has shape {:?}; this model takes {layout}",
+                self.path.display(),
+                pixels.shape
+            )
+        })?;
+        let data = TensorData::new(pixels.values.clone(), shape);
+        Ok(Some(Tensor::from_data(data, device)))
     }
 }
 
-/// Loads the model of `dir`: a firempo model directory (`model.json`) or a HF checkpoint.
-fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> anyhow::Result<Vlm<B>> {
-    if dir.join("model.json").is_file() {
-        load_model_weights(dir, device)
-    } else if is_hf_checkpoint(dir) {
-        load_pretrained::<B>(dir, device)
-            .with_context(|| format!("loading the checkpoint {}", dir.display()))
-    } else {
-        anyhow::bail!(
-            "{} is neither a firempo model directory (model.json) nor a HuggingFace checkpoint \
-             directory (config.json with safetensors weights); check the path",
-            dir.display()
-        )
+/// A model of any family firempo loads.
+enum ForwardModel<B: Backend> {
+    /// llava-hf, original-LLaVA and firempo model directories.
+    Llava(Vlm<B>),
+    /// Qwen2-VL / Qwen2.5-VL.
+    QwenVl(QwenVl<B>),
+}
+
+impl<B: Backend> ForwardModel<B> {
+    /// Loads `dir`: a firempo model directory (`model.json`) or a HF checkpoint of any family.
+    fn load(dir: &Path, options: &LoadOptions, device: &B::Device) -> anyhow::Result<Self> {
+        let context = || format!("loading the checkpoint {}", dir.display());
+        if dir.join("model.json").is_file() {
+            Ok(Self::Llava(load_model_weights(dir, device)?))
+        } else if is_hf_checkpoint(dir) && is_qwen_vl_config(&dir.join("config.json")) {
+            Ok(Self::QwenVl(
+                load_qwen_vl(dir, device).with_context(context)?,
+            ))
+        } else if is_hf_checkpoint(dir) {
+            Ok(Self::Llava(
+                load_pretrained_with(dir, options, device).with_context(context)?,
+            ))
+        } else {
+            anyhow::bail!(
+                "{} is neither a firempo model directory (model.json) nor a HuggingFace \
+                 checkpoint directory (config.json with safetensors weights); check the path",
+                dir.display()
+            )
+        }
+    }
+
+    fn with_adapter(self, dir: &Path, device: &B::Device) -> anyhow::Result<Self> {
+        let context = || format!("applying the adapter {}", dir.display());
+        match self {
+            Self::Llava(model) => Ok(Self::Llava(
+                load_adapter(model, dir, device).with_context(context)?,
+            )),
+            Self::QwenVl(_) => anyhow::bail!(
+                "--adapter {}: PEFT adapters on Qwen-VL checkpoints are not supported yet; merge \
+                 the adapter with PEFT's `merge_and_unload()` and pass the merged checkpoint",
+                dir.display()
+            ),
+        }
+    }
+
+    /// Logits `[batch, seq, vocab]` and, per row, which of their positions are tokens (for
+    /// original-LLaVA `-200` ids, those of the expanded sequence the logits are in).
+    fn logits(
+        &self,
+        inputs: &ForwardInputs,
+        device: &B::Device,
+    ) -> anyhow::Result<(Tensor<B, 3>, Vec<Vec<bool>>)> {
+        let path = inputs.path.display();
+        match self {
+            Self::Llava(model) => {
+                anyhow::ensure!(
+                    inputs.image_grid_thw.is_none(),
+                    "{path} has `image_grid_thw`, a Qwen-VL input, but the model is LLaVA-style"
+                );
+                let mut input = VlmInput::new(int_tensor::<B>(&inputs.input_ids.rows(), device));
+                if let Some(mask) = &inputs.attention_mask {
+                    input = input.with_attention_mask(int_tensor::<B>(&mask.rows(), device));
+                }
+                let layout = "[n_images, channels, height, width]";
+                if let Some(pixels) = inputs.pixels::<B, 4>(layout, device)? {
+                    input = input.with_pixels(pixels);
+                }
+                let (_, attended) = model.host_input(&input)?;
+                Ok((model.forward(input)?, attended))
+            }
+            Self::QwenVl(model) => {
+                let layout = "[n_patches, channels · temporal_patch · patch · patch]";
+                let pixel_values = inputs.pixels::<B, 2>(layout, device)?;
+                let grids = inputs.image_grid_thw.as_ref().map(HostTensor::rows);
+                anyhow::ensure!(
+                    pixel_values.is_none() || grids.is_some(),
+                    "{path} has `pixel_values` but no `image_grid_thw`: a Qwen-VL processor \
+                     returns both; save both"
+                );
+                let input = QwenVlInput {
+                    input_ids: inputs.input_ids.rows(),
+                    attention_mask: inputs.mask_rows(),
+                    pixel_values,
+                    image_grid_thw: grids
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|g| [g[0] as usize, g[1] as usize, g[2] as usize])
+                        .collect(),
+                };
+                Ok((model.forward(&input)?, input.attention_mask))
+            }
+        }
     }
 }
 
@@ -232,13 +329,15 @@ impl BackendTask for ForwardStage {
             Some(path) => Some(TensorFile::open(path)?.required_floats("logits")?),
             None => None,
         };
-        let mut model = load_model::<B::InnerBackend>(&self.model, &device)?;
+        let options = LoadOptions {
+            vision_tower: self.vision_tower.clone(),
+        };
+        let mut model = ForwardModel::<B::InnerBackend>::load(&self.model, &options, &device)?;
         if let Some(adapter) = &self.adapter {
-            model = load_adapter(model, adapter, &device)
-                .with_context(|| format!("applying the adapter {}", adapter.display()))?;
+            model = model.with_adapter(adapter, &device)?;
         }
-        let logits = model
-            .forward(inputs.to_model_input::<B::InnerBackend>(&device))
+        let (logits, attended) = model
+            .logits(&inputs, &device)
             .with_context(|| format!("running the model on {}", self.inputs.display()))?;
         let logits = HostTensor {
             shape: logits.dims().to_vec(),
@@ -249,9 +348,7 @@ impl BackendTask for ForwardStage {
                 .map_err(|e| anyhow::anyhow!("reading logits back: {e:?}"))?,
         };
         let comparison = match (&reference, &self.compare) {
-            (Some(reference), Some(path)) => {
-                Some(compare(&logits, reference, &inputs.attended(), path)?)
-            }
+            (Some(reference), Some(path)) => Some(compare(&logits, reference, &attended, path)?),
             _ => None,
         };
         let logits_shape = logits.shape.clone();

@@ -1,12 +1,14 @@
-//! `firempo forward` on the models crate's fixtures: transformers' logits of a llava-hf checkpoint
-//! and PEFT's logits with an rsLoRA adapter are reproduced from the processor's tensors alone, and
-//! an existing `--out` is never overwritten without `--overwrite`.
+//! `firempo forward` on the models crate's fixtures: transformers' logits of llava-hf, original-LLaVA
+//! (`-200` ids), Qwen2-VL and Qwen2.5-VL checkpoints and PEFT's logits with an rsLoRA adapter are
+//! reproduced from the processor's tensors alone, and an existing `--out` is never overwritten
+//! without `--overwrite`.
 
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use firempo::cli::{run, Cli};
 use firempo::pipeline::tensor_file::{HostTensor, TensorFile};
+use safetensors::tensor::{Dtype, TensorView};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tests/fixtures")
@@ -134,5 +136,93 @@ fn forward_names_a_missing_input_tensor() {
         "{err}"
     );
     assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn forward_reproduces_transformers_on_qwen_vl_checkpoints() {
+    let dir = scratch("qwen");
+    let out = dir.join("logits.safetensors");
+    // Two prompts of different lengths (left padding), two non-square images of different grids;
+    // Qwen2-VL in the Hub layout, Qwen2.5-VL (window and full blocks) as transformers 5 saves it.
+    for family in ["qwen2_vl", "qwen2_5_vl"] {
+        let model = fixtures().join(family);
+        let expected = model.join("expected.safetensors");
+        let (m, e) = (model.to_str().unwrap(), expected.to_str().unwrap());
+        let o = out.to_str().unwrap();
+        forward(&[
+            "--model",
+            m,
+            "--inputs",
+            e,
+            "--out",
+            o,
+            "--overwrite",
+            "--compare",
+            e,
+        ])
+        .unwrap_or_else(|err| panic!("{family}: {err:#}"));
+        assert_eq!(logits(&out).shape[2], 128, "{family}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn forward_reads_original_llava_ids_with_image_placeholders() {
+    let dir = scratch("original");
+    let f = fixtures();
+    // The original-layout checkpoint is the llava-hf fixture renamed: from its `-200` ids (one
+    // placeholder per image, a left-padded row) it must give the llava-hf fixture's logits.
+    let ids = TensorFile::open(&f.join("llava_original/inputs.safetensors")).unwrap();
+    let hf = TensorFile::open(&f.join("llava_llama/expected.safetensors")).unwrap();
+    let input_ids = ids.required_ints("input_ids").unwrap();
+    assert!(input_ids.values.contains(&-200));
+    let mask = ids.required_ints("attention_mask").unwrap();
+    let pixels = hf.required_floats("pixel_values").unwrap();
+    let reference = hf.required_floats("logits").unwrap();
+    let bytes = |t: &HostTensor<i64>| -> Vec<u8> {
+        t.values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    };
+    let floats = |t: &HostTensor<f32>| -> Vec<u8> {
+        t.values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    };
+    let (ib, mb, pb, lb) = (
+        bytes(&input_ids),
+        bytes(&mask),
+        floats(&pixels),
+        floats(&reference),
+    );
+    let view = |dtype, shape: &[usize], data| TensorView::new(dtype, shape.to_vec(), data).unwrap();
+    let inputs = dir.join("inputs.safetensors");
+    safetensors::serialize_to_file(
+        [
+            ("input_ids", view(Dtype::I64, &input_ids.shape, &ib)),
+            ("attention_mask", view(Dtype::I64, &mask.shape, &mb)),
+            ("pixel_values", view(Dtype::F32, &pixels.shape, &pb)),
+            ("logits", view(Dtype::F32, &reference.shape, &lb)),
+        ],
+        None,
+        &inputs,
+    )
+    .unwrap();
+    let out = dir.join("logits.safetensors");
+    let (m, i, o) = (
+        f.join("llava_original"),
+        inputs.to_str().unwrap().to_string(),
+        out.to_str().unwrap().to_string(),
+    );
+    forward(&[
+        "--model",
+        m.to_str().unwrap(),
+        "--inputs",
+        &i,
+        "--out",
+        &o,
+        "--compare",
+        &i,
+    ])
+    .unwrap();
+    // Logits are in the expanded layout: 16 image positions per placeholder.
+    assert_eq!(logits(&out).shape, reference.shape);
     std::fs::remove_dir_all(&dir).unwrap();
 }
