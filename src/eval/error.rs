@@ -29,6 +29,9 @@ pub enum EvalError {
     /// A results-table cell was given for a metric the table has no column for, or similar.
     #[error("results table: {0}")]
     Table(String),
+    /// A statistical comparison got inputs it cannot compare (unpaired, non-finite, bad settings).
+    #[error("statistics: {0}")]
+    Stats(String),
     /// The plotting backend failed (drawing or PNG encoding).
     #[error("plot {path}: {reason}")]
     Plot { path: PathBuf, reason: String },

@@ -1,5 +1,6 @@
 //! Evaluation and reporting: answer normalization, VQA / report / finding metrics, visual
-//! sensitivity, results tables (markdown, CSV, JSON) and PNG plots.
+//! sensitivity, paired comparisons (bootstrap CIs, McNemar), results tables (markdown, CSV, JSON)
+//! and PNG plots.
 //!
 //! Pure host-side Rust with no model dependency: callers feed model answers and log-probs in.
 //! Metric definitions follow LLaVA-Med (closed accuracy, open recall), Papineni et al. 2002
@@ -10,6 +11,7 @@ mod error;
 pub mod metrics;
 mod metrics_file;
 pub mod plots;
+pub mod stats;
 mod table;
 pub mod text;
 
@@ -17,5 +19,6 @@ pub use error::EvalError;
 pub use metrics::*;
 pub use metrics_file::read_metrics_jsonl;
 pub use plots::{plot_results_bars, plot_training_curves, CurvePanel, PlotSize};
+pub use stats::{discordant, mcnemar_exact, mean_and_std, Bootstrap, PairedDifference};
 pub use table::{Cell, ResultsTable};
 pub use text::{answer_tokens, normalize_answer, words};

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::eval::error::EvalError;
+use crate::eval::stats::mean_and_std;
 
 /// One cell: a metric's values across seeds (empty = not measured).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -20,19 +21,13 @@ pub struct Cell {
 impl Cell {
     /// `x̄ = (1/n) Σ x_i`; `None` for an empty cell.
     pub fn mean(&self) -> Option<f64> {
-        (!self.values.is_empty())
-            .then(|| self.values.iter().sum::<f64>() / self.values.len() as f64)
+        mean_and_std(&self.values).map(|(mean, _)| mean)
     }
 
     /// Sample standard deviation across seeds, `s = sqrt( Σ (x_i − x̄)² / (n − 1) )`; `None` for
     /// fewer than two values.
     pub fn std(&self) -> Option<f64> {
-        let n = self.values.len();
-        let mean = self.mean()?;
-        (n >= 2).then(|| {
-            let ss: f64 = self.values.iter().map(|x| (x - mean).powi(2)).sum();
-            (ss / (n - 1) as f64).sqrt()
-        })
+        mean_and_std(&self.values).and_then(|(_, std)| std)
     }
 
     /// `"61.2"` for one value, `"61.2 ± 1.3"` for several, `"–"` for none.

@@ -6,18 +6,23 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use firempo_datasets::{read_pairs_jsonl, BadRecordPolicy, PreferencePair};
+use firempo_losses::logps::{masked_sum, token_log_probs};
 use firempo_losses::PreferenceLoss;
-use firempo_models::LoraConfig;
+use firempo_models::{LoraConfig, Vlm};
 use serde::{Deserialize, Serialize};
 
 use super::data::read_records;
 use super::{freeze_vision, train_into_model_dir};
 use crate::backend::BackendTask;
-use crate::pipeline::align::{align_examples, reference_of, whole_answer_spans, AlignObjective};
+use crate::pipeline::align::{
+    align_examples, reference_of, whole_answer_spans, AlignExample, AlignObjective,
+};
+use crate::pipeline::batch::scoring_batch;
 use crate::pipeline::image_check::check_images;
 use crate::pipeline::model_dir::load_model_as;
+use crate::pipeline::processor::Processor;
 use crate::train::{check_resume, RunIdentity, TrainerConfig};
 
 /// Settings of the alignment stage.
@@ -220,9 +225,79 @@ impl BackendTask for AlignStage {
     }
 }
 
+/// Summed log-probs `[log π(y+ | v, q), log π(y− | v, q)]` of each pair's answers under `model`
+/// on the clean image, `batch` pairs per forward pass (graph-free: pass an inner-backend model).
+pub fn pair_logps<B: Backend>(
+    model: &Vlm<B>,
+    processor: &Processor,
+    examples: &[AlignExample],
+    batch: usize,
+    device: &B::Device,
+) -> anyhow::Result<Vec<[f64; 2]>> {
+    let mut out = Vec::with_capacity(examples.len());
+    for chunk in examples.chunks(batch.max(1)) {
+        let prompts: Vec<Vec<i64>> = chunk.iter().map(|e| e.prompt.clone()).collect();
+        let answers: Vec<Vec<Vec<i64>>> = chunk
+            .iter()
+            .map(|e| vec![e.chosen.0.clone(), e.rejected.0.clone()])
+            .collect();
+        let images: Vec<&Path> = chunk.iter().map(|e| e.image.as_path()).collect();
+        let pixels = processor.pixels::<B>(&images, device)?;
+        let scored = scoring_batch(
+            &prompts,
+            &answers,
+            Some(pixels),
+            processor.special.pad,
+            device,
+        );
+        let logits = model.score_answers(scored.input)?; // [n, 2, T, V]
+        let [n, _, t, v] = logits.dims();
+        let mask = scored.answer_mask.reshape([2 * n, t]);
+        let logps = masked_sum(
+            token_log_probs(
+                logits.reshape([2 * n, t, v]),
+                scored.labels.reshape([2 * n, t]),
+                mask.clone(),
+            ),
+            mask,
+        ); // [2n]: chosen, rejected of each pair
+        let values: Vec<f64> = logps
+            .into_data()
+            .convert::<f64>()
+            .to_vec()
+            .map_err(|e| anyhow::anyhow!("reading log-probs back: {e:?}"))?;
+        out.extend(values.chunks(2).map(|pair| [pair[0], pair[1]]));
+    }
+    Ok(out)
+}
+
+/// The implicit reward margin of DPO (Rafailov et al. 2023, eq. 7) for each pair,
+/// `β [(log π(y+) − log π_ref(y+)) − (log π(y−) − log π_ref(y−))]`, over whole answers: one
+/// measure for every method (the phrase losses' own rewards sum over phrase tokens only, so their
+/// logged rewards are not comparable with DPO's). The pair is ranked right when it is > 0.
+pub fn reward_margins(policy: &[[f64; 2]], reference: &[[f64; 2]], beta: f64) -> Vec<f64> {
+    policy
+        .iter()
+        .zip(reference)
+        .map(|(p, r)| beta * ((p[0] - r[0]) - (p[1] - r[1])))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::steps_for_epochs;
+    use super::{reward_margins, steps_for_epochs};
+
+    #[test]
+    fn reward_margin_is_the_dpo_implicit_reward_difference() {
+        // policy gains 2 nats on y+ and loses 1 on y−: margin 0.1 · (2 − (−1)) = 0.3.
+        let m = reward_margins(
+            &[[-3.0, -6.0], [-5.0, -4.0]],
+            &[[-5.0, -5.0], [-5.0, -5.0]],
+            0.1,
+        );
+        assert!((m[0] - 0.3).abs() < 1e-12);
+        assert!((m[1] - 0.1 * (0.0 - 1.0)).abs() < 1e-12);
+    }
 
     #[test]
     fn one_epoch_counts_a_partial_last_batch() {
