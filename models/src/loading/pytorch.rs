@@ -22,8 +22,9 @@ pub struct PytorchFile {
 pub enum TakeError {
     /// Stored in a dtype the loader does not convert (not f64/f32/f16/bf16).
     Dtype(String),
-    /// The file's bytes for it could not be read.
-    Read(String),
+    /// The file's bytes for it could not be read (a truncated download): the bytes its shape
+    /// needs.
+    Read { expected_bytes: usize },
 }
 
 impl PytorchFile {
@@ -63,17 +64,22 @@ impl PytorchFile {
     /// Row-major f32 values of `name` (which must exist).
     pub fn values(&self, name: &str) -> Result<Vec<f32>, TakeError> {
         let Some(snapshot) = self.tensors.get(name) else {
-            return Err(TakeError::Read(format!("no tensor `{name}`")));
+            return Err(TakeError::Read { expected_bytes: 0 });
         };
         match snapshot.dtype {
             DType::F64 | DType::F32 | DType::F16 | DType::BF16 => {}
             other => return Err(TakeError::Dtype(format!("{other:?}"))),
         }
-        let data = snapshot
-            .to_data()
-            .map_err(|e| TakeError::Read(format!("{e:?}")))?;
+        let unreadable = |e: &dyn std::fmt::Debug| {
+            tracing::warn!("{}: reading `{name}`: {e:?}", self.path.display());
+            TakeError::Read {
+                expected_bytes: snapshot.shape.as_slice().iter().product::<usize>()
+                    * snapshot.dtype.size(),
+            }
+        };
+        let data = snapshot.to_data().map_err(|e| unreadable(&e))?;
         data.convert::<f32>()
             .to_vec::<f32>()
-            .map_err(|e| TakeError::Read(format!("{e:?}")))
+            .map_err(|e| unreadable(&e))
     }
 }

@@ -242,10 +242,11 @@ impl WeightStore {
                         });
                         None
                     }
-                    Err(TakeError::Read(message)) => {
-                        self.problems.push(WeightProblem::Dtype {
+                    Err(TakeError::Read { expected_bytes }) => {
+                        self.problems.push(WeightProblem::Truncated {
                             name: name.into(),
-                            dtype: format!("unreadable in {} ({message})", file.path.display()),
+                            bytes: 0,
+                            expected: expected_bytes,
                         });
                         None
                     }
