@@ -2,7 +2,7 @@
 //! (HF `LlamaAttention` / `Qwen2Attention`; llama-burn `transformer.rs`).
 
 use burn::module::Module;
-use burn::nn::LinearConfig;
+use burn::nn::{LinearConfig, RmsNorm};
 use burn::tensor::{activation::softmax, backend::Backend, Tensor};
 
 use crate::config::TextConfig;
@@ -16,6 +16,10 @@ pub struct Attention<B: Backend> {
     pub k_proj: LoraLinear<B>,
     pub v_proj: LoraLinear<B>,
     pub o_proj: LoraLinear<B>,
+    /// Per-head RMSNorm of queries and keys before RoPE (Qwen3 `q_norm`/`k_norm`); `None` for
+    /// LLaMA/Mistral/Qwen2.
+    pub q_norm: Option<RmsNorm<B>>,
+    pub k_norm: Option<RmsNorm<B>>,
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
@@ -31,6 +35,8 @@ impl<B: Backend> Attention<B> {
             k_proj: lin(c.d_model, c.n_kv_heads * c.head_dim, c.qkv_bias),
             v_proj: lin(c.d_model, c.n_kv_heads * c.head_dim, c.qkv_bias),
             o_proj: lin(c.n_heads * c.head_dim, c.d_model, c.o_bias),
+            q_norm: None,
+            k_norm: None,
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
             head_dim: c.head_dim,
@@ -52,8 +58,14 @@ impl<B: Backend> Attention<B> {
             t.reshape([batch, seq_len, heads, hd]).swap_dims(1, 2)
             // [batch, heads, seq_len, head_dim]
         };
-        let q = apply_rope(split(self.q_proj.forward(x.clone()), h), rope);
-        let k = apply_rope(split(self.k_proj.forward(x.clone()), kvh), rope);
+        let norm = |t: Tensor<B, 4>, n: &Option<RmsNorm<B>>| match n {
+            Some(n) => n.forward(t),
+            None => t,
+        };
+        let q = norm(split(self.q_proj.forward(x.clone()), h), &self.q_norm);
+        let k = norm(split(self.k_proj.forward(x.clone()), kvh), &self.k_norm);
+        let q = apply_rope(q, rope);
+        let k = apply_rope(k, rope);
         let v = split(self.v_proj.forward(x), kvh);
         let (k, v) = match cache {
             Some(cache) => cache.append(k, v),

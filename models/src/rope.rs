@@ -79,6 +79,44 @@ impl Rope {
         self.tables_from_freqs(Tensor::cat(chunks, 2))
     }
 
+    /// Interleaved multimodal RoPE (Qwen3-VL, HF `Qwen3VLTextRotaryEmbedding`): frequency `i`
+    /// turns with the height position when `i % 3 == 1` and `i < 3 · mrope_section[1]`, with the
+    /// width position when `i % 3 == 2` and `i < 3 · mrope_section[2]`, otherwise with the
+    /// temporal one. `positions` `[3, batch, seq_len]`.
+    pub fn mrope_interleaved_tables<B: Backend>(
+        &self,
+        positions: Tensor<B, 3, Int>,
+        mrope_section: &[usize],
+    ) -> RopeTables<B> {
+        let device = positions.device();
+        let [axes, batch, seq_len] = positions.dims();
+        let half = self.head_dim / 2;
+        let axis_of = |i: usize| match i % 3 {
+            1 if i < 3 * mrope_section.get(1).copied().unwrap_or(0) => 1,
+            2 if i < 3 * mrope_section.get(2).copied().unwrap_or(0) => 2,
+            _ => 0,
+        };
+        let inv_freq = self.inv_freq();
+        let positions = positions.float();
+        // Σ_axis positions[axis] · (inv_freq masked to that axis's frequencies): exact, since
+        // each term is either the product or zero.
+        let freqs = (0..3)
+            .map(|a| {
+                let masked: Vec<f32> = (0..half)
+                    .map(|i| if axis_of(i) == a { inv_freq[i] } else { 0.0 })
+                    .collect();
+                let f = Tensor::<B, 1>::from_data(TensorData::new(masked, [half]), &device);
+                positions
+                    .clone()
+                    .narrow(0, a % axes, 1)
+                    .reshape([batch, seq_len, 1])
+                    * f.reshape([1, 1, half])
+            })
+            .reduce(|a, b| a + b)
+            .expect("three axes");
+        self.tables_from_freqs(freqs)
+    }
+
     /// `cos`/`sin` of `cat(freqs, freqs)` for angles `freqs` `[batch, seq_len, head_dim / 2]`.
     fn tables_from_freqs<B: Backend>(&self, freqs: Tensor<B, 3>) -> RopeTables<B> {
         let [batch, seq_len, _] = freqs.dims();

@@ -1,7 +1,7 @@
-//! Qwen2-VL / Qwen2.5-VL parity with HF transformers 5.24 on the tiny random checkpoints of
+//! Qwen2-VL / Qwen2.5-VL / Qwen3-VL parity with HF transformers 5.24 on the tiny random checkpoints of
 //! `fixtures/make_qwen_vl_fixtures.py`: M-RoPE positions equal, image-processor pixel values
 //! within 1e-5, logits within 1e-4 at every real (non-padding) position on ndarray f32; the
-//! M-RoPE and window parts each move the logits (so a missing part fails a test); bad inputs
+//! M-RoPE, window, interleaving and DeepStack parts each move the logits (so a missing part fails a test); bad inputs
 //! give errors naming the file and field.
 
 mod common;
@@ -160,15 +160,44 @@ fn qwen2_5_vl_windows_and_transformers5_layout_match_transformers() {
 }
 
 #[test]
+fn qwen3_vl_deepstack_interleaved_mrope_qk_norm_match_transformers() {
+    let mut c = check_parity("qwen3_vl");
+    let config = &c.model.config;
+    assert_eq!(config.family, QwenVlFamily::Qwen3Vl);
+    assert!(config.mrope_interleaved && config.qk_norm);
+    assert_eq!(
+        config.text.head_dim, 32,
+        "head_dim independent of hidden_size / heads"
+    );
+    assert_eq!(c.model.visual.deepstack_mergers.len(), 2);
+    let off = moved(&c, logits_without_mrope(&c));
+    eprintln!("qwen3_vl: 1-D positions move logits by {off:e}");
+    assert!(off > 1e-3, "M-RoPE off moved logits by only {off:e}");
+    c.model.config.mrope_interleaved = false;
+    let chunked = c.model.forward(&c.input).unwrap();
+    let off = moved(&c, chunked);
+    eprintln!("qwen3_vl: chunked instead of interleaved M-RoPE moves logits by {off:e}");
+    assert!(off > 1e-3, "interleaving off moved logits by only {off:e}");
+    c.model.config.mrope_interleaved = true;
+    c.model.visual.deepstack_visual_indexes.clear();
+    let plain = c.model.forward(&c.input).unwrap();
+    let off = moved(&c, plain);
+    eprintln!("qwen3_vl: DeepStack off moves logits by {off:e}");
+    assert!(off > 1e-3, "DeepStack off moved logits by only {off:e}");
+}
+
+#[test]
 fn image_processor_matches_qwen2vl_image_processor() {
     check_processor("qwen2_vl"); // min_pixels / max_pixels
     check_processor("qwen2_5_vl"); // size.shortest_edge / longest_edge
+    check_processor("qwen3_vl"); // patch 16, mean/std 0.5, upscaling branch
 }
 
 #[test]
 fn dispatch_and_both_config_layouts() {
     assert!(is_qwen_vl_config(&fixture("qwen2_vl/config.json")));
     assert!(is_qwen_vl_config(&fixture("qwen2_5_vl/config.json")));
+    assert!(is_qwen_vl_config(&fixture("qwen3_vl/config.json")));
     assert!(!is_qwen_vl_config(&fixture("llava_llama/config.json")));
     let hub = read_qwen_vl_config(&fixture("qwen2_vl/config.json")).unwrap();
     let nested = read_qwen_vl_config(&fixture("qwen2_5_vl/config.json")).unwrap();
@@ -219,7 +248,7 @@ fn unknown_model_type_is_refused_naming_file_and_type() {
 fn image_smaller_than_one_merged_patch_is_refused_naming_it() {
     let processor =
         QwenImageProcessor::from_file(&fixture("qwen2_vl/preprocessor_config.json")).unwrap();
-    let tiny = image::DynamicImage::new_rgb8(7, 40);
+    let tiny = image::DynamicImage::new_rgb8(6, 7); // 42 px < one 8×8 merged patch
     let err = processor
         .process(&[tiny], &[PathBuf::from("tiny.png")])
         .unwrap_err();

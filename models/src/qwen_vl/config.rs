@@ -16,7 +16,7 @@ use crate::config::TextConfig;
 use crate::error::ModelError;
 
 /// `model_type`s this module reads.
-pub const QWEN_VL_MODEL_TYPES: &str = "qwen2_vl, qwen2_5_vl";
+pub const QWEN_VL_MODEL_TYPES: &str = "qwen2_vl, qwen2_5_vl, qwen3_vl";
 
 /// Which Qwen-VL generation a checkpoint is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +26,9 @@ pub enum QwenVlFamily {
     /// `qwen2_5_vl`: RMSNorm vision blocks with a SwiGLU MLP, window attention except in
     /// `fullatt_block_indexes`.
     Qwen25Vl,
+    /// `qwen3_vl`: LayerNorm vision blocks with learned, interpolated position embeddings and
+    /// DeepStack mergers; Qwen3 decoder (q/k RMSNorm) with interleaved M-RoPE.
+    Qwen3Vl,
 }
 
 impl QwenVlFamily {
@@ -34,6 +37,7 @@ impl QwenVlFamily {
         match model_type {
             "qwen2_vl" => Some(Self::Qwen2Vl),
             "qwen2_5_vl" => Some(Self::Qwen25Vl),
+            "qwen3_vl" => Some(Self::Qwen3Vl),
             _ => None,
         }
     }
@@ -62,6 +66,10 @@ pub struct QwenVisionConfig {
     pub window_size: Option<usize>,
     /// Blocks that attend to whole images even when `window_size` is set.
     pub fullatt_block_indexes: Vec<usize>,
+    /// Qwen3-VL: size of the learned square position-embedding table (`side²`); 0 = none.
+    pub num_position_embeddings: usize,
+    /// Qwen3-VL: blocks whose outputs feed DeepStack mergers, in order.
+    pub deepstack_visual_indexes: Vec<usize>,
 }
 
 impl QwenVisionConfig {
@@ -83,6 +91,10 @@ pub struct QwenVlConfig {
     pub vision: QwenVisionConfig,
     /// How the decoder's `head_dim / 2` rotary frequencies split over (t, h, w).
     pub mrope_section: Vec<usize>,
+    /// Qwen3-VL's interleaved frequency layout ([`crate::Rope::mrope_interleaved_tables`]).
+    pub mrope_interleaved: bool,
+    /// Qwen3 decoder: per-head RMSNorm on queries and keys.
+    pub qk_norm: bool,
     pub image_token_id: usize,
     pub video_token_id: usize,
     pub vision_start_token_id: usize,
@@ -96,6 +108,7 @@ struct HfRope {
     kind: Option<String>,
     rope_type: Option<String>,
     mrope_section: Option<Vec<usize>>,
+    mrope_interleaved: Option<bool>,
     rope_theta: Option<f64>,
 }
 
@@ -117,6 +130,7 @@ struct HfText {
     hidden_act: Option<String>,
     tie_word_embeddings: Option<bool>,
     use_sliding_window: Option<bool>,
+    attention_bias: Option<bool>,
     image_token_id: Option<usize>,
     video_token_id: Option<usize>,
     vision_start_token_id: Option<usize>,
@@ -141,6 +155,8 @@ struct HfVision {
     spatial_merge_size: Option<usize>,
     window_size: Option<usize>,
     fullatt_block_indexes: Option<Vec<usize>>,
+    num_position_embeddings: Option<usize>,
+    deepstack_visual_indexes: Option<Vec<usize>>,
     rope_parameters: Option<HfRope>,
 }
 
@@ -263,8 +279,9 @@ pub fn read_qwen_vl_config(path: &Path) -> Result<QwenVlConfig, ModelError> {
         d_ff: t.intermediate_size,
         rms_norm_eps: t.rms_norm_eps.unwrap_or(1e-6),
         rope_theta: rope.rope_theta.or(t.rope_theta).unwrap_or(1_000_000.0),
-        qkv_bias: true,
-        o_bias: false,
+        // Qwen2 decoders: q/k/v biases; Qwen3: `attention_bias` (false) on all four.
+        qkv_bias: family != QwenVlFamily::Qwen3Vl || t.attention_bias == Some(true),
+        o_bias: family == QwenVlFamily::Qwen3Vl && t.attention_bias == Some(true),
         mlp_bias: false,
         activation: f.activation("hidden_act", t.hidden_act.as_deref().unwrap_or("silu"))?,
         tie_word_embeddings: tie,
@@ -298,7 +315,16 @@ pub fn read_qwen_vl_config(path: &Path) -> Result<QwenVlConfig, ModelError> {
                 .clone()
                 .unwrap_or_else(|| vec![7, 15, 23, 31]),
         ),
+        QwenVlFamily::Qwen3Vl => (
+            need(v.hidden_size, "hidden_size")?,
+            need(v.intermediate_size, "intermediate_size")?,
+            v.out_hidden_size.unwrap_or(text.d_model),
+            v.hidden_act.as_deref().unwrap_or("gelu_pytorch_tanh"),
+            None,
+            Vec::new(),
+        ),
     };
+    let qwen3 = family == QwenVlFamily::Qwen3Vl;
     let vision = QwenVisionConfig {
         family,
         depth: v.depth,
@@ -318,7 +344,44 @@ pub fn read_qwen_vl_config(path: &Path) -> Result<QwenVlConfig, ModelError> {
             .unwrap_or(10_000.0),
         window_size,
         fullatt_block_indexes: fullatt,
+        num_position_embeddings: if qwen3 {
+            need(v.num_position_embeddings, "num_position_embeddings")?
+        } else {
+            0
+        },
+        deepstack_visual_indexes: if qwen3 {
+            v.deepstack_visual_indexes.clone().unwrap_or_default()
+        } else {
+            Vec::new()
+        },
     };
+    let side = (vision.num_position_embeddings as f64).sqrt() as usize;
+    if side * side != vision.num_position_embeddings {
+        return Err(f.err(
+            "vision_config.num_position_embeddings",
+            format!("{} is not a square number", vision.num_position_embeddings),
+        ));
+    }
+    if let Some(&i) = vision
+        .deepstack_visual_indexes
+        .iter()
+        .find(|&&i| i >= vision.depth)
+    {
+        return Err(f.err(
+            "vision_config.deepstack_visual_indexes",
+            format!("block {i} does not exist (depth {})", vision.depth),
+        ));
+    }
+    if vision.deepstack_visual_indexes.len() > text.n_layers {
+        return Err(f.err(
+            "vision_config.deepstack_visual_indexes",
+            format!(
+                "{} DeepStack levels but only {} decoder layers",
+                vision.deepstack_visual_indexes.len(),
+                text.n_layers
+            ),
+        ));
+    }
     if vision.out_dim != text.d_model {
         return Err(f.err(
             "vision_config.out_hidden_size",
@@ -359,6 +422,8 @@ pub fn read_qwen_vl_config(path: &Path) -> Result<QwenVlConfig, ModelError> {
         text,
         vision,
         mrope_section,
+        mrope_interleaved: rope.mrope_interleaved.unwrap_or(false),
+        qk_norm: qwen3,
         image_token_id: token(t.image_token_id, "image_token_id")?,
         video_token_id: t.video_token_id.unwrap_or(usize::MAX),
         vision_start_token_id: token(t.vision_start_token_id, "vision_start_token_id")?,

@@ -173,11 +173,12 @@ impl QwenImageProcessor {
             path: origin.into(),
             message,
         };
-        // HF 5.24 would upscale such an image; earlier Qwen processors refused it, as we do: a
-        // sub-patch image carries no usable detail and usually means a wrong file.
-        if height < factor || width < factor {
+        // An image with fewer pixels than one merged patch carries no usable detail and usually
+        // means a wrong file; HF 5.24 would silently upscale it (earlier Qwen processors refused
+        // any side below `factor`; we refuse by area so thin-but-real images still match HF).
+        if height * width < factor * factor {
             return Err(bad(format!(
-                "{width}×{height} px is smaller than one merged patch ({factor}×{factor} px = patch_size · merge_size); give a larger image"
+                "{width}×{height} px holds fewer pixels than one merged patch ({factor}×{factor} px = patch_size · merge_size); give a larger image"
             )));
         }
         let (long, short) = (height.max(width) as f64, height.min(width) as f64);
@@ -324,6 +325,7 @@ mod tests {
         assert_eq!(p.smart_resize(2000, 3000, o).unwrap(), (812, 1204));
         let p = processor(200 * 28 * 28, 28 * 28 * 1280);
         assert_eq!(p.smart_resize(100, 150, o).unwrap(), (336, 504));
-        assert!(p.smart_resize(20, 300, o).is_err());
+        assert!(p.smart_resize(20, 30, o).is_err());
+        assert_eq!(p.smart_resize(20, 300, o).unwrap(), (112, 1540));
     }
 }

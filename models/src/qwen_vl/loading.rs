@@ -9,6 +9,11 @@
 //! | decoder         | `model.{embed_tokens,layers.N,norm}.*`       | `model.language_model.*`              |
 //! | vision tower    | `visual.{patch_embed,blocks.N,merger}.*`     | `model.visual.*`                      |
 //! | head (untied)   | `lm_head.weight`                             | `lm_head.weight`                      |
+//!
+//! Qwen3-VL was published with the nested names. Its parts are named differently inside the
+//! tower: `mlp.linear_fc1/2` (Qwen2-VL `mlp.fc1/2`), `merger.{norm,linear_fc1,linear_fc2}`
+//! (`merger.{ln_q,mlp.0,mlp.2}`), plus `pos_embed.weight`, `deepstack_merger_list.N.*` and the
+//! decoder's `self_attn.{q_norm,k_norm}.weight`.
 
 use std::path::Path;
 
@@ -16,8 +21,9 @@ use burn::module::Param;
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
-use super::config::read_qwen_vl_config;
+use super::config::{read_qwen_vl_config, QwenVlFamily};
 use super::model::QwenVl;
+use super::patch_merger::PatchMerger;
 use super::vision_block::{VisionFeedForward, VisionNorm};
 use crate::error::ModelError;
 use crate::loading::safetensors::WeightStore;
@@ -112,6 +118,7 @@ impl<B: Backend> Loader<'_, B> {
 
 fn load_vision<B: Backend>(l: &mut Loader<'_, B>, model: &mut QwenVl<B>, v: &str) {
     let c = model.config.vision.clone();
+    let qwen3 = c.family == QwenVlFamily::Qwen3Vl;
     let visual = &mut model.visual;
     // Conv3d weight [d_model, C, T, p, p]: row-major it is already [d_model, C·T·p·p].
     l.linear_as(
@@ -133,8 +140,13 @@ fn load_vision<B: Backend>(l: &mut Loader<'_, B>, model: &mut QwenVl<B>, v: &str
         l.linear(&format!("{n}.attn.proj"), &mut block.attn.proj);
         match &mut block.mlp {
             VisionFeedForward::Mlp(m) => {
-                l.linear(&format!("{n}.mlp.fc1"), &mut m.fc1);
-                l.linear(&format!("{n}.mlp.fc2"), &mut m.fc2);
+                let (fc1, fc2) = if qwen3 {
+                    ("linear_fc1", "linear_fc2")
+                } else {
+                    ("fc1", "fc2")
+                };
+                l.linear(&format!("{n}.mlp.{fc1}"), &mut m.fc1);
+                l.linear(&format!("{n}.mlp.{fc2}"), &mut m.fc2);
             }
             VisionFeedForward::SwiGlu(m) => {
                 l.linear(&format!("{n}.mlp.gate_proj"), &mut m.gate_proj);
@@ -143,10 +155,29 @@ fn load_vision<B: Backend>(l: &mut Loader<'_, B>, model: &mut QwenVl<B>, v: &str
             }
         }
     }
-    let merger = &mut visual.merger;
-    l.vision_norm(&format!("{v}merger.ln_q"), &mut merger.ln_q);
-    l.linear(&format!("{v}merger.mlp.0"), &mut merger.mlp_0);
-    l.linear(&format!("{v}merger.mlp.2"), &mut merger.mlp_2);
+    load_merger(l, &format!("{v}merger"), &mut visual.merger, qwen3);
+    for (j, merger) in visual.deepstack_mergers.iter_mut().enumerate() {
+        load_merger(l, &format!("{v}deepstack_merger_list.{j}"), merger, qwen3);
+    }
+    if let Some(table) = visual.pos_embed.as_mut() {
+        l.param(&format!("{v}pos_embed.weight"), &mut table.weight);
+    }
+}
+
+fn load_merger<B: Backend>(
+    l: &mut Loader<'_, B>,
+    n: &str,
+    merger: &mut PatchMerger<B>,
+    qwen3: bool,
+) {
+    let (norm, fc1, fc2) = if qwen3 {
+        ("norm", "linear_fc1", "linear_fc2")
+    } else {
+        ("ln_q", "mlp.0", "mlp.2")
+    };
+    l.vision_norm(&format!("{n}.{norm}"), &mut merger.ln_q);
+    l.linear(&format!("{n}.{fc1}"), &mut merger.mlp_0);
+    l.linear(&format!("{n}.{fc2}"), &mut merger.mlp_2);
 }
 
 fn load_decoder<B: Backend>(l: &mut Loader<'_, B>, model: &mut QwenVl<B>, t: &str) {
@@ -167,6 +198,12 @@ fn load_decoder<B: Backend>(l: &mut Loader<'_, B>, model: &mut QwenVl<B>, t: &st
         l.linear(&format!("{n}.self_attn.k_proj"), &mut a.k_proj.base);
         l.linear(&format!("{n}.self_attn.v_proj"), &mut a.v_proj.base);
         l.linear(&format!("{n}.self_attn.o_proj"), &mut a.o_proj.base);
+        if let Some(q_norm) = a.q_norm.as_mut() {
+            l.rms(&format!("{n}.self_attn.q_norm"), q_norm);
+        }
+        if let Some(k_norm) = a.k_norm.as_mut() {
+            l.rms(&format!("{n}.self_attn.k_norm"), k_norm);
+        }
         let m = &mut layer.mlp;
         l.linear(&format!("{n}.mlp.gate_proj"), &mut m.gate_proj.base);
         l.linear(&format!("{n}.mlp.up_proj"), &mut m.up_proj.base);

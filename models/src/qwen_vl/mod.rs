@@ -1,7 +1,8 @@
-//! Qwen2-VL and Qwen2.5-VL on burn, generic over `Backend` (HF `modeling_qwen2_vl.py`,
-//! `modeling_qwen2_5_vl.py`): a native-resolution vision tower with 2-D rotary attention per
-//! image (Qwen2.5-VL: per window), a 2×2 patch merger, and the Qwen2 [`crate::Decoder`] with
-//! multimodal RoPE positions built as `get_rope_index` builds them.
+//! Qwen2-VL, Qwen2.5-VL and Qwen3-VL on burn, generic over `Backend` (HF `modeling_qwen2_vl.py`,
+//! `modeling_qwen2_5_vl.py`, `modeling_qwen3_vl.py`): a native-resolution vision tower with 2-D
+//! rotary attention per image (Qwen2.5-VL: per window; Qwen3-VL: plus interpolated learned
+//! position embeddings and DeepStack), a 2×2 patch merger, and the Qwen2/Qwen3
+//! [`crate::Decoder`] with multimodal RoPE positions built as `get_rope_index` builds them.
 //!
 //! Entry points: [`is_qwen_vl_config`] (dispatch on `config.json`), [`load_qwen_vl`],
 //! [`QwenImageProcessor`] (`preprocessor_config.json` → patches + grids), [`QwenVl::forward`].
@@ -35,6 +36,7 @@ mod image_processor;
 mod loading;
 mod model;
 mod patch_merger;
+mod position_embedding;
 mod resample;
 mod rope_index;
 mod vision;
@@ -48,6 +50,7 @@ pub use image_processor::*;
 pub use loading::load_qwen_vl;
 pub use model::*;
 pub use patch_merger::*;
+pub use position_embedding::*;
 pub use resample::resize_bicubic_antialias;
 pub use rope_index::*;
 pub use vision::*;

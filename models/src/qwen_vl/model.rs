@@ -1,8 +1,10 @@
 //! The Qwen-VL model (HF `Qwen2VLForConditionalGeneration`, `Qwen2_5_VLForConditionalGeneration`):
 //! vision tower → merged image tokens written over the image-pad embeddings → the Qwen2 decoder
-//! ([`Decoder`]) with multimodal RoPE ([`crate::Rope::mrope_tables`]) → logits.
+//! ([`Decoder`]; Qwen3-VL: Qwen3 decoder with q/k RMSNorm and DeepStack features added after
+//! its first layers) with multimodal RoPE ([`crate::Rope::mrope_tables`]) → logits.
 
 use burn::module::Module;
+use burn::nn::RmsNormConfig;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use super::config::QwenVlConfig;
@@ -38,9 +40,23 @@ pub struct QwenVl<B: Backend> {
 impl QwenVlConfig {
     /// A randomly initialised model (weights come from [`crate::load_qwen_vl`]).
     pub fn init<B: Backend>(&self, device: &B::Device) -> QwenVl<B> {
+        let mut decoder = Decoder::init(&self.text, device);
+        if self.qk_norm {
+            let norm = || {
+                Some(
+                    RmsNormConfig::new(self.text.head_dim)
+                        .with_epsilon(self.text.rms_norm_eps)
+                        .init(device),
+                )
+            };
+            for layer in &mut decoder.layers {
+                layer.self_attn.q_norm = norm();
+                layer.self_attn.k_norm = norm();
+            }
+        }
         QwenVl {
             visual: QwenVisionTransformer::init(&self.vision, device),
-            decoder: Decoder::init(&self.text, device),
+            decoder,
             config: self.clone(),
         }
     }
@@ -77,8 +93,8 @@ impl<B: Backend> QwenVl<B> {
         input: &QwenVlInput<B>,
         positions: Tensor<B, 3, Int>,
     ) -> Result<Tensor<B, 3>, ModelError> {
-        let embeds = self.embed(input)?;
-        let [batch, seq, _] = embeds.dims();
+        let (embeds, deepstack) = self.embed_with_deepstack(input)?;
+        let [batch, seq, d] = embeds.dims();
         let device = embeds.device();
         let rows: Vec<RowLayout> = input
             .attention_mask
@@ -90,17 +106,44 @@ impl<B: Backend> QwenVl<B> {
             .collect();
         let bias = attention_bias::<B>(&rows, 0, seq, &device);
         debug_assert_eq!(positions.dims(), [3, batch, seq]);
-        let tables = self
-            .decoder
-            .rope
-            .mrope_tables(positions, &self.config.mrope_section);
-        let hidden = self.decoder.forward_tables(embeds, &tables, bias, &mut []);
+        let section = &self.config.mrope_section;
+        let rope = &self.decoder.rope;
+        let tables = if self.config.mrope_interleaved {
+            rope.mrope_interleaved_tables(positions, section)
+        } else {
+            rope.mrope_tables(positions, section)
+        };
+        let hidden = match deepstack {
+            None => self.decoder.forward_tables(embeds, &tables, bias, &mut []),
+            // HF `Qwen3VLTextModel`: level k is added at the image positions after layer k.
+            Some((slots, levels)) => {
+                let mut x = embeds;
+                for (k, layer) in self.decoder.layers.iter().enumerate() {
+                    x = layer.forward(x, &tables, bias.clone(), None);
+                    if let Some(level) = levels.get(k) {
+                        x = x + scatter_rows(level.clone(), &slots, batch * seq)
+                            .reshape([batch, seq, d]);
+                    }
+                }
+                self.decoder.norm.forward(x)
+            }
+        };
         Ok(self.decoder.logits(hidden))
     }
 
     /// Token embeddings `[batch, seq, d_model]` with the merged image tokens in place of the
     /// image-pad tokens (HF `masked_scatter`).
     pub fn embed(&self, input: &QwenVlInput<B>) -> Result<Tensor<B, 3>, ModelError> {
+        Ok(self.embed_with_deepstack(input)?.0)
+    }
+
+    /// [`QwenVl::embed`], plus the image-pad positions (flat `batch · seq` indices) and the
+    /// DeepStack levels when the model has them.
+    #[allow(clippy::type_complexity)]
+    fn embed_with_deepstack(
+        &self,
+        input: &QwenVlInput<B>,
+    ) -> Result<(Tensor<B, 3>, Option<(Vec<usize>, Vec<Tensor<B, 2>>)>), ModelError> {
         check_shapes(input)?;
         let device = self.decoder.embed_tokens.weight.device();
         let batch = input.input_ids.len();
@@ -134,7 +177,7 @@ impl<B: Backend> QwenVl<B> {
                     "image_grid_thw names images but pixel_values is missing".into(),
                 ));
             }
-            return Ok(embeds);
+            return Ok((embeds, None));
         };
         let [n_patches, patch_dim] = pixels.dims();
         let want: usize = input
@@ -151,9 +194,10 @@ impl<B: Backend> QwenVl<B> {
             )));
         }
         if slots.is_empty() {
-            return Ok(embeds);
+            return Ok((embeds, None));
         }
-        let features = self.visual.forward(pixels, &input.image_grid_thw);
+        let out = self.visual.forward(pixels, &input.image_grid_thw);
+        let features = out.merged;
         // [n_features, d_model]
         let d = self.config.text.d_model;
         let flat = embeds.reshape([batch * seq, d]);
@@ -164,10 +208,24 @@ impl<B: Backend> QwenVl<B> {
         }
         let source =
             Tensor::<B, 1, Int>::from_data(TensorData::new(source, [batch * seq]), &device);
-        Ok(Tensor::cat(vec![flat, features], 0)
+        let embeds = Tensor::cat(vec![flat, features], 0)
             .select(0, source)
-            .reshape([batch, seq, d]))
+            .reshape([batch, seq, d]);
+        let deepstack = (!out.deepstack.is_empty()).then_some((slots, out.deepstack));
+        Ok((embeds, deepstack))
     }
+}
+
+/// `[n, d]` zeros with `rows[k]` at row `slots[k]`.
+fn scatter_rows<B: Backend>(rows: Tensor<B, 2>, slots: &[usize], n: usize) -> Tensor<B, 2> {
+    let [_, d] = rows.dims();
+    let device = rows.device();
+    let mut source = vec![0i64; n];
+    for (k, &slot) in slots.iter().enumerate() {
+        source[slot] = k as i64 + 1;
+    }
+    let source = Tensor::<B, 1, Int>::from_data(TensorData::new(source, [n]), &device);
+    Tensor::cat(vec![Tensor::zeros([1, d], &device), rows], 0).select(0, source)
 }
 
 fn check_shapes<B: Backend>(input: &QwenVlInput<B>) -> Result<(), ModelError> {

@@ -1,6 +1,6 @@
 //! One vision transformer block: `x + attn(norm1(x))`, then `+ mlp(norm2(x))` (HF
-//! `Qwen2VLVisionBlock`: LayerNorm and an fc1/fc2 MLP; `Qwen2_5_VLVisionBlock`: RMSNorm and a
-//! SwiGLU MLP with biases).
+//! `Qwen2VLVisionBlock` and `Qwen3VLVisionBlock`: LayerNorm and a two-layer MLP;
+//! `Qwen2_5_VLVisionBlock`: RMSNorm and a SwiGLU MLP with biases).
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
@@ -24,7 +24,7 @@ pub enum VisionNorm<B: Backend> {
 impl<B: Backend> VisionNorm<B> {
     pub fn init(family: QwenVlFamily, d: usize, device: &B::Device) -> Self {
         match family {
-            QwenVlFamily::Qwen2Vl => Self::Layer(
+            QwenVlFamily::Qwen2Vl | QwenVlFamily::Qwen3Vl => Self::Layer(
                 LayerNormConfig::new(d)
                     .with_epsilon(VISION_NORM_EPS)
                     .init(device),
@@ -45,7 +45,7 @@ impl<B: Backend> VisionNorm<B> {
     }
 }
 
-/// `fc2(act(fc1(x)))` (Qwen2-VL `VisionMlp`).
+/// `fc2(act(fc1(x)))` (Qwen2-VL `VisionMlp`; Qwen3-VL names them `linear_fc1`/`linear_fc2`).
 #[derive(Module, Debug)]
 pub struct VisionMlp<B: Backend> {
     pub fc1: Linear<B>,
@@ -76,7 +76,7 @@ impl<B: Backend> VisionFeedForward<B> {
     pub fn init(c: &QwenVisionConfig, device: &B::Device) -> Self {
         let lin = |i, o| LinearConfig::new(i, o).init(device);
         match c.family {
-            QwenVlFamily::Qwen2Vl => Self::Mlp(VisionMlp {
+            QwenVlFamily::Qwen2Vl | QwenVlFamily::Qwen3Vl => Self::Mlp(VisionMlp {
                 fc1: lin(c.d_model, c.d_ff),
                 fc2: lin(c.d_ff, c.d_model),
                 activation: c.activation,
