@@ -7,6 +7,7 @@
 //! (BLEU-4) and Lin 2004 / `pycocoevalcap` (ROUGE-L, β = 1.2); formulas are in each item's docs
 //! and in the README's "Evaluation" section.
 
+pub mod comparison;
 mod error;
 pub mod metrics;
 mod metrics_file;
@@ -15,6 +16,9 @@ pub mod stats;
 mod table;
 pub mod text;
 
+pub use comparison::{
+    compare, differences_markdown, DifferenceRow, QuestionScores, PER_QUESTION_METRICS,
+};
 pub use error::EvalError;
 pub use metrics::*;
 pub use metrics_file::read_metrics_jsonl;

@@ -1,27 +1,29 @@
-//! End to end: `firempo demo --quick` on ndarray runs every stage, writes the table and plots,
-//! and the same seed gives the same table.
+//! End to end: `firempo demo --quick` on ndarray runs every stage, writes the tables and plots,
+//! and the same seed gives the same tables.
 
 use std::path::PathBuf;
 
 use firempo::backend::{run_on, BackendKind};
 use firempo::stages::demo::{demo_methods, Demo, DemoSizes, TABLE_METRICS};
 
-fn run(name: &str) -> (firempo::eval::ResultsTable, Vec<PathBuf>, PathBuf) {
+fn run(name: &str) -> (firempo::stages::demo::DemoOutcome, PathBuf) {
     let out = std::env::temp_dir().join(format!("firempo-demo-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let demo = Demo {
         out: out.clone(),
         sizes: DemoSizes::quick(),
-        seeds: vec![3],
+        seed: 3,
+        align_seeds: vec![3, 4],
     };
     let outcome = run_on(BackendKind::Ndarray, demo).expect("quick demo runs");
-    (outcome.table, outcome.files, out)
+    (outcome, out)
 }
 
 #[test]
 fn quick_demo_runs_every_stage_and_is_deterministic() {
     let _serial = crate::common::exclusive();
-    let (table, files, out) = run("a");
+    let (outcome, out) = run("a");
+    let (table, files) = (&outcome.table, &outcome.files);
     let methods: Vec<&str> = table.methods().collect();
     assert_eq!(
         methods.len(),
@@ -34,15 +36,41 @@ fn quick_demo_runs_every_stage_and_is_deterministic() {
             let cell = table
                 .cell(method, metric)
                 .unwrap_or_else(|| panic!("{method}/{metric} missing"));
-            assert_eq!(cell.values.len(), 1, "{method}/{metric}: one seed");
+            let expected = match (*method, metric) {
+                // SFT is evaluated once; it is the reference of the held-out pair rewards.
+                ("SFT", "pair_acc" | "pair_margin") => 0,
+                ("SFT", _) => 1,
+                _ => 2,
+            };
+            if metric == "finding_f1" && cell.values.is_empty() {
+                continue; // undefined when neither truth nor answers state a finding
+            }
+            assert_eq!(cell.values.len(), expected, "{method}/{metric}: {cell:?}");
             assert!(
-                cell.values[0].is_finite(),
+                cell.values.iter().all(|v| v.is_finite()),
                 "{method}/{metric} = {:?}",
                 cell.values
             );
         }
     }
-    for file in &files {
+    // Every method against SFT, every other against DPO, each with a CI around its difference.
+    let n = demo_methods().len();
+    assert_eq!(outcome.differences.len(), n + n - 1);
+    for row in &outcome.differences {
+        let closed = &row.differences["closed_acc"];
+        assert!(
+            closed.low <= closed.mean && closed.mean <= closed.high,
+            "{row:?}"
+        );
+        let p = row.mcnemar_p.expect("closed accuracy gets McNemar's p");
+        assert!((0.0..=1.0).contains(&p), "{row:?}");
+        assert_eq!(
+            row.differences.contains_key("pair_acc"),
+            row.baseline == "DPO",
+            "{row:?}"
+        );
+    }
+    for file in files {
         assert!(
             std::fs::metadata(file)
                 .map(|m| m.len() > 0)
@@ -53,16 +81,28 @@ fn quick_demo_runs_every_stage_and_is_deterministic() {
     }
     // Every stage left its inspectable output.
     for path in [
-        "seed-3/data/train.jsonl",
-        "seed-3/sft/model.mpk",
-        "seed-3/samples.jsonl",
-        "seed-3/pairs/pairs.jsonl",
-        "seed-3/align/fire-mpo/run/metrics.jsonl",
-        "seed-3/eval/fire-mpo/predictions.jsonl",
+        "data/train.jsonl",
+        "data/eval.jsonl",
+        "sft/model.mpk",
+        "samples.jsonl",
+        "pairs/pairs.jsonl",
+        "pairs/train.jsonl",
+        "pairs/held_out.jsonl",
+        "align/fire-mpo-seed-4/run/metrics.jsonl",
+        "eval/fire-mpo-seed-4/predictions.jsonl",
+        "differences.md",
     ] {
         assert!(out.join(path).exists(), "{path} exists");
     }
 
-    let (again, _, _) = run("b");
-    assert_eq!(again.to_json(), table.to_json(), "same seed, same table");
+    let (again, _) = run("b");
+    assert_eq!(
+        again.table.to_json(),
+        table.to_json(),
+        "same seed, same table"
+    );
+    assert_eq!(
+        again.differences, outcome.differences,
+        "same seed, same CIs"
+    );
 }
