@@ -307,3 +307,55 @@ fn image_token_count_mismatch_is_refused() {
     );
     assert!(r.is_err());
 }
+
+#[test]
+fn every_missing_unexpected_and_misshaped_tensor_is_named_in_one_error() {
+    use safetensors::tensor::{SafeTensors, TensorView};
+    let src = fixture("qwen2_vl");
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let missing = "visual.blocks.1.attn.qkv.weight";
+    let misshaped = "model.layers.0.mlp.up_proj.weight";
+    let mut views = Vec::new();
+    for (name, view) in st.tensors() {
+        if name == missing {
+            continue;
+        }
+        let data = view.data();
+        let shape = view.shape().to_vec();
+        let (shape, data) = if name == misshaped {
+            // Drop the last row: shape [95, 64] instead of [96, 64].
+            let row = shape[1] * 4;
+            (vec![shape[0] - 1, shape[1]], &data[..data.len() - row])
+        } else {
+            (shape, data)
+        };
+        views.push((
+            name.clone(),
+            TensorView::new(view.dtype(), shape, data).unwrap(),
+        ));
+    }
+    let extra = [0u8; 16];
+    views.push((
+        "visual.blocks.9.attn.qkv.weight".into(),
+        TensorView::new(safetensors::Dtype::F32, vec![4], &extra).unwrap(),
+    ));
+    let config = std::fs::read_to_string(src.join("config.json")).unwrap();
+    let dir = scratch("weights", &[("config.json", config)]);
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    let msg = load_qwen_vl::<B>(&dir, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("3 problem(s)"), "{msg}");
+    assert!(msg.contains(&format!("missing `{missing}`")), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "`{misshaped}` has shape [95, 64], expected [96, 64]"
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("unexpected `visual.blocks.9.attn.qkv.weight`"),
+        "{msg}"
+    );
+}
