@@ -1,7 +1,8 @@
 //! Datasets for FiRe-MPO: firempo's JSONL record, sample and pair schemas; loaders for VQA-RAD,
-//! SLAKE and IU-Xray (R2Gen layout); image preprocessing; lesion masks and lesion-targeted
+//! SLAKE and IU-Xray (R2Gen layout); image file I/O; lesion masks and lesion-targeted
 //! corruption; a synthetic lesion benchmark; and minimal-edit preference pairs with phrase masks.
-//! Tokenizing and batching into tensors belong to the model side (`firempo-models` and the app),
+//! Tokenizing, image preprocessing and batching into tensors belong to the model side
+//! (`firempo-models` and the app),
 //! so this crate does not depend on burn.
 //!
 //! Method: `shared/design/METHOD.md` ("Pair construction", "Lesion-targeted corruption").

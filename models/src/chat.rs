@@ -8,7 +8,7 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use crate::config::VlmConfig;
 use crate::error::ModelError;
-use crate::preprocess::ImagePreprocessor;
+use crate::preprocessor_config::ImagePreprocessor;
 use crate::tokenizer::Tokenizer;
 use crate::vlm::VlmInput;
 

@@ -44,6 +44,7 @@ pub mod loading;
 mod lora;
 pub mod mask;
 mod preprocess;
+mod preprocessor_config;
 mod projector;
 pub mod qwen_vl;
 mod rope;
@@ -66,6 +67,7 @@ pub use loading::load_pretrained;
 pub use loading::record::load_record_file;
 pub use lora::*;
 pub use preprocess::*;
+pub use preprocessor_config::*;
 pub use projector::*;
 pub use qwen_vl::{
     is_qwen_vl_config, load_qwen_vl, read_qwen_vl_config, QwenImageProcessor, QwenImages, QwenVl,

@@ -10,7 +10,8 @@
 //! even on saturated lesions: with the demo's data and 2000 steps, closed accuracy 45.8% and no
 //! answer changing under lesion corruption, against 81.7% and 13.3% with the tower frozen.
 
-use firempo_datasets::{PreprocessConfig, Record};
+use firempo_datasets::Record;
+use firempo_models::PreprocessConfig;
 use firempo_models::{FeatureSelect, VlmConfig};
 
 use super::processor::{Processor, PromptFormat};

@@ -1,29 +1,26 @@
-//! A HuggingFace LLaVA checkpoint directory as a pipeline model: the weights through the models
-//! crate's loader, `tokenizer.json`, `preprocessor_config.json` mapped onto the datasets crate's
-//! [`PreprocessConfig`], and the prompt format rendered from the checkpoint's chat template (or a
+//! A HuggingFace LLaVA checkpoint directory (llava-hf or original LLaVA) as a pipeline model: the
+//! weights through the models crate's loader, `tokenizer.json`, the image preprocessing of its
+//! `preprocessor_config.json` (original LLaVA: its vision tower's, with `image_aspect_ratio`), and
+//! the prompt format rendered from the checkpoint's chat template (or a
 //! named format, `--prompt-format`; see [`HfChatTemplate::for_checkpoint`]).
 
 use std::path::Path;
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
-use firempo_datasets::{ChannelMode, PreprocessConfig, Resample, Resize};
-use firempo_models::{load_pretrained, HfChatTemplate, ImagePreprocessor, SizeSpec, Vlm};
+use firempo_models::loading::{image_preprocessor, load_pretrained_with, LoadOptions};
+use firempo_models::{HfChatTemplate, Vlm};
 use tokenizers::Tokenizer;
 
 use super::processor::{Processor, PromptFormat};
 
 /// Files a checkpoint directory needs besides its safetensors weights.
-const REQUIRED: [(&str, &str); 3] = [
+const REQUIRED: [(&str, &str); 2] = [
     ("config.json", "the model's HF config"),
     (
         "tokenizer.json",
         "a fast tokenizer; write one with \
          `AutoTokenizer.from_pretrained(dir).save_pretrained(dir)` in Python",
-    ),
-    (
-        "preprocessor_config.json",
-        "the image processor's settings (from the model's HF repository)",
     ),
 ];
 
@@ -51,89 +48,6 @@ pub fn checkpoint_format(
     PromptFormat::from_chat_template(&template, tokenizer)
 }
 
-/// Maps HF `preprocessor_config.json` settings onto the pipeline's preprocessing (RGB output).
-pub fn preprocess_config(hf: &ImagePreprocessor, path: &Path) -> anyhow::Result<PreprocessConfig> {
-    let unsupported = |field: &str, what: String| {
-        anyhow::anyhow!(
-            "{}: `{field}` {what} is not supported; use `shortest_edge` or a square `height`/`width`",
-            path.display()
-        )
-    };
-    let resize = match (hf.do_resize, hf.size) {
-        (false, _) | (true, None) => Resize::None,
-        (
-            true,
-            Some(SizeSpec {
-                shortest_edge: Some(size),
-                ..
-            }),
-        ) => Resize::ShortestEdge { size },
-        (
-            true,
-            Some(SizeSpec {
-                height: Some(height),
-                width: Some(width),
-                ..
-            }),
-        ) if height == width => Resize::Square { size: height },
-        (true, Some(size)) => return Err(unsupported("size", format!("{size:?}"))),
-    };
-    let center_crop = match (hf.do_center_crop, hf.crop_size) {
-        (false, _) => None,
-        (
-            true,
-            Some(SizeSpec {
-                height: Some(height),
-                width: Some(width),
-                ..
-            }),
-        ) => Some([height, width]),
-        (true, crop) => return Err(unsupported("crop_size", format!("{crop:?}"))),
-    };
-    let channel_values = |values: &[f64], identity: f32| -> Vec<f32> {
-        if hf.do_normalize {
-            values.iter().map(|&v| v as f32).collect()
-        } else {
-            vec![identity]
-        }
-    };
-    Ok(PreprocessConfig {
-        resize,
-        center_crop,
-        rescale_factor: if hf.do_rescale {
-            hf.rescale_factor as f32
-        } else {
-            1.0
-        },
-        image_mean: channel_values(&hf.image_mean, 0.0),
-        image_std: channel_values(&hf.image_std, 1.0),
-        channels: ChannelMode::Rgb,
-        resample: match hf.resample {
-            0 => Resample::Nearest,
-            2 => Resample::Bilinear,
-            3 => Resample::Bicubic,
-            other => {
-                return Err(anyhow::anyhow!(
-                    "{}: `resample` {other} ({}) is not supported; use 0 (nearest), 2 (bilinear) \
-                     or 3 (bicubic, CLIP's)",
-                    path.display(),
-                    pil_filter_name(other)
-                ))
-            }
-        },
-    })
-}
-
-/// PIL's name of a resample code, for error messages.
-fn pil_filter_name(code: u32) -> &'static str {
-    match code {
-        1 => "PIL LANCZOS",
-        4 => "PIL BOX",
-        5 => "PIL HAMMING",
-        _ => "not a PIL filter",
-    }
-}
-
 /// Loads a HF LLaVA checkpoint directory and builds its processor, with the named
 /// `prompt_format` or else the checkpoint's chat template.
 pub fn load_hf_checkpoint<B: Backend>(
@@ -152,10 +66,18 @@ pub fn load_hf_checkpoint<B: Backend>(
     let tokenizer = Tokenizer::from_file(&tokenizer_path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", tokenizer_path.display()))?;
     let format = checkpoint_format(dir, prompt_format, &tokenizer)?;
-    let preprocessor_path = dir.join("preprocessor_config.json");
-    let hf_preprocessor = ImagePreprocessor::from_file(&preprocessor_path)?;
-    let preprocess = preprocess_config(&hf_preprocessor, &preprocessor_path)?;
-    let model = load_pretrained::<B>(dir, device)
+    let options = LoadOptions::default();
+    let preprocess = image_preprocessor(dir, &options)
+        .and_then(|p| p.config())
+        .with_context(|| {
+            format!(
+                "{}: the pipeline needs the image processor's settings: preprocessor_config.json \
+                 from the model's HF repository (an original-LLaVA checkpoint: its vision \
+                 tower's)",
+                dir.display()
+            )
+        })?;
+    let model = load_pretrained_with::<B>(dir, &options, device)
         .with_context(|| format!("loading the HF checkpoint {}", dir.display()))?;
     anyhow::ensure!(
         model.config.vision.is_some(),
@@ -171,44 +93,4 @@ pub fn load_hf_checkpoint<B: Backend>(
             )
         })?;
     Ok((model, processor))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn preprocessor(resample: u32) -> ImagePreprocessor {
-        serde_json::from_value(serde_json::json!({
-            "size": {"shortest_edge": 336},
-            "do_center_crop": true,
-            "crop_size": {"height": 336, "width": 336},
-            "resample": resample,
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn pil_resample_codes_map_and_unknown_ones_are_refused() {
-        let path = Path::new("ckpt/preprocessor_config.json");
-        for (code, want) in [
-            (0, Resample::Nearest),
-            (2, Resample::Bilinear),
-            (3, Resample::Bicubic),
-        ] {
-            assert_eq!(
-                preprocess_config(&preprocessor(code), path)
-                    .unwrap()
-                    .resample,
-                want
-            );
-        }
-        let err = preprocess_config(&preprocessor(1), path)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("ckpt/preprocessor_config.json")
-                && err.contains("`resample` 1 (PIL LANCZOS)"),
-            "{err}"
-        );
-    }
 }

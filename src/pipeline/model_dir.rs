@@ -17,7 +17,7 @@ use anyhow::Context;
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
-use firempo_datasets::PreprocessConfig;
+use firempo_models::PreprocessConfig;
 use firempo_models::{load_record_file, Vlm, VlmConfig};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;

@@ -9,11 +9,12 @@ use std::sync::Mutex;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use firempo_datasets::{load_image, preprocess, PhraseSpan, PixelValues, PreprocessConfig, Resize};
+use firempo_datasets::{load_image, PhraseSpan};
 use firempo_models::{
     expand_image_tokens, ChatMessage, ChatTemplate, HfChatTemplate, VisionConfig, VlmConfig,
     IMAGE_PLACEHOLDER, MAX_IMAGE_SIDE,
 };
+use firempo_models::{preprocess, PixelValues, PreprocessConfig, Resize};
 use tokenizers::Tokenizer;
 
 /// How a question becomes a prompt and where an answer ends: the template text and the special

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use burn::backend::{Autodiff, NdArray};
 use firempo::backend::BackendTask;
 use firempo::losses::{FiReMpoConfig, PreferenceLoss};
-use firempo::pipeline::hf_checkpoint::preprocess_config;
 use firempo::pipeline::model_dir::{load_model, load_model_as};
 use firempo::pipeline::processor::PromptFormat;
 use firempo::stages::align::AlignStage;
@@ -16,8 +15,8 @@ use firempo::stages::eval::EvalStage;
 use firempo::stages::sample::SampleStage;
 use firempo::stages::sft::{ModelSource, SftStage};
 use firempo::train::TrainerConfig;
-use firempo_datasets::{load_image, preprocess, write_jsonl, CorruptionConfig};
-use firempo_models::{ChatTemplate, ImagePreprocessor, LoraConfig};
+use firempo_datasets::{write_jsonl, CorruptionConfig};
+use firempo_models::{ChatTemplate, LoraConfig};
 
 type B = Autodiff<NdArray<f32>>;
 
@@ -58,24 +57,6 @@ fn lora() -> Option<LoraConfig> {
         alpha: 8.0,
         ..LoraConfig::default()
     })
-}
-
-#[test]
-fn preprocessor_config_maps_onto_the_pipelines_preprocessing() {
-    let path = fixtures().join("llava_llama/preprocessor_config.json");
-    let hf = ImagePreprocessor::from_file(&path).unwrap();
-    let mapped = preprocess_config(&hf, &path).unwrap();
-    let image_path = fixtures().join("image.png");
-    let ours = preprocess(&load_image(&image_path).unwrap(), &mapped).unwrap();
-    let (theirs, height, width) = hf.pixels(&ImagePreprocessor::open(&image_path).unwrap());
-    assert_eq!([ours.channels, ours.height, ours.width], [3, height, width]);
-    let max_diff = ours
-        .data
-        .iter()
-        .zip(&theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(max_diff < 1e-5, "max abs diff {max_diff}");
 }
 
 /// The ChatML prompt format the fixture ids were made with, as rendered from `origin`.

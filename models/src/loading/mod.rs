@@ -19,7 +19,7 @@ use burn::tensor::{backend::Backend, Tensor, TensorData};
 use crate::config::{VisionConfig, VlmConfig};
 use crate::decoder::Decoder;
 use crate::error::ModelError;
-use crate::preprocess::ImagePreprocessor;
+use crate::preprocessor_config::ImagePreprocessor;
 use crate::projector::Projector;
 use crate::vision::VisionTransformer;
 use crate::vlm::Vlm;

@@ -24,7 +24,7 @@ use crate::config::{
     FeatureSelect, ImageAspectRatio, NameStyle, ProjectorKind, VisionConfig, VlmConfig,
 };
 use crate::error::ModelError;
-use crate::preprocess::ImagePreprocessor;
+use crate::preprocessor_config::ImagePreprocessor;
 use crate::vlm::Vlm;
 
 /// `architectures[0]` / `model_type` values of the original layout, with their decoder family.
