@@ -37,7 +37,10 @@ fn a_peft_rslora_adapter_gives_pefts_logits() {
     );
     // The adapter moves logits by ~1.4 and rsLoRA's scale is twice plain LoRA's: an adapter
     // dropped, or scaled by alpha/r, fails by orders of magnitude.
-    assert!(row0 <= 1e-4 && row1 <= 1e-4, "max |Δ| row0 {row0:e}, row1 {row1:e}");
+    assert!(
+        row0 <= 1e-4 && row1 <= 1e-4,
+        "max |Δ| row0 {row0:e}, row1 {row1:e}"
+    );
 }
 
 #[test]
