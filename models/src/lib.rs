@@ -63,7 +63,7 @@ pub use error::*;
 pub use generate::*;
 pub use kv_cache::*;
 pub use loading::adapter::{load_adapter, save_adapter};
-pub use loading::load_pretrained;
+pub use loading::{image_preprocessor, load_pretrained, load_pretrained_with, LoadOptions};
 pub use loading::record::load_record_file;
 pub use lora::*;
 pub use preprocess::*;
