@@ -144,8 +144,9 @@ fn forward_reproduces_transformers_on_qwen_vl_checkpoints() {
     let dir = scratch("qwen");
     let out = dir.join("logits.safetensors");
     // Two prompts of different lengths (left padding), two non-square images of different grids;
-    // Qwen2-VL in the Hub layout, Qwen2.5-VL (window and full blocks) as transformers 5 saves it.
-    for family in ["qwen2_vl", "qwen2_5_vl"] {
+    // Qwen2-VL in the Hub layout, Qwen2.5-VL (window and full blocks) as transformers 5 saves it,
+    // Qwen3-VL with DeepStack and interpolated position embeddings.
+    for family in ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"] {
         let model = fixtures().join(family);
         let expected = model.join("expected.safetensors");
         let (m, e) = (model.to_str().unwrap(), expected.to_str().unwrap());
