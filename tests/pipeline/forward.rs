@@ -36,6 +36,9 @@ fn logits(path: &Path) -> HostTensor<f32> {
 
 #[test]
 fn forward_reproduces_transformers_and_peft_logits() {
+    // Loading initializes the model randomly before the weights overwrite it: that draws from
+    // burn's process-wide RNG, which the demo and training tests of this binary need alone.
+    let _serial = crate::common::exclusive();
     let dir = scratch("parity");
     let f = fixtures();
     let (model, peft) = (f.join("llava_llama"), f.join("peft"));
@@ -116,6 +119,7 @@ fn forward_reproduces_transformers_and_peft_logits() {
 
 #[test]
 fn forward_names_a_missing_input_tensor() {
+    let _serial = crate::common::exclusive();
     let dir = scratch("inputs");
     let model = fixtures().join("llava_llama");
     // The adapter's weights are a safetensors file without `input_ids`.
@@ -141,6 +145,7 @@ fn forward_names_a_missing_input_tensor() {
 
 #[test]
 fn forward_reproduces_transformers_on_qwen_vl_checkpoints() {
+    let _serial = crate::common::exclusive();
     let dir = scratch("qwen");
     let out = dir.join("logits.safetensors");
     // Two prompts of different lengths (left padding), two non-square images of different grids;
@@ -170,6 +175,7 @@ fn forward_reproduces_transformers_on_qwen_vl_checkpoints() {
 
 #[test]
 fn forward_reads_original_llava_ids_with_image_placeholders() {
+    let _serial = crate::common::exclusive();
     let dir = scratch("original");
     let f = fixtures();
     // The original-layout checkpoint is the llava-hf fixture renamed: from its `-200` ids (one
