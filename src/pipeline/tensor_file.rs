@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use half::{bf16, f16};
+use firempo_models::loading::safetensors::floats_from_le;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::train::storage::explain_write_failure;
@@ -106,29 +106,13 @@ impl TensorFile {
         let Ok(view) = self.tensors().tensor(name) else {
             return Ok(None);
         };
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-                .collect(),
-            other => anyhow::bail!(
-                "{}: tensor `{name}` is {other:?}; it must hold floats (float32, float16, \
-                 bfloat16 or float64)",
-                self.path.display()
-            ),
+        let Some(values) = floats_from_le(view.dtype(), view.data()) else {
+            anyhow::bail!(
+                "{}: tensor `{name}` is {:?}; it must hold floats (float32, float16, bfloat16 or \
+                 float64)",
+                self.path.display(),
+                view.dtype()
+            );
         };
         Ok(Some(HostTensor {
             shape: view.shape().to_vec(),

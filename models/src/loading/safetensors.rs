@@ -256,26 +256,12 @@ impl WeightStore {
         let start = 8 + header_len + info.data_offsets.0;
         let end = 8 + header_len + info.data_offsets.1;
         let raw = &bytes[start..end];
-        let values = match info.dtype {
-            Dtype::F32 => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => raw
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                self.problems.push(WeightProblem::Dtype {
-                    name: name.into(),
-                    dtype: format!("{other:?}"),
-                });
-                return None;
-            }
+        let Some(values) = floats_from_le(info.dtype, raw) else {
+            self.problems.push(WeightProblem::Dtype {
+                name: name.into(),
+                dtype: format!("{:?}", info.dtype),
+            });
+            return None;
         };
         Some(values)
     }
@@ -321,4 +307,28 @@ impl WeightStore {
             })
             .collect()
     }
+}
+
+/// Little-endian float bytes of a safetensors tensor widened to f32 (`F32`, `F16`, `BF16`, `F64`);
+/// `None` for any other dtype. The one decoder of float tensors read from safetensors files.
+pub fn floats_from_le(dtype: Dtype, raw: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => raw
+            .chunks_exact(2)
+            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => raw
+            .chunks_exact(2)
+            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => raw
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        _ => return None,
+    })
 }
