@@ -3,12 +3,25 @@
 
 use burn::module::Module;
 use burn::nn::{LinearConfig, RmsNorm};
-use burn::tensor::{activation::softmax, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
+
+use crate::attention_op::causal_attention;
+use crate::causal_attention::{dense_attention, AttentionInput};
 
 use crate::config::TextConfig;
 use crate::kv_cache::KvCache;
 use crate::lora::LoraLinear;
 use crate::rope::{apply_rope, RopeTables};
+
+/// How [`Attention`] computes `softmax(q kᵀ / √d + bias) v`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// [`causal_attention`]: query blocks, causal key skipping, own backward op where registered.
+    #[default]
+    Blocked,
+    /// [`dense_attention`]: full `[heads, L, L]` scores; the reference, kept for benchmarks.
+    Dense,
+}
 
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
@@ -23,6 +36,8 @@ pub struct Attention<B: Backend> {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
+    #[module(skip)]
+    pub kernel: AttentionKernel,
 }
 
 impl<B: Backend> Attention<B> {
@@ -40,6 +55,7 @@ impl<B: Backend> Attention<B> {
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
             head_dim: c.head_dim,
+            kernel: AttentionKernel::default(),
         }
     }
 
@@ -71,16 +87,12 @@ impl<B: Backend> Attention<B> {
             Some(cache) => cache.append(k, v),
             None => (k, v),
         };
-        let kv_len = k.dims()[2];
-        let rep = h / kvh;
-        // Group the query heads that share a KV head instead of copying K and V `rep` times.
-        let q = q.reshape([batch, kvh, rep * seq_len, hd]);
-        // [batch, n_kv_heads, rep * seq_len, head_dim]
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-        let scores = scores.reshape([batch, h, seq_len, kv_len]) + bias;
-        // [batch, n_heads, seq_len, kv_len]
-        let probs = softmax(scores, 3).reshape([batch, kvh, rep * seq_len, kv_len]);
-        let out = probs.matmul(v).reshape([batch, h, seq_len, hd]);
+        // Blocked causal attention (no [heads, L, L] scores kept; see `causal_attention`).
+        let input = AttentionInput { q, k, v, bias };
+        let out = match self.kernel {
+            AttentionKernel::Blocked => causal_attention(input),
+            AttentionKernel::Dense => dense_attention(input),
+        };
         // [batch, n_heads, seq_len, head_dim]
         let out = out.swap_dims(1, 2).reshape([batch, seq_len, h * hd]);
         // [batch, seq_len, n_heads * head_dim]

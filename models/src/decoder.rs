@@ -7,7 +7,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNor
 use burn::tensor::{backend::Backend, Int, Tensor};
 
 use crate::activation::Activation;
-use crate::attention::Attention;
+use crate::attention::{Attention, AttentionKernel};
 use crate::config::TextConfig;
 use crate::kv_cache::KvCache;
 use crate::lora::{LoraConfig, LoraLinear};
@@ -209,6 +209,14 @@ impl<B: Backend> Decoder<B> {
             Some(head) => head.forward(hidden),
             None => hidden.matmul(self.embed_tokens.weight.val().transpose().unsqueeze::<3>()),
         }
+    }
+
+    /// Sets how every layer computes attention (benchmarks compare [`AttentionKernel::Dense`]).
+    pub fn with_attention_kernel(mut self, kernel: AttentionKernel) -> Self {
+        for layer in &mut self.layers {
+            layer.self_attn.kernel = kernel;
+        }
+        self
     }
 
     /// Applies `f(name, layer)` to every projection of every layer.

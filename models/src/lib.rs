@@ -33,6 +33,8 @@
 
 mod activation;
 mod attention;
+mod attention_op;
+pub mod causal_attention;
 mod chat;
 mod chat_template;
 mod config;
@@ -43,6 +45,7 @@ mod kv_cache;
 pub mod loading;
 mod lora;
 pub mod mask;
+pub mod precision;
 mod preprocess;
 mod preprocessor_config;
 mod projector;
@@ -55,6 +58,7 @@ mod vlm;
 
 pub use activation::*;
 pub use attention::*;
+pub use attention_op::*;
 pub use chat::*;
 pub use chat_template::*;
 pub use config::*;
@@ -66,6 +70,7 @@ pub use loading::adapter::{load_adapter, save_adapter};
 pub use loading::record::load_record_file;
 pub use loading::{image_preprocessor, load_pretrained, load_pretrained_with, LoadOptions};
 pub use lora::*;
+pub use precision::{check_backend_dtype, check_full_finetune, WeightDType};
 pub use preprocess::*;
 pub use preprocessor_config::*;
 pub use projector::*;

@@ -1,0 +1,171 @@
+//! The decoder's attention entry point and its autodiff op with its own backward.
+//!
+//! [`causal_attention`] dispatches on the backend:
+//! - a backend without autodiff (inference, the reference model of alignment) runs
+//!   [`blocked_forward`] and drops the statistics;
+//! - an `Autodiff<I, C>` registered with [`register_fused_attention`] runs one custom op whose
+//!   backward is [`blocked_backward`]: the graph keeps q, k, v, the output and the row
+//!   log-sum-exp, never a `[heads, L, L]` tensor;
+//! - any other autodiff backend differentiates [`blocked_forward`] op by op (exact, half the
+//!   dense work, but every block's intermediates stay alive until backward).
+//!
+//! Why a registry: the models are generic over `B: Backend`, and stable Rust cannot ask whether a
+//! generic `B` is `Autodiff<I, C>` for some `I`. The binary, which names its backends, registers
+//! them once (`register_fused_attention::<NdArray>()`); lookup is by `TypeId`.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorPrimitive};
+
+use crate::causal_attention::{
+    blocked_backward, blocked_forward, to_f32, AttentionInput, QUERY_BLOCK,
+};
+
+type AttentionFn<B> = fn(AttentionInput<B>, usize) -> Tensor<B, 4>;
+
+fn registry() -> &'static RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>> {
+    static REGISTRY: OnceLock<RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>> =
+        OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Makes `Autodiff<I>` (no checkpointing) train the decoder's attention through the blocked op
+/// with its own backward. Idempotent; call once per backend the program trains on.
+pub fn register_fused_attention<I: Backend>() {
+    register_fused_attention_with::<I, NoCheckpointing>();
+}
+
+/// [`register_fused_attention`] for `Autodiff<I, C>` with checkpoint strategy `C`
+/// (e.g. `BalancedCheckpointing`).
+pub fn register_fused_attention_with<I: Backend, C: CheckpointStrategy>() {
+    let f: AttentionFn<Autodiff<I, C>> = fused_attention::<I, C>;
+    registry()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(TypeId::of::<Autodiff<I, C>>(), Box::new(f));
+}
+
+fn registered<B: Backend>() -> Option<AttentionFn<B>> {
+    let map = registry().read().unwrap_or_else(|e| e.into_inner());
+    map.get(&TypeId::of::<B>())
+        .and_then(|f| f.downcast_ref::<AttentionFn<B>>())
+        .copied()
+}
+
+/// Causal grouped-query attention `softmax(q kᵀ / √d + bias) v`, `[batch, n_heads, q_len,
+/// head_dim]`. See [`AttentionInput`] for shapes and [`crate::causal_attention`] for the causality
+/// contract on `bias`.
+pub fn causal_attention<B: Backend>(input: AttentionInput<B>) -> Tensor<B, 4> {
+    causal_attention_blocked(input, QUERY_BLOCK)
+}
+
+/// [`causal_attention`] with an explicit query block size (tests use small blocks to cover the
+/// block seams on small shapes).
+pub fn causal_attention_blocked<B: Backend>(
+    input: AttentionInput<B>,
+    block: usize,
+) -> Tensor<B, 4> {
+    let (input, cast_back) = to_f32(input);
+    let out = if !B::ad_enabled(&input.q.device()) {
+        blocked_forward(input, block).0
+    } else if let Some(f) = registered::<B>() {
+        f(input, block)
+    } else {
+        blocked_forward(input, block).0
+    };
+    match cast_back {
+        Some(dtype) => out.cast(dtype),
+        None => out,
+    }
+}
+
+fn float<B: Backend>(t: FloatTensor<B>) -> Tensor<B, 4> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+fn primitive<B: Backend>(t: Tensor<B, 4>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+/// Backward step of [`fused_attention`]; state: q, k, v, bias, output, log-sum-exp, block size.
+#[derive(Debug)]
+struct BlockedAttentionBackward;
+
+type State<I> = (
+    FloatTensor<I>,
+    FloatTensor<I>,
+    FloatTensor<I>,
+    FloatTensor<I>,
+    FloatTensor<I>,
+    FloatTensor<I>,
+    usize,
+);
+
+impl<I: Backend> Backward<I, 3> for BlockedAttentionBackward {
+    type State = State<I>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_q, node_k, node_v] = ops.parents;
+        let grad = grads.consume::<I>(&ops.node);
+        let (q, k, v, bias, out, lse, block) = ops.state;
+        let input = AttentionInput {
+            q: float::<I>(q),
+            k: float(k),
+            v: float(v),
+            bias: float(bias),
+        };
+        let (dq, dk, dv) = blocked_backward(input, float(out), float(lse), float(grad), block);
+        for (node, g) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
+            if let Some(node) = node {
+                grads.register::<I>(node.id, primitive(g));
+            }
+        }
+    }
+}
+
+/// The blocked attention as one autodiff op on `Autodiff<I, C>`. `bias` is treated as a
+/// constant (it is built from host masks and never needs a gradient).
+fn fused_attention<I: Backend, C: CheckpointStrategy>(
+    input: AttentionInput<Autodiff<I, C>>,
+    block: usize,
+) -> Tensor<Autodiff<I, C>, 4> {
+    let q = primitive(input.q);
+    let k = primitive(input.k);
+    let v = primitive(input.v);
+    let bias = primitive(input.bias).primitive;
+    let inner = AttentionInput {
+        q: float::<I>(q.primitive.clone()),
+        k: float(k.primitive.clone()),
+        v: float(v.primitive.clone()),
+        bias: float(bias.clone()),
+    };
+    let prep = BlockedAttentionBackward
+        .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
+        .compute_bound()
+        .stateful();
+    let output = match prep {
+        OpsKind::Tracked(prep) => {
+            let (out, lse) = blocked_forward(inner, block);
+            let out = primitive(out);
+            let state = (
+                q.primitive,
+                k.primitive,
+                v.primitive,
+                bias,
+                out.clone(),
+                primitive(lse),
+                block,
+            );
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(primitive(blocked_forward(inner, block).0)),
+    };
+    float(output)
+}
