@@ -202,6 +202,11 @@ pub struct LoraArgs {
     /// instead of alpha / rank. `--use-rslora=false` turns off what a preset turned on.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub use_rslora: Option<bool>,
+    /// Write the merged model (all weights, self-contained) instead of the default for LoRA
+    /// runs from a model directory: the adapters alone (`adapter/`, PEFT format) and `base.json`
+    /// naming the starting model, which later stages load and merge.
+    #[arg(long)]
+    pub merge: bool,
 }
 
 /// The LoRA settings a stage (or preset) uses where no flag is given.
@@ -303,6 +308,7 @@ pub fn sft(args: SftArgs) -> anyhow::Result<()> {
         lora: args.lora.config(&LoraDefaults::SFT),
         trainer: args.train.trainer(&TrainDefaults::SFT),
         resume: args.train.resume,
+        merge: args.lora.merge,
         prompt_format: args.prompt.prompt_format,
     };
     interrupt::install_ctrl_c_handler();
@@ -384,6 +390,7 @@ impl AlignArgs {
             ground_truth_chosen: self.ground_truth_chosen.clone(),
             trainer: self.train.trainer(&train_defaults),
             resume: self.train.resume,
+            merge: self.lora.merge,
             prompt_format: self.prompt.prompt_format.clone(),
         };
         if let Some(epochs) = epochs {

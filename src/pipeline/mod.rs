@@ -2,6 +2,7 @@
 //! processor (tokens and pixels), scoring batches, and the SFT and preference objectives.
 
 pub mod align;
+pub mod base_model;
 pub mod batch;
 pub mod demo_model;
 pub mod hf_checkpoint;

@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! DIR/model.json       firempo-models VlmConfig (architecture)
-//! DIR/model.mpk        weights (burn record, full precision)
+//! DIR/model.mpk        weights (burn record, full precision); absent in an adapter-only directory
 //! DIR/tokenizer.json   HF tokenizers format
 //! DIR/processor.json   image preprocessing and prompt format
 //! DIR/adapter/         the LoRA adapters alone, PEFT format (when trained with LoRA)
+//! DIR/base.json        adapter-only directory: the model the adapters apply to (see
+//!                      [`super::base_model`])
 //! ```
 //!
 //! [`load_model`] also takes a HuggingFace LLaVA checkpoint directory (see [`super::hf_checkpoint`]).
@@ -22,6 +24,7 @@ use firempo_models::{load_record_file, Vlm, VlmConfig};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use super::base_model::{load_adapter_only, BaseModel};
 use super::hf_checkpoint::{is_hf_checkpoint, load_hf_checkpoint};
 use super::processor::{Processor, PromptFormat};
 
@@ -125,10 +128,34 @@ pub fn save_model_dir<B: Backend>(
     model: &Vlm<B>,
     processor: &Processor,
 ) -> anyhow::Result<()> {
+    save_description(dir, &model.config, processor)?;
+    model
+        .clone()
+        .save_file(
+            dir.join("model"),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+        )
+        .with_context(|| format!("writing weights to {}/model.mpk", dir.display()))
+}
+
+/// Writes an adapter-only model directory's files to `dir`: the architecture, tokenizer,
+/// processor settings and `base.json`; its adapters go to `adapter/` beside them.
+pub fn save_adapter_only_dir(
+    dir: &Path,
+    config: &VlmConfig,
+    processor: &Processor,
+    base: &BaseModel,
+) -> anyhow::Result<()> {
+    save_description(dir, config, processor)?;
+    base.save(dir)
+}
+
+/// `model.json`, `processor.json` and `tokenizer.json`.
+fn save_description(dir: &Path, config: &VlmConfig, processor: &Processor) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::write(
         dir.join("model.json"),
-        serde_json::to_string_pretty(&model.config)?,
+        serde_json::to_string_pretty(config)?,
     )?;
     fs::write(
         dir.join("processor.json"),
@@ -137,14 +164,7 @@ pub fn save_model_dir<B: Backend>(
     processor
         .tokenizer
         .save(dir.join("tokenizer.json"), true)
-        .map_err(|e| anyhow::anyhow!("writing {}/tokenizer.json: {e}", dir.display()))?;
-    model
-        .clone()
-        .save_file(
-            dir.join("model"),
-            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-        )
-        .with_context(|| format!("writing weights to {}/model.mpk", dir.display()))
+        .map_err(|e| anyhow::anyhow!("writing {}/tokenizer.json: {e}", dir.display()))
 }
 
 /// Loads a model directory written by [`save_model_dir`].
@@ -177,7 +197,7 @@ pub fn load_model_weights<B: Backend>(dir: &Path, device: &B::Device) -> anyhow:
 }
 
 /// `dir/model.json`, checked.
-fn read_model_config(dir: &Path) -> anyhow::Result<VlmConfig> {
+pub(super) fn read_model_config(dir: &Path) -> anyhow::Result<VlmConfig> {
     let path = dir.join("model.json");
     let text = fs::read_to_string(&path).with_context(|| not_a_model_dir(&path, dir))?;
     let config: VlmConfig =
@@ -194,7 +214,23 @@ fn not_a_model_dir(path: &Path, dir: &Path) -> String {
     )
 }
 
+/// The weights of model directory `dir`: `model.mpk`, or for an adapter-only directory
+/// (`base.json`) the base model's with the adapters merged.
 fn load_weights<B: Backend>(
+    dir: &Path,
+    config: &VlmConfig,
+    device: &B::Device,
+) -> anyhow::Result<Vlm<B>> {
+    match BaseModel::read(dir)? {
+        Some(base) if !dir.join("model.mpk").exists() => {
+            load_adapter_only(dir, &base, config, device)
+        }
+        _ => load_record_weights(dir, config, device),
+    }
+}
+
+/// The weights in `dir/model.mpk`.
+pub(super) fn load_record_weights<B: Backend>(
     dir: &Path,
     config: &VlmConfig,
     device: &B::Device,

@@ -14,7 +14,7 @@ use firempo_models::{LoraConfig, Vlm};
 use serde::{Deserialize, Serialize};
 
 use super::data::read_records;
-use super::{freeze_vision, train_into_model_dir};
+use super::{freeze_vision, train_into_model_dir, WeightsOutput};
 use crate::backend::BackendTask;
 use crate::pipeline::align::{
     align_examples, reference_of, whole_answer_spans, AlignExample, AlignObjective,
@@ -50,6 +50,10 @@ pub struct AlignStage {
     pub trainer: TrainerConfig,
     /// Continue an interrupted run.
     pub resume: bool,
+    /// LoRA runs: write the merged model (`model.mpk`) instead of the adapters and a reference
+    /// to the starting model (`base.json`). Not part of the run's identity.
+    #[serde(default)]
+    pub merge: bool,
     /// Named prompt format (`--prompt-format`) for a HF checkpoint `model`, overriding its chat
     /// template; `None`: the checkpoint's template (or a model directory's own format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +150,7 @@ impl AlignStage {
     /// What defines this run: its settings and digests of its pairs, model and ground truth.
     fn identity(&self) -> anyhow::Result<RunIdentity> {
         let identity = RunIdentity::of_stage("align", self)
+            .without("merge")
             .without("pairs")
             .without("model")
             .without("ground_truth_chosen")
@@ -173,6 +178,7 @@ impl BackendTask for AlignStage {
             );
         }
         let identity = self.identity()?;
+        let weights = WeightsOutput::choose(self.lora.is_some(), self.merge, Some(&self.model))?;
         if self.resume {
             check_resume(&self.out.join("run"), &identity, &self.trainer)?;
         }
@@ -220,6 +226,7 @@ impl BackendTask for AlignStage {
             &self.out,
             self.resume,
             &identity,
+            &weights,
             &device,
         )
     }

@@ -436,6 +436,7 @@ impl Demo {
             lora: None,
             trainer: self.trainer(sizes.sft_steps, sizes.sft_batch, 3e-3, seed),
             resume: false,
+            merge: false,
             prompt_format: None,
         }
         .run::<B>(device.clone())?;
@@ -526,6 +527,7 @@ impl Demo {
                     seed,
                 ),
                 resume: false,
+                merge: false,
                 prompt_format: None,
             }
             .run::<B>(device.clone())?;

@@ -18,7 +18,8 @@ use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use firempo_models::{save_adapter, Vlm};
 
-use crate::pipeline::model_dir::save_model_dir;
+use crate::pipeline::base_model::{BaseModel, BASE_FILE};
+use crate::pipeline::model_dir::{save_adapter_only_dir, save_model_dir};
 use crate::pipeline::processor::Processor;
 use crate::train::storage::explain_write_failure;
 use crate::train::{train, Objective, RunIdentity, TrainerConfig};
@@ -30,10 +31,35 @@ pub fn freeze_vision<B: Backend>(mut model: Vlm<B>) -> Vlm<B> {
     model
 }
 
-/// Trains `model` on `objective` (checkpoints and metrics in `out/run`) and writes the result,
-/// adapters merged, as a model directory at `out`; LoRA adapters are also written alone, in PEFT
-/// format, to `out/adapter` (small enough to share for a 7B model). `what` names the stage in
-/// errors; `identity` what defines the run (checked on `--resume`).
+/// How a trained model directory holds its weights.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WeightsOutput {
+    /// All weights, adapters merged, in `model.mpk`: a self-contained directory.
+    Merged,
+    /// The LoRA adapters alone (`adapter/`) and a reference to the starting model (`base.json`).
+    AdapterOnly(BaseModel),
+}
+
+impl WeightsOutput {
+    /// What a run writes: adapter-only for a LoRA run from a model directory unless `merge`;
+    /// merged weights otherwise (full fine-tuning, or a start that is not a directory).
+    /// `--merge` without LoRA is refused: there is nothing to merge.
+    pub fn choose(lora: bool, merge: bool, base: Option<&Path>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            lora || !merge,
+            "--merge applies to LoRA runs (their adapters are merged into the written model);              full fine-tuning writes all weights anyway; fix: drop --merge"
+        );
+        Ok(match (lora && !merge, base) {
+            (true, Some(dir)) => Self::AdapterOnly(BaseModel::of(dir)?),
+            _ => Self::Merged,
+        })
+    }
+}
+
+/// Trains `model` on `objective` (checkpoints and metrics in `out/run`) and writes the result as
+/// a model directory at `out`, its weights as `weights` says; LoRA adapters are always written
+/// alone, in PEFT format, to `out/adapter` (small enough to share for a 7B model). `what` names
+/// the stage in errors; `identity` what defines the run (checked on `--resume`).
 #[allow(clippy::too_many_arguments)]
 pub fn train_into_model_dir<B, T>(
     what: &str,
@@ -44,6 +70,7 @@ pub fn train_into_model_dir<B, T>(
     out: &Path,
     resume: bool,
     identity: &RunIdentity,
+    weights: &WeightsOutput,
     device: &B::Device,
 ) -> anyhow::Result<PathBuf>
 where
@@ -69,8 +96,13 @@ where
         std::fs::remove_dir_all(&partial)
             .with_context(|| format!("removing the stale {}", partial.display()))?;
     }
-    save_model_dir(&partial, &outcome.model.merge_lora(), processor)
-        .map_err(|e| explain_write_failure(out, "the trained model", format!("{e:#}")))?;
+    let written = match weights {
+        WeightsOutput::Merged => save_model_dir(&partial, &outcome.model.merge_lora(), processor),
+        WeightsOutput::AdapterOnly(base) => {
+            save_adapter_only_dir(&partial, &outcome.model.config, processor, base)
+        }
+    };
+    written.map_err(|e| explain_write_failure(out, "the trained model", format!("{e:#}")))?;
     publish_model_dir(&partial, out)?;
     Ok(out.to_path_buf())
 }
@@ -78,6 +110,8 @@ where
 /// Moves a complete model directory written in `partial` into `out`, `model.json` last, so a
 /// model directory that has `model.json` is always whole (a crash in between leaves no
 /// `model.json`: the loader says the directory is incomplete, and `--resume` writes it again).
+/// The other way of holding weights (`model.mpk` or `base.json`), left in `out` by an earlier
+/// run, is removed first: it would shadow or contradict this one.
 fn publish_model_dir(partial: &Path, out: &Path) -> anyhow::Result<()> {
     const LAST: &str = "model.json";
     let marker = out.join(LAST);
@@ -88,6 +122,12 @@ fn publish_model_dir(partial: &Path, out: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("listing {}", partial.display()))?
         .map(|entry| entry.map(|e| e.file_name()))
         .collect::<Result<_, _>>()?;
+    for stale in ["model.mpk", BASE_FILE] {
+        let path = out.join(stale);
+        if path.is_file() && !names.iter().any(|name| name == stale) {
+            std::fs::remove_file(&path).with_context(|| format!("replacing {}", path.display()))?;
+        }
+    }
     names.sort_by_key(|name| name == LAST);
     for name in names {
         let (from, to) = (partial.join(&name), out.join(&name));

@@ -9,7 +9,7 @@ use firempo_models::LoraConfig;
 use serde::{Deserialize, Serialize};
 
 use super::data::read_records;
-use super::{freeze_vision, train_into_model_dir};
+use super::{freeze_vision, train_into_model_dir, WeightsOutput};
 use crate::backend::BackendTask;
 use crate::pipeline::demo_model::demo_processor;
 use crate::pipeline::image_check::check_images;
@@ -48,6 +48,10 @@ pub struct SftStage {
     pub trainer: TrainerConfig,
     /// Continue an interrupted run.
     pub resume: bool,
+    /// LoRA runs: write the merged model (`model.mpk`) instead of the adapters and a reference
+    /// to the starting model (`base.json`). Not part of the run's identity.
+    #[serde(default)]
+    pub merge: bool,
     /// Named prompt format (`--prompt-format`) for a HF checkpoint `model`, overriding its chat
     /// template; `None`: the checkpoint's template (or a model directory's own format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +62,7 @@ impl SftStage {
     /// What defines this run: its settings and digests of its records and starting model.
     fn identity(&self) -> anyhow::Result<RunIdentity> {
         let identity = RunIdentity::of_stage("sft", self)
+            .without("merge")
             .without("records")
             .without("model")
             .with_file_digest("records", &self.records)?;
@@ -73,6 +78,11 @@ impl BackendTask for SftStage {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<PathBuf> {
         let identity = self.identity()?;
+        let base = match &self.model {
+            ModelSource::Demo => None,
+            ModelSource::Dir(dir) => Some(dir.as_path()),
+        };
+        let weights = WeightsOutput::choose(self.lora.is_some(), self.merge, base)?;
         if self.resume {
             check_resume(&self.out.join("run"), &identity, &self.trainer)?;
         }
@@ -130,6 +140,7 @@ impl BackendTask for SftStage {
             &self.out,
             self.resume,
             &identity,
+            &weights,
             &device,
         )
     }

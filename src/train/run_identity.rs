@@ -168,7 +168,23 @@ pub fn file_digest(path: &Path) -> anyhow::Result<String> {
 /// Files at most this large are hashed by content in a model directory digest.
 const SMALL_FILE: u64 = 16 << 20;
 
-fn model_dir_digest(dir: &Path) -> anyhow::Result<String> {
+/// Digest of a model directory: its files (see [`RunIdentity::with_model_dir_digest`]) and
+/// those of its `adapter/` folder, which hold the weights of an adapter-only model directory.
+pub fn model_dir_digest(dir: &Path) -> anyhow::Result<String> {
+    let top = files_digest(dir)?;
+    let adapter = dir.join("adapter");
+    if adapter.is_dir() {
+        let mut hasher = Sha256::new();
+        hasher.update(top.as_bytes());
+        hasher.update(files_digest(&adapter)?.as_bytes());
+        Ok(hex(&hasher.finalize()))
+    } else {
+        Ok(top)
+    }
+}
+
+/// Digest of the regular files directly in `dir` (subfolders are not followed).
+fn files_digest(dir: &Path) -> anyhow::Result<String> {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .with_context(|| format!("listing model directory {}", dir.display()))?
         .collect::<Result<_, _>>()

@@ -210,6 +210,76 @@ fn lora_checkpoints_hold_only_the_adapters() {
     assert_eq!(step_dirs(&scratch.join("lora/run")).len(), 2);
 }
 
+/// Issue 12 item 4: a LoRA run from a model directory writes its adapters and `base.json`, not a
+/// copy of the model; later stages load the base and merge them, to the same weights `--merge`
+/// writes. A base that changed or went away is refused naming it and the fix; `--merge` without
+/// LoRA is refused.
+#[test]
+fn lora_runs_write_adapters_and_merge_only_when_asked() {
+    let scratch = Scratch::new("adapter-only");
+    tiny_synth(&scratch.0);
+    sft_run(&scratch.0, "full", &[]).assert_success(&[]);
+    let lora = ["--model", "full", "--lora-rank", "2"];
+    sft_run(&scratch.0, "lora", &lora).assert_success(&[]);
+    sft_run(&scratch.0, "merged", &[&lora[..], &["--merge"]].concat()).assert_success(&[]);
+
+    let exists = |p: &str| scratch.join(p).exists();
+    assert!(exists("lora/adapter/adapter_model.safetensors") && exists("lora/base.json"));
+    assert!(
+        !exists("lora/model.mpk"),
+        "the adapter-only run wrote the model"
+    );
+    assert!(exists("merged/model.mpk") && !exists("merged/base.json"));
+    let size = |p: &str| fs::metadata(scratch.join(p)).unwrap().len();
+    assert!(size("lora/adapter/adapter_model.safetensors") * 20 < size("merged/model.mpk"));
+    let (adapted, merged) = (
+        weights(&scratch.join("lora")),
+        weights(&scratch.join("merged")),
+    );
+    assert_eq!(adapted.len(), merged.len());
+    for (index, (a, b)) in adapted.iter().zip(&merged).enumerate() {
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            worst <= 1e-6,
+            "parameter {index}: adapter-only vs --merge differ by {worst}"
+        );
+    }
+    // A second adapter-only run on top of the first (base.json → base.json → model.mpk).
+    let stacked = ["--model", "lora", "--lora-rank", "2"];
+    sft_run(&scratch.0, "stacked", &stacked).assert_success(&[]);
+    assert_eq!(weights(&scratch.join("stacked")).len(), merged.len());
+
+    // The base changes: the adapters no longer describe a model that exists.
+    let processor = scratch.join("full/processor.json");
+    let text = fs::read_to_string(&processor).unwrap();
+    fs::write(&processor, text.replace('{', "{ ")).unwrap();
+    let err = load_error(&scratch.join("lora"));
+    for needle in ["full", "changed", "--merge"] {
+        assert!(err.contains(needle), "{needle:?} missing from: {err}");
+    }
+    fs::rename(scratch.join("full"), scratch.join("moved")).unwrap();
+    let err = load_error(&scratch.join("stacked"));
+    for needle in ["full", "not there any more", "--merge"] {
+        assert!(err.contains(needle), "{needle:?} missing from: {err}");
+    }
+
+    sft_run(&scratch.0, "no-lora", &["--model", "merged", "--merge"])
+        .assert_clean_error(&["--merge applies to LoRA runs", "fix: drop --merge"]);
+}
+
+/// The error loading model directory `dir` gives.
+fn load_error(dir: &Path) -> String {
+    let loaded = firempo::pipeline::model_dir::load_model::<burn::backend::NdArray<f32>>(
+        dir,
+        &Default::default(),
+    );
+    format!("{:#}", loaded.map(|_| ()).unwrap_err())
+}
+
 /// Item 15: an unreadable image stops SFT before step 1, naming the record.
 #[test]
 fn a_bad_image_stops_training_before_step_one() {
@@ -281,7 +351,13 @@ fn resume_from_trained_parameters_gives_the_uninterrupted_model() {
         fs::remove_dir_all(run.join("checkpoints/step-000004")).unwrap();
         fs::remove_file(run.join("checkpoints/latest")).unwrap();
         fs::remove_file(scratch.join(out).join("model.json")).unwrap();
-        fs::remove_file(scratch.join(out).join("model.mpk")).unwrap();
+        // The full run's weights, or the LoRA run's reference to its base (adapter-only).
+        let held_in = if out == "full" {
+            "model.mpk"
+        } else {
+            "base.json"
+        };
+        fs::remove_file(scratch.join(out).join(held_in)).unwrap();
         let mut resume = extra.clone();
         resume.push("--resume");
         four_steps(out, &resume).assert_success(&[]);

@@ -237,6 +237,7 @@ fn hf_checkpoint_runs_through_sample_sft_align_and_eval() {
         lora: lora(),
         trainer: trainer(2),
         resume: false,
+        merge: false,
         prompt_format: Some("qwen-vl".into()),
     }
     .run::<B>(device)
@@ -258,6 +259,7 @@ fn hf_checkpoint_runs_through_sample_sft_align_and_eval() {
         ground_truth_chosen: None,
         trainer: trainer(2),
         resume: false,
+        merge: false,
         prompt_format: Some("qwen-vl".into()),
     }
     .run::<B>(device)
