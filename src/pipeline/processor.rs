@@ -265,13 +265,23 @@ pub struct SpecialIds {
     pub bos: Option<i64>,
     /// End of answer, appended to every answer; generation stops there.
     pub eos: i64,
-    /// Image placeholder, expanded to one id per image feature.
+    /// The image id the model reads at image-feature positions (its `image_token_id`): the
+    /// tokenizer's `<image>`, or, for original-LLaVA checkpoints whose tokenizer has none
+    /// (LLaVA-Med, HuatuoGPT-Vision), an id past the vocabulary.
     pub image: i64,
+    /// Whether `<image>` is a token of the tokenizer. When it is not, prompts are tokenized
+    /// around the placeholder, a piece at a time, as LLaVA's `tokenizer_image_token` does.
+    pub image_in_tokenizer: bool,
 }
 
 impl SpecialIds {
-    /// Looks the special tokens of `format` up in `tokenizer`, naming any that is missing.
-    pub fn from_tokenizer(tokenizer: &Tokenizer, format: &PromptFormat) -> anyhow::Result<Self> {
+    /// Looks the special tokens of `format` up in `tokenizer`, naming any that is missing;
+    /// `image_token_id` is the model's.
+    pub fn from_tokenizer(
+        tokenizer: &Tokenizer,
+        format: &PromptFormat,
+        image_token_id: usize,
+    ) -> anyhow::Result<Self> {
         let lookup = |token: &str| tokenizer.token_to_id(token).map(i64::from);
         let id = |token: &str| -> anyhow::Result<i64> {
             lookup(token).with_context(|| {
@@ -279,6 +289,27 @@ impl SpecialIds {
             })
         };
         let eos = id(&format.eos_token)?;
+        let image = match lookup(IMAGE_PLACEHOLDER) {
+            Some(image) => {
+                anyhow::ensure!(
+                    image as usize == image_token_id,
+                    "the tokenizer's {IMAGE_PLACEHOLDER} id {image} differs from the model's \
+                     image_token_id {image_token_id}"
+                );
+                image
+            }
+            None => {
+                let vocab = tokenizer.get_vocab_size(true);
+                anyhow::ensure!(
+                    image_token_id >= vocab,
+                    "the tokenizer has no `{IMAGE_PLACEHOLDER}` token and the model's \
+                     image_token_id {image_token_id} is one of its {vocab} text tokens, so \
+                     images and text would mix; fix: add `{IMAGE_PLACEHOLDER}` to the tokenizer \
+                     as a special token with id {image_token_id}"
+                );
+                image_token_id as i64
+            }
+        };
         Ok(Self {
             pad: ["<pad>", "<unk>", "<|endoftext|>"]
                 .into_iter()
@@ -286,7 +317,8 @@ impl SpecialIds {
                 .unwrap_or(eos),
             bos: format.bos_token.as_deref().map(id).transpose()?,
             eos,
-            image: id(IMAGE_PLACEHOLDER)?,
+            image,
+            image_in_tokenizer: lookup(IMAGE_PLACEHOLDER).is_some(),
         })
     }
 }
@@ -301,13 +333,7 @@ impl Processor {
         format: PromptFormat,
     ) -> anyhow::Result<Self> {
         format.validate()?;
-        let special = SpecialIds::from_tokenizer(&tokenizer, &format)?;
-        anyhow::ensure!(
-            special.image as usize == config.image_token_id,
-            "the tokenizer's {IMAGE_PLACEHOLDER} id {} differs from the model's image_token_id {}",
-            special.image,
-            config.image_token_id
-        );
+        let special = SpecialIds::from_tokenizer(&tokenizer, &format, config.image_token_id)?;
         let vocab = tokenizer.get_vocab_size(true);
         anyhow::ensure!(
             vocab <= config.text.vocab_size,
@@ -341,9 +367,13 @@ impl Processor {
     /// one answer token is an error.
     pub fn prompt_ids(&self, question: &str) -> anyhow::Result<Vec<i64>> {
         let text = self.format.prompt(question);
-        let ids = self.encode(&text)?;
-        let expanded = expand_image_tokens(&ids, self.special.image as u32, self.image_tokens, 1)
-            .with_context(|| format!("the prompt {text:?}"))?;
+        let expanded = if self.special.image_in_tokenizer {
+            let ids = self.encode(&text)?;
+            expand_image_tokens(&ids, self.special.image as u32, self.image_tokens, 1)
+                .with_context(|| format!("the prompt {text:?}"))?
+        } else {
+            self.encode_around_image(&text)?
+        };
         let prompt: Vec<i64> = self
             .special
             .bos
@@ -352,6 +382,23 @@ impl Processor {
             .collect();
         self.check_fits(prompt.len(), 1)?;
         Ok(prompt)
+    }
+
+    /// Ids of a prompt for a tokenizer without `<image>`: the text before and after the
+    /// placeholder tokenized separately, the image ids between them. This is LLaVA's
+    /// `tokenizer_image_token` (each piece is tokenized as a text of its own; the begin token is
+    /// the format's, added once by [`Self::prompt_ids`]).
+    fn encode_around_image(&self, text: &str) -> anyhow::Result<Vec<u32>> {
+        let pieces: Vec<&str> = text.split(IMAGE_PLACEHOLDER).collect();
+        anyhow::ensure!(
+            pieces.len() == 2,
+            "the prompt {text:?} has {} `{IMAGE_PLACEHOLDER}` placeholders; it needs exactly one",
+            pieces.len() - 1
+        );
+        let mut ids = self.encode(pieces[0])?;
+        ids.extend(std::iter::repeat_n(self.special.image as u32, self.image_tokens));
+        ids.extend(self.encode(pieces[1])?);
+        Ok(ids)
     }
 
     /// Checks that a prompt of `prompt_len` ids followed by `answer_len` answer ids fits the

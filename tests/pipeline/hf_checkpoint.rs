@@ -204,9 +204,15 @@ fn a_checkpoint_without_chat_template_needs_a_prompt_format() {
 
 #[test]
 fn hf_checkpoint_runs_through_sample_sft_align_and_eval() {
+    runs_through_sample_sft_align_and_eval("hf-stages", hf_checkpoint);
+}
+
+/// `sample`, `sft` (LoRA), `align` (FiRe-MPO, LoRA) and `eval` on the checkpoint directory
+/// `checkpoint` makes in the test folder, with the `qwen-vl` (ChatML) prompt format.
+pub fn runs_through_sample_sft_align_and_eval(name: &str, checkpoint: impl Fn(&Path) -> PathBuf) {
     let _serial = crate::common::exclusive();
-    let setup = crate::common::tiny_setup("hf-stages");
-    let hf = hf_checkpoint(&setup.dir);
+    let setup = crate::common::tiny_setup(name);
+    let hf = checkpoint(&setup.dir);
     let device = burn::backend::ndarray::NdArrayDevice::Cpu;
 
     let samples = setup.dir.join("samples.jsonl");

@@ -8,6 +8,7 @@ mod convert;
 mod demo;
 mod forward;
 mod hf_checkpoint;
+mod original_llava;
 mod pairs;
 mod sft;
 mod trainer_errors;
