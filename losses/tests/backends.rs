@@ -1,6 +1,7 @@
 //! The same losses on other backends agree with the f64 ndarray reference: proof that the
-//! generic code is backend-independent. Runs on ndarray f32 always, and on wgpu with
-//! `--features test-wgpu` (skipped with a printed reason when no adapter exists).
+//! generic code is backend-independent. Runs on ndarray f32 always, on flex with
+//! `--features test-flex`, and on wgpu with `--features test-wgpu` (skipped with a printed
+//! reason when no adapter exists).
 
 mod common;
 
@@ -38,6 +39,12 @@ fn agrees_with_f64_reference<B: AutodiffBackend>(device: &B::Device, backend: &s
 #[test]
 fn ndarray_f32_agrees_with_f64() {
     agrees_with_f64_reference::<Autodiff<NdArray<f32>>>(&Default::default(), "ndarray-f32");
+}
+
+#[cfg(feature = "test-flex")]
+#[test]
+fn flex_agrees_with_f64() {
+    agrees_with_f64_reference::<Autodiff<burn::backend::Flex>>(&Default::default(), "flex");
 }
 
 #[cfg(feature = "test-wgpu")]

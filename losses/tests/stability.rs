@@ -2,10 +2,10 @@
 
 mod common;
 
-use burn::backend::{Autodiff, NdArray};
-use common::{all_losses, evaluate, random_batch};
+use burn::backend::Autodiff;
+use common::{all_losses, evaluate, random_batch, CpuF32};
 
-type B = Autodiff<NdArray<f32>>;
+type B = Autodiff<CpuF32>;
 
 #[test]
 fn extreme_logits_and_large_vocabulary_stay_finite() {

@@ -3,14 +3,14 @@
 
 mod common;
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::{activation::log_softmax, Distribution, Int, Tensor, TensorData};
 use common::max_abs_diff;
 use firempo_models::{load_adapter, save_adapter, LoraConfig, Vlm, VlmConfig, VlmInput};
 
-type A = Autodiff<NdArray<f32>>;
+type A = Autodiff<common::B>;
 
 fn input(config: &VlmConfig) -> VlmInput<A> {
     let device = Default::default();
@@ -105,12 +105,16 @@ fn lora_reference_switch_merge_and_peft_round_trip() {
         .with_adapters(false)
         .forward(inner_input.clone())
         .unwrap();
-    let valid_on = trained.valid().forward(inner_input).unwrap();
+    let valid_on = trained.valid().forward(inner_input.clone()).unwrap();
+    // Exact against the base on the same (inner) backend. Against the autodiff logits within
+    // f32 rounding: flex runs fused softmax and layer norm on its plain backend while autodiff
+    // differentiates the composite ops (≈1e-6 apart; ndarray is bit-identical).
     assert_eq!(
-        valid_ref.into_data(),
-        base_logits.clone().inner().into_data()
+        valid_ref.clone().into_data(),
+        base.valid().forward(inner_input).unwrap().into_data()
     );
-    assert_eq!(valid_on.into_data(), on.clone().inner().into_data());
+    assert!(max_abs_diff(Tensor::from_inner(valid_ref), base_logits.clone()) <= 1e-5);
+    assert!(max_abs_diff(Tensor::from_inner(valid_on), on.clone()) <= 1e-5);
 
     let merged = trained.clone().merge_lora();
     assert!(!merged.has_lora());

@@ -3,7 +3,7 @@
 
 mod common;
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
 use burn::tensor::{
     activation::log_softmax, backend::Backend, Distribution, Int, Tensor, TensorData,
 };
@@ -102,7 +102,7 @@ fn shared_prefix_equals_separate_sequences() {
 
 #[test]
 fn gradients_flow_through_the_prefix_into_the_vision_tower() {
-    type A = Autodiff<NdArray<f32>>;
+    type A = Autodiff<B>;
     let device = Default::default();
     let config = VlmConfig::tiny();
     let model = config.init::<A>(&device);

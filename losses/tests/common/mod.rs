@@ -9,6 +9,14 @@ use firempo_losses::{
 };
 use serde::Deserialize;
 
+/// The f32 CPU backend of the f32 tests: ndarray, or flex with `--features test-flex`. The f64
+/// reference tests name `NdArray<f64>` themselves (flex implements `Backend` for f32 only).
+#[cfg(not(feature = "test-flex"))]
+pub type CpuF32 = burn::backend::NdArray<f32>;
+/// The f32 CPU backend of the f32 tests: flex (`--features test-flex`).
+#[cfg(feature = "test-flex")]
+pub type CpuF32 = burn::backend::Flex;
+
 /// One answer variant as flat row-major vectors.
 #[derive(Debug, Clone, Deserialize)]
 pub struct VariantData {

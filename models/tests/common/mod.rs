@@ -3,11 +3,19 @@
 
 use std::path::PathBuf;
 
-use burn::backend::NdArray;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use safetensors::tensor::{Dtype, SafeTensors};
 
-pub type B = NdArray<f32>;
+/// The backend of the integration tests: ndarray f32 by default, flex with `--features
+/// test-flex`, wgpu with `--features test-wgpu` (wgpu wins when both are set).
+#[cfg(not(any(feature = "test-flex", feature = "test-wgpu")))]
+pub type B = burn::backend::NdArray<f32>;
+/// The backend of the integration tests: flex (`--features test-flex`).
+#[cfg(all(feature = "test-flex", not(feature = "test-wgpu")))]
+pub type B = burn::backend::Flex;
+/// The backend of the integration tests: wgpu (`--features test-wgpu`).
+#[cfg(feature = "test-wgpu")]
+pub type B = burn::backend::Wgpu;
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
