@@ -1,8 +1,8 @@
 //! The one place where a `--backend` choice becomes a concrete burn backend and device.
 //!
 //! Everything else in firempo is generic over `B: AutodiffBackend`; a [`BackendTask`] is run on
-//! the backend the user picked. Backends are cargo features (`ndarray` default, `wgpu`, `cuda`),
-//! so a binary may lack one: that is a clear [`BackendError::NotCompiled`], never a panic.
+//! the backend the user picked. Backends are cargo features (`ndarray` default, `flex`, `wgpu`,
+//! `cuda`), so a binary may lack one: that is a clear [`BackendError::NotCompiled`], never a panic.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,6 +18,9 @@ pub enum BackendKind {
     /// CPU through ndarray (f32): deterministic, always available in default builds.
     #[default]
     Ndarray,
+    /// CPU through burn-flex (f32): gemm matmul, SIMD elementwise ops, rayon threads
+    /// (`RAYON_NUM_THREADS`), fused softmax/layer norm; burn's intended successor of ndarray.
+    Flex,
     /// GPU through wgpu: Vulkan, Metal or DX12 (or Mesa lavapipe on a CPU-only Linux box).
     Wgpu,
     /// NVIDIA GPU through CUDA (kernels compiled at run time by NVRTC).
@@ -26,12 +29,18 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// All backends, compiled in or not.
-    pub const ALL: [BackendKind; 3] = [BackendKind::Ndarray, BackendKind::Wgpu, BackendKind::Cuda];
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Ndarray,
+        BackendKind::Flex,
+        BackendKind::Wgpu,
+        BackendKind::Cuda,
+    ];
 
     /// The cargo feature that compiles this backend in.
     pub fn feature(self) -> &'static str {
         match self {
             BackendKind::Ndarray => "ndarray",
+            BackendKind::Flex => "flex",
             BackendKind::Wgpu => "wgpu",
             BackendKind::Cuda => "cuda",
         }
@@ -41,6 +50,7 @@ impl BackendKind {
     pub fn is_compiled(self) -> bool {
         match self {
             BackendKind::Ndarray => cfg!(feature = "ndarray"),
+            BackendKind::Flex => cfg!(feature = "flex"),
             BackendKind::Wgpu => cfg!(feature = "wgpu"),
             BackendKind::Cuda => cfg!(feature = "cuda"),
         }
@@ -52,6 +62,22 @@ impl fmt::Display for BackendKind {
         f.write_str(self.feature())
     }
 }
+
+/// The CPU backend firempo's own tests run on, as a type: ndarray f32, or flex when built with
+/// the `test-flex` feature (`cargo test --workspace --features test-flex` runs the suite on flex).
+/// f64 reference tests name `NdArray<f64>` themselves: flex implements `Backend` for f32 only.
+#[cfg(all(feature = "ndarray", not(feature = "test-flex")))]
+pub type TestCpu = burn::backend::NdArray<f32>;
+/// The CPU backend firempo's own tests run on: flex (`--features test-flex`).
+#[cfg(feature = "test-flex")]
+pub type TestCpu = burn::backend::Flex;
+
+/// [`TestCpu`] as a `--backend` choice, for tests that run a [`BackendTask`] with [`run_on`].
+#[cfg(not(feature = "test-flex"))]
+pub const TEST_CPU: BackendKind = BackendKind::Ndarray;
+/// [`TestCpu`] as a `--backend` choice: flex (`--features test-flex`).
+#[cfg(feature = "test-flex")]
+pub const TEST_CPU: BackendKind = BackendKind::Flex;
 
 /// Why a backend could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +124,10 @@ pub fn run_on<T: BackendTask>(kind: BackendKind, task: T) -> anyhow::Result<T::O
         BackendKind::Ndarray => {
             task.run::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(Default::default())
         }
+        #[cfg(feature = "flex")]
+        BackendKind::Flex => {
+            task.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default())
+        }
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => {
             probe(BackendKind::Wgpu)?;
@@ -140,6 +170,8 @@ pub fn probe(kind: BackendKind) -> Result<String, BackendError> {
     let computation: fn() -> String = match kind {
         #[cfg(feature = "ndarray")]
         BackendKind::Ndarray => sum_of_ones::<burn::backend::NdArray<f32>>,
+        #[cfg(feature = "flex")]
+        BackendKind::Flex => sum_of_ones::<burn::backend::Flex>,
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => sum_of_ones::<burn::backend::Wgpu>,
         #[cfg(feature = "cuda")]
@@ -195,6 +227,22 @@ mod tests {
     fn ndarray_runs_tasks_and_probes() {
         assert_eq!(run_on(BackendKind::Ndarray, Double(1.5)).unwrap(), 3.0);
         assert_eq!(probe(BackendKind::Ndarray).unwrap(), "Cpu");
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn flex_runs_tasks_and_probes() {
+        assert_eq!(run_on(BackendKind::Flex, Double(1.5)).unwrap(), 3.0);
+        assert_eq!(probe(BackendKind::Flex).unwrap(), "Cpu");
+    }
+
+    #[cfg(not(feature = "flex"))]
+    #[test]
+    fn flex_without_its_feature_is_a_clear_error() {
+        let err = run_on(BackendKind::Flex, Double(1.0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--features flex"), "{err}");
     }
 
     #[cfg(not(feature = "cuda"))]

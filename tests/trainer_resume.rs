@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
+use firempo::backend::TestCpu;
 use firempo::losses::{FiReMpoConfig, PreferenceLoss};
 use firempo::playground::{Playground, PlaygroundConfig};
 use firempo::train::{interrupt, train, TrainerConfig};
 
-type B = Autodiff<NdArray<f32>>;
+type B = Autodiff<TestCpu>;
 
 fn config(run_dir: PathBuf) -> PlaygroundConfig {
     PlaygroundConfig {

@@ -375,10 +375,10 @@ fn resume_from_trained_parameters_gives_the_uninterrupted_model() {
 /// Every float parameter of a model directory, flattened, in module order (the files themselves
 /// differ: they carry parameter ids, fresh for the parts rebuilt on resume).
 fn weights(dir: &Path) -> Vec<Vec<f32>> {
-    use burn::backend::NdArray;
     use burn::module::{Module, ModuleVisitor, Param};
     use burn::tensor::Tensor;
-    type B = NdArray<f32>;
+    use firempo::backend::TestCpu;
+    type B = TestCpu;
     struct Collect(Vec<Vec<f32>>);
     impl ModuleVisitor<B> for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
+use firempo::backend::TestCpu;
 use firempo::losses::{FiReMpoConfig, PreferenceLoss};
 use firempo::pipeline::align::{align_examples, reference_of, AlignObjective};
 use firempo::train::{train, TrainerConfig};
@@ -14,7 +15,7 @@ use firempo_datasets::{
 };
 use firempo_models::LoraConfig;
 
-type B = Autodiff<NdArray<f32>>;
+type B = Autodiff<TestCpu>;
 
 /// Presence questions become pairs: the truth as `y+`, the opposite as `y−`; the first half get a
 /// whole-image-noise corrupted image, the rest none.

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use firempo::backend::{run_on, BackendKind};
+use firempo::backend::{run_on, TEST_CPU};
 use firempo::stages::demo::{demo_methods, Demo, DemoSizes, TABLE_METRICS};
 
 fn run(name: &str) -> (firempo::stages::demo::DemoOutcome, PathBuf) {
@@ -15,7 +15,7 @@ fn run(name: &str) -> (firempo::stages::demo::DemoOutcome, PathBuf) {
         seed: 3,
         align_seeds: vec![3, 4],
     };
-    let outcome = run_on(BackendKind::Ndarray, demo).expect("quick demo runs");
+    let outcome = run_on(TEST_CPU, demo).expect("quick demo runs");
     (outcome, out)
 }
 

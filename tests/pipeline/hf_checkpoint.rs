@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::backend::{Autodiff, NdArray};
-use firempo::backend::BackendTask;
+use burn::backend::Autodiff;
+use firempo::backend::{BackendTask, TestCpu};
 use firempo::losses::{FiReMpoConfig, PreferenceLoss};
 use firempo::pipeline::model_dir::{load_model, load_model_as};
 use firempo::pipeline::processor::PromptFormat;
@@ -18,7 +18,7 @@ use firempo::train::TrainerConfig;
 use firempo_datasets::{write_jsonl, CorruptionConfig};
 use firempo_models::{ChatTemplate, LoraConfig};
 
-type B = Autodiff<NdArray<f32>>;
+type B = Autodiff<TestCpu>;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tests/fixtures")
@@ -80,7 +80,7 @@ fn prompt_ids_match_the_hf_tokenizer_and_chat_template() {
     )
     .unwrap();
     let (_, processor) =
-        load_model::<NdArray<f32>>(&hf, &Default::default()).expect("HF checkpoint loads");
+        load_model::<TestCpu>(&hf, &Default::default()).expect("HF checkpoint loads");
     assert_eq!(processor.format, chatml(template.display().to_string()));
     // Ids written by HF `tokenizers` in make_parity_fixtures.py; `<image>` (120) expands to one id
     // per patch (32×32 image, 8×8 patches, class token dropped: 16).
@@ -106,7 +106,7 @@ fn prompt_ids_match_the_hf_tokenizer_and_chat_template() {
     );
 
     // A named format overrides it: plain ChatML has no default system turn.
-    let (_, processor) = load_model_as::<NdArray<f32>>(&hf, Some("chatml"), &Default::default())
+    let (_, processor) = load_model_as::<TestCpu>(&hf, Some("chatml"), &Default::default())
         .expect("HF checkpoint loads");
     assert_eq!(
         processor.format.template,
@@ -121,7 +121,7 @@ fn prompt_ids_match_the_hf_tokenizer_and_chat_template() {
         "{% for m in messages %}{{ m.content | replace('<image>', '') }}{% endfor %}",
     )
     .unwrap();
-    let err = load_model::<NdArray<f32>>(&hf, &Default::default())
+    let err = load_model::<TestCpu>(&hf, &Default::default())
         .map(|_| ())
         .unwrap_err();
     let err = format!("{err:#}");
@@ -151,7 +151,7 @@ fn a_llava_hf_processor_template_gives_the_llava_1_5_prompt() {
     )
     .unwrap();
     let (_, processor) =
-        load_model::<NdArray<f32>>(&hf, &Default::default()).expect("HF checkpoint loads");
+        load_model::<TestCpu>(&hf, &Default::default()).expect("HF checkpoint loads");
     assert_eq!(
         processor.format,
         PromptFormat {
@@ -178,7 +178,7 @@ fn a_checkpoint_without_chat_template_needs_a_prompt_format() {
     let _serial = crate::common::exclusive();
     let dir = std::env::temp_dir().join(format!("firempo-hf-noformat-{}", std::process::id()));
     let hf = hf_checkpoint(&dir);
-    let err = load_model::<NdArray<f32>>(&hf, &Default::default())
+    let err = load_model::<TestCpu>(&hf, &Default::default())
         .map(|_| ())
         .unwrap_err();
     let err = format!("{err:#}");
@@ -191,7 +191,7 @@ fn a_checkpoint_without_chat_template_needs_a_prompt_format() {
         "{err}"
     );
     // llava-1.5 ends answers with `eos_token`, which this checkpoint names nowhere.
-    let err = load_model_as::<NdArray<f32>>(&hf, Some("llava-1.5"), &Default::default())
+    let err = load_model_as::<TestCpu>(&hf, Some("llava-1.5"), &Default::default())
         .map(|_| ())
         .unwrap_err();
     let err = format!("{err:#}");
@@ -213,7 +213,7 @@ pub fn runs_through_sample_sft_align_and_eval(name: &str, checkpoint: impl Fn(&P
     let _serial = crate::common::exclusive();
     let setup = crate::common::tiny_setup(name);
     let hf = checkpoint(&setup.dir);
-    let device = burn::backend::ndarray::NdArrayDevice::Cpu;
+    let device: burn::tensor::Device<TestCpu> = Default::default();
 
     let samples = setup.dir.join("samples.jsonl");
     let count = SampleStage {
@@ -275,14 +275,14 @@ pub fn runs_through_sample_sft_align_and_eval(name: &str, checkpoint: impl Fn(&P
     assert_eq!(metrics.lines().count(), 2, "{metrics}");
 
     // The aligned model directory keeps the named prompt format, and says which it is.
-    let (_, processor) = load_model::<NdArray<f32>>(&aligned, &device).unwrap();
+    let (_, processor) = load_model::<TestCpu>(&aligned, &device).unwrap();
     assert_eq!(processor.format, chatml("prompt format `qwen-vl`".into()));
-    let (_, processor) = load_model_as::<NdArray<f32>>(&aligned, Some("qwen-vl"), &device).unwrap();
+    let (_, processor) = load_model_as::<TestCpu>(&aligned, Some("qwen-vl"), &device).unwrap();
     assert_eq!(
         processor.format.origin.as_deref(),
         Some("prompt format `qwen-vl`")
     );
-    let err = load_model_as::<NdArray<f32>>(&aligned, Some("chatml"), &device)
+    let err = load_model_as::<TestCpu>(&aligned, Some("chatml"), &device)
         .map(|_| ())
         .unwrap_err()
         .to_string();
@@ -313,7 +313,7 @@ pub fn runs_through_sample_sft_align_and_eval(name: &str, checkpoint: impl Fn(&P
 fn a_folder_that_is_no_model_gets_a_clear_error() {
     let dir = std::env::temp_dir().join(format!("firempo-hf-none-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let err = load_model::<NdArray<f32>>(&dir, &Default::default())
+    let err = load_model::<TestCpu>(&dir, &Default::default())
         .map(|_| ())
         .unwrap_err()
         .to_string();
@@ -321,7 +321,7 @@ fn a_folder_that_is_no_model_gets_a_clear_error() {
     // A checkpoint without its tokenizer names the missing file and how to make it.
     let hf = hf_checkpoint(&dir);
     std::fs::remove_file(hf.join("tokenizer.json")).unwrap();
-    let err = load_model::<NdArray<f32>>(&hf, &Default::default())
+    let err = load_model::<TestCpu>(&hf, &Default::default())
         .map(|_| ())
         .unwrap_err()
         .to_string();

@@ -1,13 +1,14 @@
 //! SFT of the tiny demo VLM on a few synthetic records: the loss falls and every trainable
 //! parameter changes (TRL's `test_train` pattern).
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
+use firempo::backend::TestCpu;
 use firempo::pipeline::sft::{sft_examples, SftObjective};
 use firempo::train::{train, TrainerConfig};
 
-type B = Autodiff<NdArray<f32>>;
+type B = Autodiff<TestCpu>;
 
 /// Every float parameter tensor of the model, flattened, with its module path, in visiting
 /// order. The vision tower's `post_layernorm` is left out: LLaVA takes patch features before it,
@@ -17,14 +18,14 @@ fn parameter_tensors(model: &firempo_models::Vlm<B>) -> Vec<(String, Vec<f32>)> 
         path: Vec<String>,
         tensors: Vec<(String, Vec<f32>)>,
     }
-    impl ModuleVisitor<NdArray<f32>> for Collect {
+    impl ModuleVisitor<TestCpu> for Collect {
         fn enter_module(&mut self, name: &str, _container: &str) {
             self.path.push(name.to_string());
         }
         fn exit_module(&mut self, _name: &str, _container: &str) {
             self.path.pop();
         }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<NdArray<f32>, D>>) {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<TestCpu, D>>) {
             let path = self.path.join(".");
             if !path.contains("post_layernorm") {
                 self.tensors

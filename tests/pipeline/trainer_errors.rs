@@ -3,13 +3,14 @@
 
 use std::cell::Cell;
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
 use burn::module::Param;
+use firempo::backend::TestCpu;
 use firempo::losses::{DpoConfig, LossOutput, PreferenceLoss};
 use firempo::playground::{LogitTable, Playground, PlaygroundConfig};
 use firempo::train::{train, Objective, TrainerConfig};
 
-type B = Autodiff<NdArray<f32>>;
+type B = Autodiff<TestCpu>;
 
 /// The playground, with the policy logits turned to NaN from the `after`-th loss call on.
 struct PoisonedAfter {
