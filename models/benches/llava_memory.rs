@@ -16,7 +16,7 @@ mod common;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
 use burn::tensor::{activation::log_softmax, Distribution, Int, Tensor, TensorData};
-use firempo_models::{LoraConfig, ScoringInput, VlmConfig};
+use firempo_models::{register_fused_attention, LoraConfig, ScoringInput, VlmConfig};
 
 type A = Autodiff<NdArray<f32>>;
 
@@ -83,6 +83,8 @@ fn measure(layers: usize) -> (usize, usize) {
 }
 
 fn main() {
+    // The decoder's attention trains through its own backward op, as in `firempo align`.
+    register_fused_attention::<NdArray<f32>>();
     let (w1, p1) = measure(1);
     let (w2, p2) = measure(2);
     let full = VlmConfig::llava_1_5_7b().text.n_layers;

@@ -14,7 +14,9 @@ use burn::tensor::{
     activation::log_softmax, backend::Backend, Distribution, Int, Tensor, TensorData,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
-use firempo_models::{GenerationConfig, LoraConfig, ScoringInput, Vlm, VlmConfig, VlmInput};
+use firempo_models::{
+    register_fused_attention, GenerationConfig, LoraConfig, ScoringInput, Vlm, VlmConfig, VlmInput,
+};
 
 type A = Autodiff<NdArray<f32>>;
 
@@ -70,6 +72,8 @@ fn peak_bytes(f: impl FnOnce()) -> usize {
 }
 
 fn lora_model(config: &VlmConfig) -> Vlm<A> {
+    // The decoder's attention trains through its own backward op, as in `firempo align`.
+    register_fused_attention::<NdArray<f32>>();
     let device = Default::default();
     config
         .init::<A>(&device)

@@ -52,6 +52,12 @@ pub fn register_fused_attention_with<I: Backend, C: CheckpointStrategy>() {
         .insert(TypeId::of::<Autodiff<I, C>>(), Box::new(f));
 }
 
+/// Whether [`causal_attention`] on `B` runs the blocked op with its own backward (for tests and
+/// start-up checks).
+pub fn fused_attention_registered<B: Backend>() -> bool {
+    registered::<B>().is_some()
+}
+
 fn registered<B: Backend>() -> Option<AttentionFn<B>> {
     let map = registry().read().unwrap_or_else(|e| e.into_inner());
     map.get(&TypeId::of::<B>())

@@ -12,7 +12,9 @@ use burn::tensor::{backend::AutodiffBackend, Distribution, Tensor, TensorData};
 use common::B;
 use firempo_models::causal_attention::{dense_attention, AttentionInput, QUERY_BLOCK};
 use firempo_models::mask::{attention_bias, RowLayout};
-use firempo_models::{causal_attention_blocked, register_fused_attention};
+use firempo_models::{
+    causal_attention_blocked, fused_attention_registered, register_fused_attention,
+};
 
 const TOL: f32 = 1e-5;
 const HEADS: usize = 4;
@@ -105,6 +107,10 @@ fn assert_close(name: &str, got: &[f32], want: &[f32]) {
 
 fn check(past: usize, q_len: usize, blocks: &[usize]) {
     register_fused_attention::<B>();
+    assert!(fused_attention_registered::<Autodiff<B>>());
+    assert!(!fused_attention_registered::<
+        Autodiff<B, BalancedCheckpointing>,
+    >());
     let data = case(past, q_len);
     let weight = Tensor::<B, 4>::random(
         [2, HEADS, q_len, HEAD_DIM],
