@@ -751,6 +751,11 @@ pub struct DemoArgs {
     /// Toy sizes (under two minutes; what the tests run).
     #[arg(long)]
     pub quick: bool,
+    /// Also run the FiRe-MPO paper's ablations (w/o KL, w/o RKL, w/o FKL, w/o visual; pairs
+    /// corrupted by image noise, crop or black-out instead of lesion noise), each compared with
+    /// FiRe-MPO, in `ablations.md` and `ablation_differences.md`.
+    #[arg(long)]
+    pub ablations: bool,
     /// Alignment seeds per method, all from the one SFT model (the table shows mean ± std over
     /// them; the CIs average each question over them).
     #[arg(long, default_value_t = 3)]
@@ -776,6 +781,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         },
         seed: args.seed,
         align_seeds: (args.seed..args.seed + args.seeds as u64).collect(),
+        ablations: args.ablations,
     };
     let removed = claim_output_dir(&demo.out, "demo", &demo.output_entries())?;
     if !removed.is_empty() {
@@ -801,6 +807,12 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
          bold where it excludes 0; closed accuracy also McNemar's exact p on the majority \
          answer over seeds; pair_acc over the held-out pairs."
     );
+    if let Some(ablations) = &outcome.ablations {
+        println!("\nAblations (FiRe-MPO's terms and corruptions; same seeds and pairs):\n");
+        println!("{}", ablations.table.to_markdown(2));
+        println!("\n{}", ablations.differences_markdown());
+        println!("Δ: ablation − FiRe-MPO, paired bootstrap 95% CI as above.");
+    }
     for file in &outcome.files {
         println!("wrote {}", file.display());
     }

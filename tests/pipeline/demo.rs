@@ -7,13 +7,22 @@ use firempo::backend::{run_on, TEST_CPU};
 use firempo::stages::demo::{demo_methods, Demo, DemoSizes, TABLE_METRICS};
 
 fn run(name: &str) -> (firempo::stages::demo::DemoOutcome, PathBuf) {
+    run_with(name, vec![3, 4], false)
+}
+
+fn run_with(
+    name: &str,
+    align_seeds: Vec<u64>,
+    ablations: bool,
+) -> (firempo::stages::demo::DemoOutcome, PathBuf) {
     let out = std::env::temp_dir().join(format!("firempo-demo-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let demo = Demo {
         out: out.clone(),
         sizes: DemoSizes::quick(),
         seed: 3,
-        align_seeds: vec![3, 4],
+        align_seeds,
+        ablations,
     };
     let outcome = run_on(TEST_CPU, demo).expect("quick demo runs");
     (outcome, out)
@@ -105,4 +114,59 @@ fn quick_demo_runs_every_stage_and_is_deterministic() {
         again.differences, outcome.differences,
         "same seed, same CIs"
     );
+}
+
+/// `--ablations`: a second table with FiRe-MPO and each ablation, every ablation compared with
+/// FiRe-MPO; the corruption ablations train on their own pairs (same questions, other corrupted
+/// images), the loss ablations on the main pairs.
+#[test]
+fn quick_demo_ablations_table_compares_each_ablation_with_fire_mpo() {
+    use firempo::stages::demo::ablations::{ablations, FULL_ROW};
+    let _serial = crate::common::exclusive();
+    let (outcome, out) = run_with("ablations", vec![5], true);
+    let ablation = outcome
+        .ablations
+        .expect("--ablations gives the ablation table");
+    let rows: Vec<&str> = ablation.table.methods().collect();
+    // FiRe-MPO, the trained ablations, and w/o visual from the main comparison.
+    assert_eq!(rows.len(), 2 + ablations().len(), "{rows:?}");
+    assert_eq!(rows[0], FULL_ROW);
+    assert!(!rows.contains(&"SFT"), "{rows:?}");
+    for row in &rows {
+        let cell = ablation.table.cell(row, "closed_acc").unwrap();
+        assert_eq!(cell.values.len(), 1, "{row}: {cell:?}");
+    }
+    // w/o visual is the main table's run, not a second one.
+    let main = outcome
+        .table
+        .cell("FiRe-MPO w/o visual", "closed_acc")
+        .unwrap();
+    let reused = ablation
+        .table
+        .cell(rows[rows.len() - 1], "closed_acc")
+        .unwrap();
+    assert_eq!(main.values, reused.values);
+    assert_eq!(ablation.differences.len(), rows.len() - 1);
+    for row in &ablation.differences {
+        assert_eq!(row.baseline, FULL_ROW, "{row:?}");
+        let closed = &row.differences["closed_acc"];
+        assert!(
+            closed.low <= closed.mean && closed.mean <= closed.high,
+            "{row:?}"
+        );
+    }
+    for path in [
+        "ablations.md",
+        "ablation_differences.md",
+        "pairs-black-out/train.jsonl",
+        "align/fire-mpo-crop-seed-5/run/metrics.jsonl",
+        "align/fire-mpo-no-kl-seed-5/run/metrics.jsonl",
+    ] {
+        assert!(out.join(path).exists(), "{path} exists");
+    }
+    // The black-out pairs differ from the lesion pairs in their corrupted images only.
+    let lesion = std::fs::read_to_string(out.join("pairs/train.jsonl")).unwrap();
+    let black = std::fs::read_to_string(out.join("pairs-black-out/train.jsonl")).unwrap();
+    assert_eq!(lesion.lines().count(), black.lines().count());
+    assert_ne!(lesion, black);
 }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::backend::NdArray;
+use firempo::backend::TestCpu;
 use firempo::pipeline::model_dir::load_model_as;
 use firempo_models::IMAGE_TOKEN_INDEX;
 
@@ -48,7 +48,7 @@ fn prompt_ids_are_llavas_tokenizer_image_token() {
     let dir = std::env::temp_dir().join(format!("firempo-orig-prompt-{}", std::process::id()));
     let checkpoint = without_image_token(&dir);
     let (model, processor) =
-        load_model_as::<NdArray<f32>>(&checkpoint, Some("chatml"), &Default::default()).unwrap();
+        load_model_as::<TestCpu>(&checkpoint, Some("chatml"), &Default::default()).unwrap();
     assert!(!processor.special.image_in_tokenizer);
     // The model's image id lies past the tokenizer's vocabulary (120 tokens): no text collides.
     assert_eq!(processor.special.image, model.config.text.vocab_size as i64);
@@ -77,7 +77,7 @@ fn prompt_ids_are_llavas_tokenizer_image_token() {
         text.replacen('{', "{\n \"image_token_index\": 7,", 1),
     )
     .unwrap();
-    let err = load_model_as::<NdArray<f32>>(&checkpoint, Some("chatml"), &Default::default())
+    let err = load_model_as::<TestCpu>(&checkpoint, Some("chatml"), &Default::default())
         .map(|_| ())
         .unwrap_err();
     let err = format!("{err:#}");

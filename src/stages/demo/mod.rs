@@ -14,6 +14,8 @@
 //! power: a thousand closed and five hundred open test questions, several alignment seeds, and
 //! alignment long enough that the held-out pairs' reward accuracy leaves 0.5.
 
+pub mod ablations;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -223,6 +225,8 @@ pub struct Demo {
     pub seed: u64,
     /// Alignment seeds (LoRA init, pair order), each run per method from the one SFT model.
     pub align_seeds: Vec<u64>,
+    /// Also train and compare the paper's ablations ([`ablations::ablations`]).
+    pub ablations: bool,
 }
 
 /// What a demo produced.
@@ -232,8 +236,26 @@ pub struct DemoOutcome {
     pub table: ResultsTable,
     /// Each method minus SFT and minus DPO, with paired bootstrap CIs.
     pub differences: Vec<DifferenceRow>,
+    /// The ablation table and each ablation minus FiRe-MPO (with `ablations`).
+    pub ablations: Option<AblationOutcome>,
     /// Files written (tables, plots).
     pub files: Vec<PathBuf>,
+}
+
+/// What `--ablations` produced.
+#[derive(Debug)]
+pub struct AblationOutcome {
+    /// FiRe-MPO and each ablation (mean ± std over alignment seeds).
+    pub table: ResultsTable,
+    /// Each ablation minus FiRe-MPO, with paired bootstrap CIs.
+    pub differences: Vec<DifferenceRow>,
+}
+
+impl AblationOutcome {
+    /// The differences as GitHub markdown.
+    pub fn differences_markdown(&self) -> String {
+        differences_markdown(&self.differences, &PER_QUESTION_METRICS_AND_PAIRS, 2)
+    }
 }
 
 impl DemoOutcome {
@@ -258,6 +280,7 @@ fn stage(name: &str, started: &Instant) {
 }
 
 /// One method's results over its alignment seeds.
+#[derive(Clone)]
 struct MethodRuns {
     name: String,
     reports: Vec<EvalReport>,
@@ -357,9 +380,16 @@ impl Demo {
             "differences.json",
             "methods.png",
             "training_curves.png",
+            "ablations.md",
+            "ablations.csv",
+            "ablations.json",
+            "ablation_differences.md",
+            "ablation_differences.json",
         ]
         .map(String::from)
-        .to_vec()
+        .into_iter()
+        .chain(ablations::pairs_dirs())
+        .collect()
     }
 
     fn trainer(&self, steps: usize, batch: usize, lr: f64, seed: u64) -> TrainerConfig {
@@ -542,6 +572,90 @@ impl Demo {
         }
         Ok(runs)
     }
+
+    /// Trains and evaluates the ablations; returns the ablation table's rows: FiRe-MPO and
+    /// FiRe-MPO w/o visual from the main comparison's `methods`, the others trained here.
+    fn run_ablations<B: AutodiffBackend>(
+        &self,
+        methods: &[MethodRuns],
+        [sft, held_out, records]: [&Path; 3],
+        reference_logps: &[[f64; 2]],
+        device: &B::Device,
+        started: &Instant,
+    ) -> anyhow::Result<Vec<MethodRuns>> {
+        let main = |name: &str| {
+            methods
+                .iter()
+                .find(|m| m.name == name)
+                .cloned()
+                .with_context(|| format!("the main comparison has no {name} row"))
+        };
+        let mut rows = vec![main(ablations::FULL_ROW)?];
+        for ablation in ablations::ablations() {
+            stage(
+                &format!("ablation: pairs with {:?} corruption", ablation.corruption),
+                started,
+            );
+            let train = ablations::corrupted_training_pairs(
+                &self.out,
+                &self.out.join("data/train.jsonl"),
+                ablation.corruption,
+                self.seed,
+                self.sizes.held_out_every,
+                held_out,
+            )?;
+            rows.push(self.run_method::<B>(
+                &ablation.method,
+                [sft, &train, held_out, records],
+                reference_logps,
+                device,
+                started,
+            )?);
+        }
+        let mut no_visual = main(ablations::NO_VISUAL_ROW)?;
+        no_visual.name = "w/o visual (γ 0)".into();
+        rows.push(no_visual);
+        Ok(rows)
+    }
+}
+
+/// Writes `NAME.md` and `NAME.json` of difference rows into `out`; returns their paths.
+fn write_differences(
+    out: &Path,
+    name: &str,
+    rows: &[DifferenceRow],
+) -> anyhow::Result<[PathBuf; 2]> {
+    let markdown = differences_markdown(rows, &PER_QUESTION_METRICS_AND_PAIRS, 2);
+    let json = serde_json::to_string_pretty(rows)? + "\n";
+    let paths = [
+        out.join(format!("{name}.md")),
+        out.join(format!("{name}.json")),
+    ];
+    for (path, text) in paths.iter().zip([markdown, json]) {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(paths)
+}
+
+/// Each ablation minus FiRe-MPO (the first row) over the test questions and held-out pairs.
+fn ablation_differences(
+    runs: &[MethodRuns],
+    bootstrap: &Bootstrap,
+) -> anyhow::Result<Vec<DifferenceRow>> {
+    let (full, rest) = runs
+        .split_first()
+        .context("the ablation table has no rows")?;
+    let full_scores = full.all_scores();
+    rest.iter()
+        .map(|runs| {
+            Ok(compare(
+                (&runs.name, &runs.all_scores()),
+                (&full.name, &full_scores),
+                &PER_QUESTION_METRICS_AND_PAIRS,
+                bootstrap,
+            )?)
+        })
+        .collect()
 }
 
 /// Log-probs of the held-out pairs' answers under the model in `model_dir`.
@@ -560,14 +674,12 @@ fn held_out_logps<B: AutodiffBackend>(
 
 /// Fills the results table: every metric's value per alignment seed, and the held-out pairs'
 /// reward accuracy (%) and mean margin per seed.
-fn results_table(sft: &EvalReport, methods: &[MethodRuns]) -> anyhow::Result<ResultsTable> {
+/// Without `sft`, the table has no SFT row (the ablation table).
+fn results_table(sft: Option<&EvalReport>, methods: &[MethodRuns]) -> anyhow::Result<ResultsTable> {
     let mut table = ResultsTable::new(TABLE_METRICS);
-    for metric in TABLE_METRICS {
-        if let Some(&value) = sft.metrics.get(metric) {
-            table.insert("SFT", metric, vec![value])?;
-        } else {
-            table.insert("SFT", metric, Vec::new())?;
-        }
+    for metric in TABLE_METRICS.iter().filter(|_| sft.is_some()) {
+        let values = sft.and_then(|r| r.metrics.get(*metric)).map(|&v| vec![v]);
+        table.insert("SFT", metric, values.unwrap_or_default())?;
     }
     for runs in methods {
         for metric in TABLE_METRICS {
@@ -655,25 +767,14 @@ impl BackendTask for Demo {
         }
 
         stage("writing the tables and plots", &started);
-        let table = results_table(&sft_report, &methods)?;
+        let table = results_table(Some(&sft_report), &methods)?;
         let mut files: Vec<PathBuf> = table.save(&self.out, "results", 2)?.into();
         let bootstrap = Bootstrap {
             seed: self.seed,
             ..Bootstrap::default()
         };
         let differences = differences(&sft_questions, &methods, &bootstrap)?;
-        let outcome_md = differences_markdown(&differences, &PER_QUESTION_METRICS_AND_PAIRS, 2);
-        for (name, text) in [
-            ("differences.md", outcome_md),
-            (
-                "differences.json",
-                serde_json::to_string_pretty(&differences)? + "\n",
-            ),
-        ] {
-            let path = self.out.join(name);
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            files.push(path);
-        }
+        files.extend(write_differences(&self.out, "differences", &differences)?);
         let bars = self.out.join("methods.png");
         plot_results_bars(
             &table,
@@ -701,10 +802,33 @@ impl BackendTask for Demo {
             PlotSize::new(1500, 450),
         )?;
         files.push(curves_path);
+        let ablations = if self.ablations {
+            let runs = self.run_ablations::<B>(
+                &methods,
+                [&sft, &held_out, &records],
+                &reference_logps,
+                &device,
+                &started,
+            )?;
+            let outcome = AblationOutcome {
+                table: results_table(None, &runs)?,
+                differences: ablation_differences(&runs, &bootstrap)?,
+            };
+            files.extend(outcome.table.save(&self.out, "ablations", 2)?);
+            files.extend(write_differences(
+                &self.out,
+                "ablation_differences",
+                &outcome.differences,
+            )?);
+            Some(outcome)
+        } else {
+            None
+        };
         stage("done", &started);
         Ok(DemoOutcome {
             table,
             differences,
+            ablations,
             files,
         })
     }
