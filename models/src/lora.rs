@@ -5,13 +5,18 @@
 //! transposes `lora_A.weight` `[rank, d_in]`, `lora_B.weight` `[d_out, rank]`) and
 //! `s = alpha / rank` (or `alpha / sqrt(rank)` with rsLoRA). `B` starts at zero, so a fresh adapter
 //! leaves the model unchanged.
+//!
+//! Mixed precision: the base weight may be bf16/f16 (frozen, [`crate::precision`]); `A` and `B`
+//! are always f32, so their gradients and AdamW moments are f32 master weights and small updates
+//! are not rounded away.
 
 use burn::module::{Initializer, Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
+use crate::precision;
 
 /// Decoder projections LoRA can target (PEFT `target_modules` suffixes).
 pub const LORA_TARGETS: [&str; 7] = [
@@ -176,9 +181,9 @@ impl<B: Backend> LoraLinear<B> {
                     .forward(x.clone())
                     .matmul(unsqueeze_to(adapter.a.val()));
                 let update = low.matmul(unsqueeze_to(adapter.b.val())) * adapter.scaling;
-                self.base.forward(x) + update
+                precision::linear(&self.base, x) + update
             }
-            _ => self.base.forward(x),
+            _ => precision::linear(&self.base, x),
         }
     }
 
@@ -197,9 +202,12 @@ impl<B: Backend> LoraLinear<B> {
     }
 
     /// Folds `s · A B` into the base weight and drops the adapter: same outputs, no extra cost.
+    /// The sum is taken in f32 and stored in the base weight's dtype.
     pub fn merge(mut self) -> Self {
         if let Some(adapter) = self.adapter.take() {
-            let merged = self.base.weight.val() + adapter.delta();
+            let weight = self.base.weight.val();
+            let dtype = precision::float_dtype(weight.dtype());
+            let merged = (weight.cast(FloatDType::F32) + adapter.delta()).cast(dtype);
             self.base.weight = Param::from_tensor(merged.detach()).set_require_grad(false);
         }
         self.adapter_enabled = true;

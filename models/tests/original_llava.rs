@@ -158,6 +158,7 @@ fn a_missing_vision_tower_names_the_directory_and_the_fix() {
     }
     let options = LoadOptions {
         vision_tower: Some(empty.clone()),
+        ..LoadOptions::default()
     };
     let err = load_err(&dir, &options);
     assert!(
@@ -170,6 +171,7 @@ fn a_missing_vision_tower_names_the_directory_and_the_fix() {
     std::fs::remove_file(hub.join("tokenizer.json")).unwrap();
     let options = LoadOptions {
         vision_tower: Some(fixture("llava_original/clip_tower")),
+        ..LoadOptions::default()
     };
     let model = load_pretrained_with::<B>(&hub, &options, &Default::default()).unwrap();
     assert_eq!(model.config.image_token_id, 128);
@@ -182,6 +184,7 @@ fn a_missing_vision_tower_names_the_directory_and_the_fix() {
 fn im_start_end_and_unknown_projectors_are_refused_by_name() {
     let tower = LoadOptions {
         vision_tower: Some(fixture("llava_original/clip_tower")),
+        ..LoadOptions::default()
     };
     let cases: [(&str, serde_json::Value, &str); 3] = [
         ("mm_use_im_start_end", true.into(), "im_start"),
@@ -212,6 +215,7 @@ fn a_linear_projector_checkpoint_loads_model_mm_projector() {
     let dir = scratch("linear", |c| c["mm_projector_type"] = "linear".into());
     let tower = LoadOptions {
         vision_tower: Some(fixture("llava_original/clip_tower")),
+        ..LoadOptions::default()
     };
     let err = load_pretrained_with::<B>(&dir, &tower, &Default::default()).unwrap_err();
     let ModelError::Weights { problems, .. } = &err else {
@@ -261,6 +265,7 @@ fn tower_weights_inside_the_checkpoint_are_used() {
     std::fs::write(tower.join("pytorch_model.bin"), b"not a checkpoint").unwrap();
     let options = LoadOptions {
         vision_tower: Some(tower),
+        ..LoadOptions::default()
     };
     let model = load_pretrained_with::<B>(&dir, &options, &Default::default()).unwrap();
     check_logits(&model, "tower inside the checkpoint");
@@ -357,6 +362,7 @@ fn pytorch_files_of_both_formats_read_as_f32_and_bad_ones_are_named() {
         &scratch_dir,
         &LoadOptions {
             vision_tower: Some(tower.clone()),
+            ..LoadOptions::default()
         },
     );
     assert!(

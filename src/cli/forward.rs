@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use firempo_models::WeightDType;
 
 use crate::backend::{run_on, BackendKind};
 use crate::stages::forward::{ForwardReport, ForwardStage};
@@ -45,6 +46,11 @@ pub struct ForwardArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
+    /// Dtype of the decoder's frozen projection weights: `bf16` or `f16` halve their memory
+    /// (norms, softmax and the logits stay f32); needs `--backend flex`, `wgpu` or `cuda`
+    /// (ndarray is f32-only). bf16 moves logits by ~1 % of their scale: raise `--tolerance`.
+    #[arg(long, default_value_t = WeightDType::F32)]
+    pub dtype: WeightDType,
 }
 
 /// Runs `firempo forward`.
@@ -66,6 +72,7 @@ pub fn run(args: ForwardArgs) -> anyhow::Result<()> {
         inputs: args.inputs,
         out: args.out.clone(),
         compare: args.compare,
+        dtype: args.dtype,
     };
     let report = run_on(args.backend, stage)?;
     print_report(&report, &args.out);

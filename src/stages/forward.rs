@@ -14,6 +14,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use firempo_models::loading::{load_pretrained_with, LoadOptions};
 use firempo_models::mask::int_tensor;
+use firempo_models::precision::{cast_base_weights, check_backend_dtype, WeightDType};
 use firempo_models::{
     is_qwen_vl_config, load_adapter, load_qwen_vl, QwenVl, QwenVlInput, Vlm, VlmInput,
 };
@@ -46,6 +47,9 @@ pub struct ForwardStage {
     pub out: PathBuf,
     /// A file with reference `logits` (e.g. transformers') to compare against.
     pub compare: Option<PathBuf>,
+    /// The dtype of the decoder projections' frozen base weights (`--dtype`); bf16/f16 need a
+    /// backend with half-precision tensors (flex, wgpu, cuda). Logits are f32 either way.
+    pub dtype: WeightDType,
 }
 
 /// How one row's logits compare with the reference, over its attended positions.
@@ -182,15 +186,19 @@ enum ForwardModel<B: Backend> {
 }
 
 impl<B: Backend> ForwardModel<B> {
-    /// Loads `dir`: a firempo model directory (`model.json`) or a HF checkpoint of any family.
+    /// Loads `dir`: a firempo model directory (`model.json`) or a HF checkpoint of any family,
+    /// its decoder projections in `options.dtype` (llava-hf and original LLaVA: decoded straight
+    /// into it; firempo directories and Qwen-VL: converted after an f32 load).
     fn load(dir: &Path, options: &LoadOptions, device: &B::Device) -> anyhow::Result<Self> {
         let context = || format!("loading the checkpoint {}", dir.display());
         if dir.join("model.json").is_file() {
-            Ok(Self::Llava(load_model_weights(dir, device)?))
+            let mut model: Vlm<B> = load_model_weights(dir, device)?;
+            model.decoder = cast_base_weights(model.decoder, options.dtype);
+            Ok(Self::Llava(model))
         } else if is_hf_checkpoint(dir) && is_qwen_vl_config(&dir.join("config.json")) {
-            Ok(Self::QwenVl(
-                load_qwen_vl(dir, device).with_context(context)?,
-            ))
+            let mut model = load_qwen_vl(dir, device).with_context(context)?;
+            model.decoder = cast_base_weights(model.decoder, options.dtype);
+            Ok(Self::QwenVl(model))
         } else if is_hf_checkpoint(dir) {
             Ok(Self::Llava(
                 load_pretrained_with(dir, options, device).with_context(context)?,
@@ -323,6 +331,7 @@ impl BackendTask for ForwardStage {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<ForwardReport> {
         // No gradients: the inner backend keeps no autodiff graph.
+        check_backend_dtype::<B::InnerBackend>(self.dtype, &device)?;
         let file = TensorFile::open(&self.inputs)?;
         let inputs = ForwardInputs::read(&file)?;
         let reference = match &self.compare {
@@ -331,6 +340,7 @@ impl BackendTask for ForwardStage {
         };
         let options = LoadOptions {
             vision_tower: self.vision_tower.clone(),
+            dtype: self.dtype,
         };
         let mut model = ForwardModel::<B::InnerBackend>::load(&self.model, &options, &device)?;
         if let Some(adapter) = &self.adapter {

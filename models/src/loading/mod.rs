@@ -14,22 +14,29 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear, RmsNorm};
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
+use half::{bf16, f16};
 
 use crate::config::{VisionConfig, VlmConfig};
 use crate::decoder::Decoder;
 use crate::error::ModelError;
+use crate::precision::{check_backend_dtype, WeightDType};
 use crate::preprocessor_config::ImagePreprocessor;
 use crate::projector::Projector;
 use crate::vision::VisionTransformer;
 use crate::vlm::Vlm;
 use names::{ResolvedPrefixes, CAUSAL_LM, LLAVA};
 use original_llava::OriginalLlava;
-use safetensors::WeightStore;
+use safetensors::{HostFloat, WeightStore};
 
-/// How to find what a checkpoint directory does not hold itself.
+/// How to load a checkpoint: what its directory does not hold itself, and in which dtype.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadOptions {
+    /// The dtype of the decoder projections' base weights (the frozen bulk of the model under
+    /// LoRA; the CLI's `--dtype`), decoded straight into it from the checkpoint. Norms,
+    /// embeddings, the LM head, the vision tower and the projector stay f32. Half precision
+    /// needs a backend with bf16/f16 tensors ([`crate::precision::check_backend_dtype`]).
+    pub dtype: WeightDType,
     /// The vision tower directory of an original-LLaVA checkpoint (CLIP `config.json`, weights,
     /// `preprocessor_config.json`), instead of the one its `mm_vision_tower` names (the CLI's
     /// `--vision-tower DIR`).
@@ -56,8 +63,9 @@ pub fn load_pretrained_with<B: Backend>(
     options: &LoadOptions,
     device: &B::Device,
 ) -> Result<Vlm<B>, ModelError> {
+    check_backend_dtype::<B>(options.dtype, device)?;
     if let Some(original) = OriginalLlava::read_if_original(dir, options)? {
-        return original.load(dir, device);
+        return original.load(dir, options.dtype, device);
     }
     let mut config = hf_config::read_hf_config_with(&dir.join("config.json"), options)?;
     let mut store = WeightStore::open_dir(dir)?;
@@ -70,7 +78,7 @@ pub fn load_pretrained_with<B: Backend>(
         },
     );
     config.name_style = prefixes.style;
-    let model = load_weights(config, &mut store, &prefixes, device);
+    let model = load_weights(config, &mut store, &prefixes, options.dtype, device);
     store.finish(names::ignorable)?;
     Ok(model)
 }
@@ -88,8 +96,8 @@ pub fn image_preprocessor(
 }
 
 /// Host transpose of a row-major `[rows, cols]` buffer.
-pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; values.len()];
+pub(crate) fn transpose<T: Copy + Default>(values: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::default(); values.len()];
     for r in 0..rows {
         for c in 0..cols {
             out[c * rows + r] = values[r * cols + c];
@@ -101,6 +109,8 @@ pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 pub(crate) struct Loader<'a, B: Backend> {
     pub(crate) store: &'a mut WeightStore,
     pub(crate) device: &'a B::Device,
+    /// The dtype of the decoder projections' base weights ([`Loader::base_linear`]).
+    pub(crate) dtype: WeightDType,
 }
 
 impl<B: Backend> Loader<'_, B> {
@@ -127,6 +137,42 @@ impl<B: Backend> Loader<'_, B> {
         }
         if let Some(bias) = linear.bias.as_mut() {
             self.param(&format!("{name}.bias"), bias);
+        }
+    }
+
+    /// A decoder projection's frozen base weight (and bias), decoded straight into the load
+    /// dtype: `[out, in]` read once as bf16/f16/f32, transposed on the host, handed to the device.
+    fn base_linear(&mut self, name: &str, linear: &mut Linear<B>) {
+        match self.dtype {
+            WeightDType::F32 => self.linear(name, linear),
+            WeightDType::Bf16 => self.typed_linear::<bf16>(name, linear, DType::BF16),
+            WeightDType::F16 => self.typed_linear::<f16>(name, linear, DType::F16),
+        }
+    }
+
+    fn typed_linear<T: HostFloat + Default>(
+        &mut self,
+        name: &str,
+        linear: &mut Linear<B>,
+        dtype: DType,
+    ) {
+        let [d_in, d_out] = linear.weight.shape().dims();
+        if let Some(w) = self
+            .store
+            .take_as::<T>(&format!("{name}.weight"), &[d_out, d_in])
+        {
+            let w = TensorData::new(transpose(&w, d_out, d_in), [d_in, d_out]);
+            linear.weight = Param::from_tensor(Tensor::from_data(w, (self.device, dtype)));
+        }
+        if let Some(bias) = linear.bias.as_mut() {
+            let name = format!("{name}.bias");
+            if let Some(b) = self.store.take_as::<T>(&name, &bias.shape().dims::<1>()) {
+                let n = b.len();
+                *bias = Param::from_tensor(Tensor::from_data(
+                    TensorData::new(b, [n]),
+                    (self.device, dtype),
+                ));
+            }
         }
     }
 
@@ -161,10 +207,15 @@ fn load_weights<B: Backend>(
     config: VlmConfig,
     store: &mut WeightStore,
     p: &ResolvedPrefixes,
+    dtype: WeightDType,
     device: &B::Device,
 ) -> Vlm<B> {
     let mut model = config.init::<B>(device);
-    let mut l = Loader { store, device };
+    let mut l = Loader {
+        store,
+        device,
+        dtype,
+    };
     if let (Some(vision), Some(vc)) = (model.vision.as_mut(), config.vision.as_ref()) {
         l.vision(&p.vision, vision, vc);
     }
@@ -246,19 +297,19 @@ impl<B: Backend> Loader<'_, B> {
         for (i, layer) in decoder.layers.iter_mut().enumerate() {
             let n = format!("{t}layers.{i}");
             l.rms_norm(&format!("{n}.input_layernorm"), &mut layer.input_layernorm);
-            l.linear(
+            l.base_linear(
                 &format!("{n}.self_attn.q_proj"),
                 &mut layer.self_attn.q_proj.base,
             );
-            l.linear(
+            l.base_linear(
                 &format!("{n}.self_attn.k_proj"),
                 &mut layer.self_attn.k_proj.base,
             );
-            l.linear(
+            l.base_linear(
                 &format!("{n}.self_attn.v_proj"),
                 &mut layer.self_attn.v_proj.base,
             );
-            l.linear(
+            l.base_linear(
                 &format!("{n}.self_attn.o_proj"),
                 &mut layer.self_attn.o_proj.base,
             );
@@ -266,9 +317,9 @@ impl<B: Backend> Loader<'_, B> {
                 &format!("{n}.post_attention_layernorm"),
                 &mut layer.post_attention_layernorm,
             );
-            l.linear(&format!("{n}.mlp.gate_proj"), &mut layer.mlp.gate_proj.base);
-            l.linear(&format!("{n}.mlp.up_proj"), &mut layer.mlp.up_proj.base);
-            l.linear(&format!("{n}.mlp.down_proj"), &mut layer.mlp.down_proj.base);
+            l.base_linear(&format!("{n}.mlp.gate_proj"), &mut layer.mlp.gate_proj.base);
+            l.base_linear(&format!("{n}.mlp.up_proj"), &mut layer.mlp.up_proj.base);
+            l.base_linear(&format!("{n}.mlp.down_proj"), &mut layer.mlp.down_proj.base);
         }
         l.rms_norm(&format!("{t}norm"), &mut decoder.norm);
         let head = format!("{lm_head}weight");

@@ -24,6 +24,7 @@ use crate::config::{
     FeatureSelect, ImageAspectRatio, NameStyle, ProjectorKind, VisionConfig, VlmConfig,
 };
 use crate::error::ModelError;
+use crate::precision::WeightDType;
 use crate::preprocessor_config::ImagePreprocessor;
 use crate::vlm::Vlm;
 
@@ -228,7 +229,12 @@ impl OriginalLlava {
 
     /// Loads the weights of checkpoint `dir` (and of the tower directory when the checkpoint has
     /// no tower weights).
-    pub fn load<B: Backend>(self, dir: &Path, device: &B::Device) -> Result<Vlm<B>, ModelError> {
+    pub fn load<B: Backend>(
+        self,
+        dir: &Path,
+        dtype: WeightDType,
+        device: &B::Device,
+    ) -> Result<Vlm<B>, ModelError> {
         let mut store = WeightStore::open_dir(dir)?;
         let p = &ORIGINAL_LLAVA;
         let vision_prefix = p.vision[0];
@@ -248,6 +254,7 @@ impl OriginalLlava {
             let mut l = Loader {
                 store: &mut store,
                 device,
+                dtype,
             };
             if let Some(projector) = model.projector.as_mut() {
                 l.projector(p.projector[0], names::projector_layers(true), projector);
@@ -259,7 +266,12 @@ impl OriginalLlava {
                 Some(tower) => (tower, TOWER_VISION),
                 None => (&mut store, vision_prefix),
             };
-            Loader { store, device }.vision(prefix, vision, vc);
+            Loader {
+                store,
+                device,
+                dtype,
+            }
+            .vision(prefix, vision, vc);
         }
         store.finish(names::ignorable)?;
         if let Some(tower) = tower_store {

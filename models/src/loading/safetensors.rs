@@ -1,12 +1,18 @@
 //! Reads tensors from one or several (sharded) safetensors files — or PyTorch `.bin`/`.pt` files
-//! through [`super::pytorch`] — into f32 host buffers, and keeps account of every tensor taken,
-//! missing, mis-shaped or left over so loading reports all problems at once (nanoGPT
-//! `from_pretrained`'s "every key used, every shape right").
+//! through [`super::pytorch`] — into host buffers of the target float type, and keeps account of
+//! every tensor taken, missing, mis-shaped or left over so loading reports all problems at once
+//! (nanoGPT `from_pretrained`'s "every key used, every shape right").
+//!
+//! Safetensors shards are memory-mapped, not read: each tensor is decoded once, straight from the
+//! mapped bytes into its target dtype ([`floats_from_le_as`]), and its pages are released right
+//! after, so the host peak while loading is the model plus about one tensor, not a whole shard.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
+use memmap2::{Mmap, UncheckedAdvice};
 use safetensors::tensor::{Dtype, Metadata, SafeTensors};
 
 use super::pytorch::{PytorchFile, TakeError};
@@ -15,7 +21,8 @@ use crate::error::{ModelError, WeightProblem};
 enum Shard {
     Safetensors {
         path: PathBuf,
-        bytes: Vec<u8>,
+        /// The whole file, mapped read-only.
+        bytes: Mmap,
         header_len: usize,
         metadata: Metadata,
     },
@@ -91,7 +98,11 @@ impl WeightStore {
         let mut shards = Vec::new();
         let mut index = BTreeMap::new();
         for path in files {
-            let bytes = std::fs::read(path).map_err(io(path))?;
+            let file = File::open(path).map_err(io(path))?;
+            // SAFETY: the mapping is read-only; as with any mapped file, another process
+            // truncating or rewriting the checkpoint while it loads is undefined behaviour
+            // (the same contract as safetensors' Python `safe_open` and candle's mmap loading).
+            let bytes = unsafe { Mmap::map(&file) }.map_err(io(path))?;
             let bad = |e: safetensors::SafeTensorError| ModelError::Safetensors {
                 path: path.clone(),
                 message: e.to_string(),
@@ -208,6 +219,12 @@ impl WeightStore {
     /// Takes `name` as f32 values (row-major) if it exists with shape `expected`; otherwise records
     /// the problem and returns `None`.
     pub fn take(&mut self, name: &str, expected: &[usize]) -> Option<Vec<f32>> {
+        self.take_as::<f32>(name, expected)
+    }
+
+    /// [`WeightStore::take`] decoding straight to `T` (f32, bf16 or f16): one conversion per
+    /// value, no intermediate f32 buffer. The tensor's mapped pages are released afterwards.
+    pub fn take_as<T: HostFloat>(&mut self, name: &str, expected: &[usize]) -> Option<Vec<T>> {
         let Some(&s) = self.index.get(name) else {
             self.problems.push(WeightProblem::Missing {
                 name: name.into(),
@@ -234,7 +251,7 @@ impl WeightStore {
             } => (*header_len, metadata.info(name)?, bytes),
             Shard::Pytorch(file) => {
                 return match file.values(name) {
-                    Ok(values) => Some(values),
+                    Ok(values) => Some(values.into_iter().map(T::from_f32).collect()),
                     Err(TakeError::Dtype(dtype)) => {
                         self.problems.push(WeightProblem::Dtype {
                             name: name.into(),
@@ -255,15 +272,18 @@ impl WeightStore {
         };
         let start = 8 + header_len + info.data_offsets.0;
         let end = 8 + header_len + info.data_offsets.1;
-        let raw = &bytes[start..end];
-        let Some(values) = floats_from_le(info.dtype, raw) else {
+        let values = floats_from_le_as::<T>(info.dtype, &bytes[start..end]);
+        // SAFETY: the mapping is read-only and no slice of it outlives this call, so dropping
+        // its pages only makes the next read fault them in again from the file.
+        let _ =
+            unsafe { bytes.unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start) };
+        if values.is_none() {
             self.problems.push(WeightProblem::Dtype {
                 name: name.into(),
                 dtype: format!("{:?}", info.dtype),
             });
-            return None;
-        };
-        Some(values)
+        }
+        values
     }
 
     /// Marks a tensor as deliberately unused (e.g. a tied `lm_head.weight`).
@@ -309,25 +329,56 @@ impl WeightStore {
     }
 }
 
+/// A host float type tensors are decoded into: f32, or bf16/f16 for half-precision weights.
+pub trait HostFloat: Copy + burn::tensor::Element {
+    /// The value rounded to nearest (f32 → itself).
+    fn from_f32(x: f32) -> Self;
+}
+
+impl HostFloat for f32 {
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+}
+
+impl HostFloat for bf16 {
+    fn from_f32(x: f32) -> Self {
+        bf16::from_f32(x)
+    }
+}
+
+impl HostFloat for f16 {
+    fn from_f32(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+}
+
 /// Little-endian float bytes of a safetensors tensor widened to f32 (`F32`, `F16`, `BF16`, `F64`);
 /// `None` for any other dtype. The one decoder of float tensors read from safetensors files.
 pub fn floats_from_le(dtype: Dtype, raw: &[u8]) -> Option<Vec<f32>> {
+    floats_from_le_as::<f32>(dtype, raw)
+}
+
+/// [`floats_from_le`] into any [`HostFloat`] `T`, each value converted once (through f32, which
+/// holds every f16/bf16 value exactly: bf16 → bf16 and f16 → f16 are bit-exact copies; f64 is
+/// rounded to f32 first, as f64 PyTorch weights load).
+pub fn floats_from_le_as<T: HostFloat>(dtype: Dtype, raw: &[u8]) -> Option<Vec<T>> {
     Some(match dtype {
         Dtype::F32 => raw
             .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .map(|b| T::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
             .collect(),
         Dtype::F16 => raw
             .chunks_exact(2)
-            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .map(|b| T::from_f32(f16::from_le_bytes([b[0], b[1]]).to_f32()))
             .collect(),
         Dtype::BF16 => raw
             .chunks_exact(2)
-            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .map(|b| T::from_f32(bf16::from_le_bytes([b[0], b[1]]).to_f32()))
             .collect(),
         Dtype::F64 => raw
             .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+            .map(|b| T::from_f32(f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32))
             .collect(),
         _ => return None,
     })
