@@ -7,7 +7,8 @@
 //! Counts live heap bytes on ndarray (f32), which is what the tensors need on any backend; a
 //! GPU allocator adds its own pooling overhead on top. Run (dev profile: dependencies are
 //! optimized there, no release build of burn needed):
-//! `cargo bench -p firempo-models --bench llava_memory --profile dev`.
+//! `cargo bench -p firempo-models --bench llava_memory --profile dev` (append `-- dense` for the
+//! dense reference attention).
 
 use std::time::Instant;
 
@@ -16,7 +17,9 @@ mod common;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
 use burn::tensor::{activation::log_softmax, Distribution, Int, Tensor, TensorData};
-use firempo_models::{register_fused_attention, LoraConfig, ScoringInput, VlmConfig};
+use firempo_models::{
+    register_fused_attention, AttentionKernel, LoraConfig, ScoringInput, VlmConfig,
+};
 
 type A = Autodiff<NdArray<f32>>;
 
@@ -37,6 +40,10 @@ fn measure(layers: usize) -> (usize, usize) {
         .unwrap();
     model.vision = model.vision.map(|v| v.no_grad());
     model.projector = model.projector.map(|p| p.no_grad());
+    // `-- dense`: the dense reference attention, for a before/after comparison.
+    if std::env::args().any(|a| a == "dense") {
+        model.decoder = model.decoder.with_attention_kernel(AttentionKernel::Dense);
+    }
     let weights = common::live_bytes() - before;
 
     let n_img = config.image_tokens_per_image();
