@@ -92,7 +92,7 @@ fn write_checkpoint(dir: &Path) {
             weight_map.insert(name.clone(), file.clone().into());
         }
         let mut header = serde_json::Value::Object(header).to_string().into_bytes();
-        while header.len() % 8 != 0 {
+        while !header.len().is_multiple_of(8) {
             header.push(b' ');
         }
         let mut out = BufWriter::new(std::fs::File::create(dir.join(&file)).unwrap());
