@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use firempo_datasets::synth::{generate, SynthConfig};
 use firempo_datasets::{AnswerType, CorruptionConfig, CorruptionMode, JudgeConfig};
+use firempo_models::precision::WeightDType;
 use firempo_models::{LoraConfig, PROMPT_FORMATS};
 
 use super::owned_dir::claim_output_dir;
@@ -124,6 +125,31 @@ pub struct TrainArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
+    #[command(flatten)]
+    pub dtype: DtypeArgs,
+}
+
+/// `--dtype`, for the stages that load a model.
+#[derive(Debug, Clone, Args)]
+pub struct DtypeArgs {
+    /// Dtype of the decoder's frozen projection weights: `bf16`/`f16` halve their memory while
+    /// LoRA adapters, their optimizer state, norms, softmax and losses stay f32. Default: bf16 on
+    /// `--backend cuda` (f32 for full fine-tuning, which half precision refuses), else f32; half
+    /// precision needs `--backend flex`, `wgpu` or `cuda`.
+    #[arg(long, value_name = "f32|bf16|f16")]
+    pub dtype: Option<WeightDType>,
+}
+
+impl DtypeArgs {
+    /// The dtype asked for, or the default for `backend` (`trains_all_weights`: full fine-tuning).
+    pub fn resolve(&self, backend: BackendKind, trains_all_weights: bool) -> WeightDType {
+        self.dtype
+            .unwrap_or(if backend == BackendKind::Cuda && !trains_all_weights {
+                WeightDType::Bf16
+            } else {
+                WeightDType::F32
+            })
+    }
 }
 
 /// The optimization settings a stage (or preset) uses where no flag is given.
@@ -295,7 +321,9 @@ pub struct PromptFormatArgs {
 
 /// Runs `firempo sft`.
 pub fn sft(args: SftArgs) -> anyhow::Result<()> {
+    let lora = args.lora.config(&LoraDefaults::SFT);
     let stage = SftStage {
+        dtype: args.train.dtype.resolve(args.train.backend, lora.is_none()),
         records: args.records,
         out: args.out,
         model: if args.model == "demo" {
@@ -305,7 +333,7 @@ pub fn sft(args: SftArgs) -> anyhow::Result<()> {
         },
         limit: args.limit,
         freeze_vision: args.freeze_vision,
-        lora: args.lora.config(&LoraDefaults::SFT),
+        lora,
         trainer: args.train.trainer(&TrainDefaults::SFT),
         resume: args.train.resume,
         merge: args.lora.merge,
@@ -379,13 +407,15 @@ impl AlignArgs {
             (None, None) => default_epochs,
         };
         anyhow::ensure!(epochs != Some(0), "--epochs must be at least 1");
+        let lora = self.lora.config(&lora_defaults);
         let mut stage = AlignStage {
+            dtype: self.train.dtype.resolve(self.train.backend, lora.is_none()),
             pairs: self.pairs.clone(),
             root: self.root.clone(),
             model: self.model.clone(),
             out: self.out.clone(),
             loss: self.loss.to_loss()?,
-            lora: self.lora.config(&lora_defaults),
+            lora,
             freeze_vision: !self.train_vision,
             ground_truth_chosen: self.ground_truth_chosen.clone(),
             trainer: self.train.trainer(&train_defaults),
@@ -483,6 +513,8 @@ pub struct SampleArgs {
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
     #[command(flatten)]
+    pub dtype: DtypeArgs,
+    #[command(flatten)]
     pub prompt: PromptFormatArgs,
 }
 
@@ -508,6 +540,7 @@ pub fn sample(args: SampleArgs) -> anyhow::Result<()> {
         answer_types: args.answer_types.as_deref().map(answer_types).transpose()?,
         batch: args.batch,
         max_new_tokens: args.max_new_tokens,
+        dtype: args.dtype.resolve(args.backend, false),
         prompt_format: args.prompt.prompt_format,
     };
     let count = run_on(args.backend, stage)?;
@@ -704,6 +737,8 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
     #[command(flatten)]
+    pub dtype: DtypeArgs,
+    #[command(flatten)]
     pub prompt: PromptFormatArgs,
 }
 
@@ -722,6 +757,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
             ..CorruptionConfig::default()
         },
         finding_vocabulary: args.finding_vocabulary,
+        dtype: args.dtype.resolve(args.backend, false),
         prompt_format: args.prompt.prompt_format,
     };
     let report = run_on(args.backend, stage)?;

@@ -22,7 +22,9 @@ pub use comparison::{
 pub use error::EvalError;
 pub use metrics::*;
 pub use metrics_file::read_metrics_jsonl;
-pub use plots::{plot_results_bars, plot_training_curves, CurvePanel, PlotSize};
+pub use plots::{
+    plot_differences_forest, plot_results_bars, plot_training_curves, CurvePanel, PlotSize,
+};
 pub use stats::{discordant, mcnemar_exact, mean_and_std, Bootstrap, PairedDifference};
 pub use table::{Cell, ResultsTable};
 pub use text::{answer_tokens, normalize_answer, words};

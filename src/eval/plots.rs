@@ -11,7 +11,9 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
+use crate::eval::comparison::DifferenceRow;
 use crate::eval::error::EvalError;
+use crate::eval::stats::PairedDifference;
 use crate::eval::table::ResultsTable;
 use crate::train::metrics_log::MetricRow;
 
@@ -165,8 +167,14 @@ pub fn plot_training_curves(
     root.present().at(path)
 }
 
+/// Metrics that are not percentages (nats, reward margins): [`plot_results_bars`] draws them on
+/// a panel of their own, so the percentages keep a 0–100 axis.
+pub const UNSCALED_METRICS: [&str; 2] = ["logp_drop", "pair_margin"];
+
 /// Grouped bar chart of a [`ResultsTable`]: one group per metric, one bar per method (its mean
 /// across seeds, with a ±std error bar when there are several seeds); empty cells are skipped.
+/// Percentages are drawn on a 0–100 axis; [`UNSCALED_METRICS`] on a second panel to the right,
+/// on their own axis.
 pub fn plot_results_bars(
     table: &ResultsTable,
     title: &str,
@@ -174,33 +182,76 @@ pub fn plot_results_bars(
     size: PlotSize,
 ) -> Result<(), EvalError> {
     register_fonts()?;
-    let metrics = table.metrics();
+    let (percent, unscaled) = split_by_unit(table.metrics());
+    let root = BitMapBackend::new(path, (size.width, size.height)).into_drawing_area();
+    root.fill(&WHITE).at(path)?;
+    let root = root.titled(title, (FONT, 24)).at(path)?;
+    let percent_axis = Some(0.0..100.0);
+    if unscaled.is_empty() {
+        draw_bar_panel(&root, table, &percent, "%", percent_axis, path)?;
+    } else if percent.is_empty() {
+        draw_bar_panel(&root, table, &unscaled, "", None, path)?;
+    } else {
+        let share = percent.len() as f64 / (percent.len() + unscaled.len()) as f64;
+        let (left, right) = root.split_horizontally((size.width as f64 * share).round() as i32);
+        draw_bar_panel(&left, table, &percent, "%", percent_axis, path)?;
+        draw_bar_panel(&right, table, &unscaled, "nats / margin", None, path)?;
+    }
+    root.present().at(path)
+}
+
+/// The percentage metrics and the [`UNSCALED_METRICS`] among `metrics`, each in order.
+fn split_by_unit(metrics: &[String]) -> (Vec<&str>, Vec<&str>) {
+    metrics
+        .iter()
+        .map(String::as_str)
+        .partition(|m| !UNSCALED_METRICS.contains(m))
+}
+
+/// One panel of [`plot_results_bars`]: the `metrics` of every method, on `y_fixed` (then
+/// extended to the error bars and the legend) or a range fitted to the bars.
+fn draw_bar_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    table: &ResultsTable,
+    metrics: &[&str],
+    y_label: &str,
+    y_fixed: Option<std::ops::Range<f64>>,
+    path: &Path,
+) -> Result<(), EvalError>
+where
+    DB::ErrorType: 'static,
+{
     let methods: Vec<&str> = table.methods().collect();
-    let cell_bounds = methods.iter().flat_map(|method| {
-        metrics.iter().filter_map(move |metric| {
-            let cell = table.cell(method, metric)?;
-            let (m, s) = (cell.mean()?, cell.std().unwrap_or(0.0));
-            Some([(0.0, m - s), (0.0, m + s), (0.0, 0.0)])
+    let extremes: Vec<(f64, f64)> = methods
+        .iter()
+        .flat_map(|method| {
+            metrics.iter().filter_map(move |metric| {
+                let cell = table.cell(method, metric)?;
+                let (m, s) = (cell.mean()?, cell.std().unwrap_or(0.0));
+                Some([(0.0, m - s), (0.0, m + s), (0.0, 0.0)])
+            })
         })
-    });
-    let extremes: Vec<(f64, f64)> = cell_bounds.flatten().collect();
-    let (_, mut y_range) = bounds(extremes.iter());
+        .flatten()
+        .collect();
+    let (_, fitted) = bounds(extremes.iter());
+    let mut y_range = match y_fixed {
+        Some(fixed) => fixed.start.min(fitted.start)..fixed.end.max(fitted.end),
+        None => fitted,
+    };
     if extremes.iter().all(|&(_, y)| y >= 0.0) {
         y_range.start = 0.0; // bars stand on the axis
     }
     // Headroom above the bars for the legend (about 22 px per method in a plot area of
     // roughly `height − 110` px), so it never hides a bar.
+    let height = area.dim_in_pixel().1 as f64;
     let legend_px = 22.0 * methods.len() as f64 + 24.0;
-    let plot_px = (size.height as f64 - 110.0).max(2.0 * legend_px);
+    let plot_px = (height - 80.0).max(2.0 * legend_px);
     let span = y_range.end - y_range.start;
     y_range.end += span * legend_px / (plot_px - legend_px);
     let n_groups = metrics.len().max(1);
     let x_range = -0.5..n_groups as f64 - 0.5;
 
-    let root = BitMapBackend::new(path, (size.width, size.height)).into_drawing_area();
-    root.fill(&WHITE).at(path)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 24))
+    let mut chart = ChartBuilder::on(area)
         .margin(14)
         .x_label_area_size(40)
         .y_label_area_size(64)
@@ -210,6 +261,7 @@ pub fn plot_results_bars(
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(0) // metric names are drawn below the groups instead
+        .y_desc(y_label)
         .light_line_style(BLACK.mix(0.04))
         .label_style((FONT, 14))
         .draw()
@@ -218,12 +270,8 @@ pub fn plot_results_bars(
     let name_style = TextStyle::from((FONT, 14)).pos(Pos::new(HPos::Center, VPos::Top));
     for (i, metric) in metrics.iter().enumerate() {
         let (px, py) = chart.backend_coord(&(i as f64, y_floor));
-        root.draw(&Text::new(
-            metric.as_str(),
-            (px, py + 8),
-            name_style.clone(),
-        ))
-        .at(path)?;
+        area.draw(&Text::new(*metric, (px, py + 8), name_style.clone()))
+            .at(path)?;
     }
 
     let bar_width = 0.8 / methods.len().max(1) as f64;
@@ -242,14 +290,12 @@ pub fn plot_results_bars(
             let (x0, x1) = (left + 0.05 * bar_width, left + 0.95 * bar_width);
             bars.push(Rectangle::new([(x0, 0.0), (x1, mean)], color.filled()));
             if let Some(std) = cell.std() {
-                let (xc, cap) = ((x0 + x1) / 2.0, 0.2 * bar_width);
-                for segment in [
-                    vec![(xc, mean - std), (xc, mean + std)],
-                    vec![(xc - cap, mean - std), (xc + cap, mean - std)],
-                    vec![(xc - cap, mean + std), (xc + cap, mean + std)],
-                ] {
-                    whiskers.push(PathElement::new(segment, BLACK.stroke_width(1)));
-                }
+                whiskers.extend(whisker(
+                    (x0 + x1) / 2.0,
+                    0.2 * bar_width,
+                    mean - std,
+                    mean + std,
+                ));
             }
         }
         chart
@@ -267,6 +313,100 @@ pub fn plot_results_bars(
         .position(SeriesLabelPosition::UpperRight)
         .draw()
         .at(path)?;
+    Ok(())
+}
+
+/// A vertical error bar at `x` from `low` to `high` with caps `cap` wide on each side.
+fn whisker(x: f64, cap: f64, low: f64, high: f64) -> [PathElement<(f64, f64)>; 3] {
+    [
+        vec![(x, low), (x, high)],
+        vec![(x - cap, low), (x + cap, low)],
+        vec![(x - cap, high), (x + cap, high)],
+    ]
+    .map(|segment| PathElement::new(segment, BLACK.stroke_width(1)))
+}
+
+/// Forest plot of difference rows: one line per `method − baseline` on `metric`, a dot at the
+/// difference of the means and a bar over its bootstrap CI, against a vertical line at 0; rows
+/// without the metric are left out. An interval that excludes 0 is drawn in red.
+pub fn plot_differences_forest(
+    rows: &[DifferenceRow],
+    metric: &str,
+    title: &str,
+    path: &Path,
+    size: PlotSize,
+) -> Result<(), EvalError> {
+    register_fonts()?;
+    let shown: Vec<(String, &PairedDifference)> = rows
+        .iter()
+        .filter_map(|row| {
+            let d = row.differences.get(metric)?;
+            Some((format!("{} − {}", row.method, row.baseline), d))
+        })
+        .collect();
+    let extremes: Vec<(f64, f64)> = shown
+        .iter()
+        .flat_map(|(_, d)| [(d.low, 0.0), (d.high, 0.0), (0.0, 0.0)])
+        .collect();
+    let (x_range, _) = bounds(extremes.iter());
+    let n = shown.len().max(1) as f64;
+    let root = BitMapBackend::new(path, (size.width, size.height)).into_drawing_area();
+    root.fill(&WHITE).at(path)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 22))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(260)
+        .build_cartesian_2d(x_range, -0.5..n - 0.5)
+        .at(path)?;
+    let labels: Vec<String> = shown.iter().map(|(label, _)| label.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(shown.len().max(1))
+        .y_label_formatter(&|y| {
+            let i = y.round();
+            let row = (n - 1.0 - i) as usize;
+            if (y - i).abs() < 1e-6 && i >= 0.0 {
+                labels.get(row).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .x_desc(format!("{metric}: difference, 95% CI"))
+        .label_style((FONT, 14))
+        .draw()
+        .at(path)?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(0.0, -0.5), (0.0, n - 0.5)],
+            BLACK.mix(0.5).stroke_width(1),
+        )))
+        .at(path)?;
+    for (k, (_, d)) in shown.iter().enumerate() {
+        let y = n - 1.0 - k as f64;
+        let color = if d.low > 0.0 || d.high < 0.0 {
+            RED
+        } else {
+            BLUE
+        };
+        chart
+            .draw_series([
+                PathElement::new(vec![(d.low, y), (d.high, y)], color.stroke_width(2)),
+                PathElement::new(
+                    vec![(d.low, y - 0.15), (d.low, y + 0.15)],
+                    color.stroke_width(2),
+                ),
+                PathElement::new(
+                    vec![(d.high, y - 0.15), (d.high, y + 0.15)],
+                    color.stroke_width(2),
+                ),
+            ])
+            .at(path)?;
+        chart
+            .draw_series(std::iter::once(Circle::new((d.mean, y), 4, color.filled())))
+            .at(path)?;
+    }
     root.present().at(path)
 }
 
@@ -458,6 +598,70 @@ mod tests {
         let (w, h, bytes) = decode(&path);
         assert_eq!((w, h), (640, 360));
         assert!(variance(&bytes) > 0.0);
+    }
+
+    #[test]
+    fn percentages_and_other_units_get_their_own_panels() {
+        let metrics: Vec<String> = ["closed_acc", "logp_drop", "avg", "pair_margin"]
+            .map(String::from)
+            .to_vec();
+        let (percent, unscaled) = split_by_unit(&metrics);
+        assert_eq!(percent, ["closed_acc", "avg"]);
+        assert_eq!(unscaled, ["logp_drop", "pair_margin"]);
+        // Both panels, and a chart of one unit only.
+        let mut table = ResultsTable::new(metrics.iter().map(String::as_str));
+        for metric in &metrics {
+            table.insert("SFT", metric, vec![42.0, 40.0]).unwrap();
+        }
+        let path = out_dir("bars-units").join("bars.png");
+        plot_results_bars(&table, "units", &path, PlotSize::new(900, 400)).unwrap();
+        assert!(variance(&decode(&path).2) > 0.0);
+        let mut only = ResultsTable::new(["logp_drop"]);
+        only.insert("SFT", "logp_drop", vec![0.3]).unwrap();
+        plot_results_bars(&only, "nats", &path, PlotSize::new(400, 300)).unwrap();
+        assert_eq!(decode(&path).0, 400);
+    }
+
+    #[test]
+    fn forest_plot_of_differences() {
+        let difference = |mean: f64, low: f64, high: f64| PairedDifference {
+            mean,
+            low,
+            high,
+            level: 0.95,
+            n: 100,
+        };
+        let row = |method: &str, d: Option<PairedDifference>| DifferenceRow {
+            method: method.into(),
+            baseline: "SFT".into(),
+            differences: d
+                .map(|d| ("closed_acc".to_string(), d))
+                .into_iter()
+                .collect(),
+            mcnemar_p: None,
+        };
+        let rows = [
+            row("DPO", Some(difference(-2.0, -4.0, -0.5))),
+            row("FiRe-MPO", Some(difference(0.5, -1.0, 2.0))),
+            row("no closed questions", None),
+        ];
+        let path = out_dir("forest").join("forest.png");
+        plot_differences_forest(
+            &rows,
+            "closed_acc",
+            "Δ closed",
+            &path,
+            PlotSize::new(700, 300),
+        )
+        .unwrap();
+        let (w, h, bytes) = decode(&path);
+        assert_eq!((w, h), (700, 300));
+        // The interval that excludes 0 is drawn in red.
+        let red = bytes
+            .chunks(3)
+            .filter(|p| p[0] > 200 && p[1] < 60 && p[2] < 60)
+            .count();
+        assert!(red > 20, "{red} red pixels");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use firempo_models::loading::{image_preprocessor, load_pretrained_with, LoadOptions};
+use firempo_models::precision::WeightDType;
 use firempo_models::{HfChatTemplate, Vlm};
 use tokenizers::Tokenizer;
 
@@ -48,11 +49,12 @@ pub fn checkpoint_format(
     PromptFormat::from_chat_template(&template, tokenizer)
 }
 
-/// Loads a HF LLaVA checkpoint directory and builds its processor, with the named
-/// `prompt_format` or else the checkpoint's chat template.
+/// Loads a HF LLaVA checkpoint directory (decoder projections in `dtype`) and builds its
+/// processor, with the named `prompt_format` or else the checkpoint's chat template.
 pub fn load_hf_checkpoint<B: Backend>(
     dir: &Path,
     prompt_format: Option<&str>,
+    dtype: WeightDType,
     device: &B::Device,
 ) -> anyhow::Result<(Vlm<B>, Processor)> {
     for (file, what) in REQUIRED {
@@ -66,7 +68,10 @@ pub fn load_hf_checkpoint<B: Backend>(
     let tokenizer = Tokenizer::from_file(&tokenizer_path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", tokenizer_path.display()))?;
     let format = checkpoint_format(dir, prompt_format, &tokenizer)?;
-    let options = LoadOptions::default();
+    let options = LoadOptions {
+        dtype,
+        ..LoadOptions::default()
+    };
     let preprocess = image_preprocessor(dir, &options)
         .and_then(|p| p.config())
         .with_context(|| {

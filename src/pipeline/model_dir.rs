@@ -19,6 +19,7 @@ use anyhow::Context;
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
+use firempo_models::precision::{cast_base_weights, check_backend_dtype, WeightDType};
 use firempo_models::PreprocessConfig;
 use firempo_models::{load_record_file, Vlm, VlmConfig};
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,30 @@ pub fn load_model_as<B: Backend>(
     prompt_format: Option<&str>,
     device: &B::Device,
 ) -> anyhow::Result<(Vlm<B>, Processor)> {
+    load_model_in(dir, prompt_format, WeightDType::F32, device)
+}
+
+/// [`load_model_as`] with the decoder projections' base weights in `dtype` (`--dtype`): a HF
+/// checkpoint's are decoded straight into it, a firempo directory's converted after loading.
+/// Half precision on a backend without it (ndarray) is an error naming the fix.
+pub fn load_model_in<B: Backend>(
+    dir: &Path,
+    prompt_format: Option<&str>,
+    dtype: WeightDType,
+    device: &B::Device,
+) -> anyhow::Result<(Vlm<B>, Processor)> {
+    check_backend_dtype::<B>(dtype, device)?;
+    let (mut model, processor) = load_f32_or_direct(dir, prompt_format, dtype, device)?;
+    model.decoder = cast_base_weights(model.decoder, dtype);
+    Ok((model, processor))
+}
+
+fn load_f32_or_direct<B: Backend>(
+    dir: &Path,
+    prompt_format: Option<&str>,
+    dtype: WeightDType,
+    device: &B::Device,
+) -> anyhow::Result<(Vlm<B>, Processor)> {
     if dir.join("model.json").is_file() {
         let (model, processor) = load_model_dir(dir, device)?;
         if let Some(name) = prompt_format {
@@ -111,7 +136,7 @@ pub fn load_model_as<B: Backend>(
         }
         Ok((model, processor))
     } else if is_hf_checkpoint(dir) {
-        load_hf_checkpoint(dir, prompt_format, device)
+        load_hf_checkpoint(dir, prompt_format, dtype, device)
     } else {
         anyhow::bail!(
             "{} is neither a firempo model directory (model.json, written by `firempo sft` or \

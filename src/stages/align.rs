@@ -10,6 +10,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use firempo_datasets::{read_pairs_jsonl, BadRecordPolicy, PreferencePair};
 use firempo_losses::logps::{masked_sum, token_log_probs};
 use firempo_losses::PreferenceLoss;
+use firempo_models::precision::{check_full_finetune, WeightDType};
 use firempo_models::{LoraConfig, Vlm};
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +22,7 @@ use crate::pipeline::align::{
 };
 use crate::pipeline::batch::scoring_batch;
 use crate::pipeline::image_check::check_images;
-use crate::pipeline::model_dir::load_model_as;
+use crate::pipeline::model_dir::load_model_in;
 use crate::pipeline::processor::Processor;
 use crate::train::{check_resume, RunIdentity, TrainerConfig};
 
@@ -54,6 +55,10 @@ pub struct AlignStage {
     /// to the starting model (`base.json`). Not part of the run's identity.
     #[serde(default)]
     pub merge: bool,
+    /// Dtype of the decoder projections' frozen base weights (`--dtype`; bf16/f16 need a
+    /// backend with half precision). Recorded in the run's identity unless f32.
+    #[serde(default, skip_serializing_if = "super::is_f32")]
+    pub dtype: WeightDType,
     /// Named prompt format (`--prompt-format`) for a HF checkpoint `model`, overriding its chat
     /// template; `None`: the checkpoint's template (or a model directory's own format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,6 +182,9 @@ impl BackendTask for AlignStage {
                 self.loss.name()
             );
         }
+        if self.lora.is_none() {
+            check_full_finetune(self.dtype)?;
+        }
         let identity = self.identity()?;
         let weights = WeightsOutput::choose(self.lora.is_some(), self.merge, Some(&self.model))?;
         if self.resume {
@@ -189,8 +197,12 @@ impl BackendTask for AlignStage {
                 .map(Path::to_path_buf)
                 .unwrap_or_default()
         });
-        let (model, processor) =
-            load_model_as::<B>(&self.model, self.prompt_format.as_deref(), &device)?;
+        let (model, processor) = load_model_in::<B>(
+            &self.model,
+            self.prompt_format.as_deref(),
+            self.dtype,
+            &device,
+        )?;
         let model = if self.freeze_vision {
             freeze_vision(model)
         } else {

@@ -12,6 +12,7 @@ use firempo_datasets::{
     Location, MaskSource, Record,
 };
 use firempo_losses::logps::{masked_sum, token_log_probs};
+use firempo_models::precision::WeightDType;
 use firempo_models::Vlm;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +25,7 @@ use crate::eval::{
 };
 use crate::pipeline::batch::scoring_batch;
 use crate::pipeline::image_check::list_some;
-use crate::pipeline::model_dir::load_model_as;
+use crate::pipeline::model_dir::load_model_in;
 use crate::pipeline::processor::Processor;
 
 /// Settings of the evaluation stage.
@@ -50,6 +51,10 @@ pub struct EvalStage {
     /// vocabulary when the records come from `firempo synth` (a `synth.json` beside them), else
     /// no `finding_f1`.
     pub finding_vocabulary: Option<PathBuf>,
+    /// Dtype of the decoder projections' frozen base weights (`--dtype`; bf16/f16 need a
+    /// backend with half precision). Recorded in the run's identity unless f32.
+    #[serde(default, skip_serializing_if = "super::is_f32")]
+    pub dtype: WeightDType,
     /// Named prompt format (`--prompt-format`) for a HF checkpoint `model`, overriding its chat
     /// template; `None`: the checkpoint's template (or a model directory's own format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -273,8 +278,12 @@ impl BackendTask for EvalStage {
         let data = read_records(&self.records, BadRecordPolicy::Skip, self.limit)?;
         let vocabulary = finding_vocabulary(self.finding_vocabulary.as_deref(), &data.root)?;
         check_record_files(&data, &self.records)?;
-        let (model, processor) =
-            load_model_as::<B::InnerBackend>(&self.model, self.prompt_format.as_deref(), &device)?;
+        let (model, processor) = load_model_in::<B::InnerBackend>(
+            &self.model,
+            self.prompt_format.as_deref(),
+            self.dtype,
+            &device,
+        )?;
         let records = &data.records;
         let (batch, max_new) = (self.batch, self.max_new_tokens);
         let prompts = record_prompts(&processor, records, max_new)?;

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use firempo_models::precision::WeightDType;
 use firempo_models::{save_adapter, Vlm};
 
 use crate::pipeline::base_model::{BaseModel, BASE_FILE};
@@ -23,6 +24,12 @@ use crate::pipeline::model_dir::{save_adapter_only_dir, save_model_dir};
 use crate::pipeline::processor::Processor;
 use crate::train::storage::explain_write_failure;
 use crate::train::{train, Objective, RunIdentity, TrainerConfig};
+
+/// Whether `dtype` is f32 (the default, left out of run identities so runs from before `--dtype`
+/// still resume).
+pub(crate) fn is_f32(dtype: &WeightDType) -> bool {
+    !dtype.is_half()
+}
 
 /// Freezes the vision tower and projector (no gradients), as the paper does for pretrained models.
 pub fn freeze_vision<B: Backend>(mut model: Vlm<B>) -> Vlm<B> {

@@ -7,13 +7,14 @@ use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use firempo_datasets::{write_jsonl, AnswerType, BadRecordPolicy, Record, Sample};
+use firempo_models::precision::WeightDType;
 use firempo_models::{GenerationConfig, Vlm, VlmInput};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::data::read_records;
 use crate::backend::BackendTask;
-use crate::pipeline::model_dir::load_model_as;
+use crate::pipeline::model_dir::load_model_in;
 use crate::pipeline::processor::Processor;
 
 /// Settings of the sampling stage.
@@ -35,6 +36,10 @@ pub struct SampleStage {
     pub batch: usize,
     /// Longest answer in tokens.
     pub max_new_tokens: usize,
+    /// Dtype of the decoder projections' frozen base weights (`--dtype`; bf16/f16 need a
+    /// backend with half precision). Recorded in the run's identity unless f32.
+    #[serde(default, skip_serializing_if = "super::is_f32")]
+    pub dtype: WeightDType,
     /// Named prompt format (`--prompt-format`) for a HF checkpoint `model`, overriding its chat
     /// template; `None`: the checkpoint's template (or a model directory's own format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,8 +156,12 @@ impl BackendTask for SampleStage {
             "no records of the requested answer types in {}",
             self.records.display()
         );
-        let (model, processor) =
-            load_model_as::<B::InnerBackend>(&self.model, self.prompt_format.as_deref(), &device)?;
+        let (model, processor) = load_model_in::<B::InnerBackend>(
+            &self.model,
+            self.prompt_format.as_deref(),
+            self.dtype,
+            &device,
+        )?;
         let answers = answer_records(
             &model,
             &processor,

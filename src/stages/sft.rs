@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use burn::tensor::backend::AutodiffBackend;
 use firempo_datasets::BadRecordPolicy;
+use firempo_models::precision::{
+    cast_base_weights, check_backend_dtype, check_full_finetune, WeightDType,
+};
 use firempo_models::LoraConfig;
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +16,7 @@ use super::{freeze_vision, train_into_model_dir, WeightsOutput};
 use crate::backend::BackendTask;
 use crate::pipeline::demo_model::demo_processor;
 use crate::pipeline::image_check::check_images;
-use crate::pipeline::model_dir::load_model_as;
+use crate::pipeline::model_dir::load_model_in;
 use crate::pipeline::sft::{sft_examples, SftObjective};
 use crate::train::{check_resume, RunIdentity, TrainerConfig};
 
@@ -52,6 +55,10 @@ pub struct SftStage {
     /// to the starting model (`base.json`). Not part of the run's identity.
     #[serde(default)]
     pub merge: bool,
+    /// Dtype of the decoder projections' frozen base weights (`--dtype`; bf16/f16 need a
+    /// backend with half precision). Recorded in the run's identity unless f32.
+    #[serde(default, skip_serializing_if = "super::is_f32")]
+    pub dtype: WeightDType,
     /// Named prompt format (`--prompt-format`) for a HF checkpoint `model`, overriding its chat
     /// template; `None`: the checkpoint's template (or a model directory's own format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,6 +84,9 @@ impl BackendTask for SftStage {
     type Output = PathBuf;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<PathBuf> {
+        if self.lora.is_none() {
+            check_full_finetune(self.dtype)?;
+        }
         let identity = self.identity()?;
         let base = match &self.model {
             ModelSource::Demo => None,
@@ -95,11 +105,14 @@ impl BackendTask for SftStage {
                      uses its own prompt format; fix: drop --prompt-format"
                 );
                 let (config, processor) = demo_processor(&data.records)?;
+                check_backend_dtype::<B>(self.dtype, &device)?;
                 B::seed(&device, self.trainer.seed);
-                (config.init::<B>(&device), processor)
+                let mut model = config.init::<B>(&device);
+                model.decoder = cast_base_weights(model.decoder, self.dtype);
+                (model, processor)
             }
             ModelSource::Dir(dir) => {
-                load_model_as::<B>(dir, self.prompt_format.as_deref(), &device)?
+                load_model_in::<B>(dir, self.prompt_format.as_deref(), self.dtype, &device)?
             }
         };
         let model = if self.freeze_vision {

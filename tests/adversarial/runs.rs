@@ -271,6 +271,35 @@ fn lora_runs_write_adapters_and_merge_only_when_asked() {
         .assert_clean_error(&["--merge applies to LoRA runs", "fix: drop --merge"]);
 }
 
+/// Issue 12 item 1: half-precision base weights need a backend that has them and LoRA (full
+/// fine-tuning would round every update into bf16); both refusals name the fix. With flex
+/// compiled in, a bf16 LoRA SFT run trains and writes its adapters.
+#[test]
+fn half_precision_needs_a_backend_with_it_and_lora() {
+    let scratch = Scratch::new("dtype");
+    tiny_synth(&scratch.0);
+    sft_run(&scratch.0, "full", &[]).assert_success(&[]);
+    let bf16_lora = ["--model", "full", "--lora-rank", "2", "--dtype", "bf16"];
+    sft_run(&scratch.0, "on-ndarray", &bf16_lora).assert_clean_error(&[
+        "no bf16 tensors",
+        "--backend flex",
+        "--dtype f32",
+    ]);
+    sft_run(
+        &scratch.0,
+        "full-bf16",
+        &["--model", "full", "--dtype", "bf16"],
+    )
+    .assert_clean_error(&["full fine-tuning with bf16", "LoRA", "--dtype f32"]);
+    if cfg!(feature = "flex") {
+        let on_flex = [&bf16_lora[..], &["--backend", "flex"]].concat();
+        sft_run(&scratch.0, "bf16", &on_flex).assert_success(&[]);
+        assert!(scratch
+            .join("bf16/adapter/adapter_model.safetensors")
+            .is_file());
+    }
+}
+
 /// The error loading model directory `dir` gives.
 fn load_error(dir: &Path) -> String {
     let loaded = firempo::pipeline::model_dir::load_model::<burn::backend::NdArray<f32>>(

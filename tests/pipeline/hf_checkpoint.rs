@@ -224,6 +224,7 @@ pub fn runs_through_sample_sft_align_and_eval(name: &str, checkpoint: impl Fn(&P
         answer_types: None,
         batch: 2,
         max_new_tokens: 4,
+        dtype: Default::default(),
         prompt_format: Some("qwen-vl".into()),
     }
     .run::<B>(device)
@@ -244,6 +245,7 @@ pub fn runs_through_sample_sft_align_and_eval(name: &str, checkpoint: impl Fn(&P
         trainer: trainer(2),
         resume: false,
         merge: false,
+        dtype: Default::default(),
         prompt_format: Some("qwen-vl".into()),
     }
     .run::<B>(device)
@@ -266,6 +268,7 @@ pub fn runs_through_sample_sft_align_and_eval(name: &str, checkpoint: impl Fn(&P
         trainer: trainer(2),
         resume: false,
         merge: false,
+        dtype: Default::default(),
         prompt_format: Some("qwen-vl".into()),
     }
     .run::<B>(device)
@@ -300,6 +303,7 @@ pub fn runs_through_sample_sft_align_and_eval(name: &str, checkpoint: impl Fn(&P
         max_new_tokens: 4,
         corruption: CorruptionConfig::default(),
         finding_vocabulary: None,
+        dtype: Default::default(),
         prompt_format: None,
     }
     .run::<B>(device)

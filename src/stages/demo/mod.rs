@@ -37,9 +37,9 @@ use super::sample::SampleStage;
 use super::sft::{ModelSource, SftStage};
 use crate::backend::BackendTask;
 use crate::eval::{
-    compare, differences_markdown, mean_and_std, plot_results_bars, plot_training_curves,
-    read_metrics_jsonl, Bootstrap, CurvePanel, DifferenceRow, PlotSize, QuestionScores,
-    ResultsTable, PER_QUESTION_METRICS,
+    compare, differences_markdown, mean_and_std, plot_differences_forest, plot_results_bars,
+    plot_training_curves, read_metrics_jsonl, Bootstrap, CurvePanel, DifferenceRow, PlotSize,
+    QuestionScores, ResultsTable, PER_QUESTION_METRICS,
 };
 use crate::pipeline::align::align_examples;
 use crate::pipeline::model_dir::load_model_as;
@@ -380,6 +380,8 @@ impl Demo {
             "differences.json",
             "methods.png",
             "training_curves.png",
+            "differences.png",
+            "ablation_differences.png",
             "ablations.md",
             "ablations.csv",
             "ablations.json",
@@ -424,6 +426,7 @@ impl Demo {
                 ..CorruptionConfig::default()
             },
             finding_vocabulary: None, // synthetic records declare theirs (synth.json)
+            dtype: Default::default(),
             prompt_format: None,
         }
         .run::<B>(device.clone())?;
@@ -467,6 +470,7 @@ impl Demo {
             trainer: self.trainer(sizes.sft_steps, sizes.sft_batch, 3e-3, seed),
             resume: false,
             merge: false,
+            dtype: Default::default(),
             prompt_format: None,
         }
         .run::<B>(device.clone())?;
@@ -484,6 +488,7 @@ impl Demo {
             answer_types: Some(vec![AnswerType::Closed, AnswerType::Open]),
             batch: 32,
             max_new_tokens: 24,
+            dtype: Default::default(),
             prompt_format: None,
         }
         .run::<B>(device.clone())?;
@@ -558,6 +563,7 @@ impl Demo {
                 ),
                 resume: false,
                 merge: false,
+                dtype: Default::default(),
                 prompt_format: None,
             }
             .run::<B>(device.clone())?;
@@ -619,12 +625,13 @@ impl Demo {
     }
 }
 
-/// Writes `NAME.md` and `NAME.json` of difference rows into `out`; returns their paths.
+/// Writes `NAME.md`, `NAME.json` and the forest plot `NAME.png` (closed accuracy) of difference
+/// rows into `out`; returns their paths.
 fn write_differences(
     out: &Path,
     name: &str,
     rows: &[DifferenceRow],
-) -> anyhow::Result<[PathBuf; 2]> {
+) -> anyhow::Result<[PathBuf; 3]> {
     let markdown = differences_markdown(rows, &PER_QUESTION_METRICS_AND_PAIRS, 2);
     let json = serde_json::to_string_pretty(rows)? + "\n";
     let paths = [
@@ -634,7 +641,15 @@ fn write_differences(
     for (path, text) in paths.iter().zip([markdown, json]) {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(paths)
+    let forest = out.join(format!("{name}.png"));
+    plot_differences_forest(
+        rows,
+        "closed_acc",
+        "closed accuracy: paired differences, 95% bootstrap CI",
+        &forest,
+        PlotSize::new(1000, 90 + 34 * rows.len() as u32),
+    )?;
+    Ok([paths[0].clone(), paths[1].clone(), forest])
 }
 
 /// Each ablation minus FiRe-MPO (the first row) over the test questions and held-out pairs.
