@@ -121,26 +121,35 @@ pub fn run_on<T: BackendTask>(kind: BackendKind, task: T) -> anyhow::Result<T::O
     require_compiled(kind)?;
     match kind {
         #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => {
-            task.run::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(Default::default())
-        }
+        BackendKind::Ndarray => run_with_fused_attention::<burn::backend::NdArray<f32>, T>(task),
         #[cfg(feature = "flex")]
-        BackendKind::Flex => {
-            task.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default())
-        }
+        BackendKind::Flex => run_with_fused_attention::<burn::backend::Flex, T>(task),
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => {
             probe(BackendKind::Wgpu)?;
-            task.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(Default::default())
+            run_with_fused_attention::<burn::backend::Wgpu, T>(task)
         }
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => {
             probe(BackendKind::Cuda)?;
-            task.run::<burn::backend::Autodiff<burn::backend::Cuda>>(Default::default())
+            run_with_fused_attention::<burn::backend::Cuda, T>(task)
         }
         #[allow(unreachable_patterns)]
         _ => Err(not_compiled(kind).into()),
     }
+}
+
+/// Runs `task` on `Autodiff<I>` with the decoder's blocked attention trained through its own
+/// backward op (one log-sum-exp per row kept instead of the `[heads, L, L]` scores; see
+/// `firempo_models::register_fused_attention`).
+#[allow(dead_code)] // unused when no backend feature is compiled in
+fn run_with_fused_attention<I, T>(task: T) -> anyhow::Result<T::Output>
+where
+    I: burn::tensor::backend::Backend,
+    T: BackendTask,
+{
+    firempo_models::register_fused_attention::<I>();
+    task.run::<burn::backend::Autodiff<I>>(Default::default())
 }
 
 fn not_compiled(backend: BackendKind) -> BackendError {

@@ -90,8 +90,8 @@ impl<B: AutodiffBackend, O: Optimizer<Vlm<B>, B>> Trainer<B, O> {
         let logps = answer_logps(&policy, self.input.clone());
         let margins = logps - Tensor::from_inner(reference_logps);
         // Pairs (chosen, rejected) and (corrupted chosen, corrupted rejected): [2]
-        let diff = margins.clone().slice([0..1]) - margins.clone().slice([1..2]);
-        let corrupted = margins.clone().slice([2..3]) - margins.slice([3..4]);
+        let diff = margins.clone().narrow(0, 0, 1) - margins.clone().narrow(0, 1, 1);
+        let corrupted = margins.clone().narrow(0, 2, 1) - margins.narrow(0, 3, 1);
         let loss = softplus(Tensor::cat(vec![diff, corrupted], 0).mul_scalar(-BETA), 1.0).mean();
         let value: f32 = loss.clone().into_scalar().elem();
         let grads = GradientsParams::from_grads(loss.backward(), &policy);

@@ -7,15 +7,23 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use safetensors::tensor::{Dtype, SafeTensors};
 
 /// The backend of the integration tests: ndarray f32 by default, flex with `--features
-/// test-flex`, wgpu with `--features test-wgpu` (wgpu wins when both are set).
-#[cfg(not(any(feature = "test-flex", feature = "test-wgpu")))]
+/// test-flex`, wgpu with `--features test-wgpu`, CUDA with `--features test-cuda` (in that order
+/// of precedence, CUDA first).
+#[cfg(not(any(feature = "test-flex", feature = "test-wgpu", feature = "test-cuda")))]
 pub type B = burn::backend::NdArray<f32>;
 /// The backend of the integration tests: flex (`--features test-flex`).
-#[cfg(all(feature = "test-flex", not(feature = "test-wgpu")))]
+#[cfg(all(
+    feature = "test-flex",
+    not(feature = "test-wgpu"),
+    not(feature = "test-cuda")
+))]
 pub type B = burn::backend::Flex;
 /// The backend of the integration tests: wgpu (`--features test-wgpu`).
-#[cfg(feature = "test-wgpu")]
+#[cfg(all(feature = "test-wgpu", not(feature = "test-cuda")))]
 pub type B = burn::backend::Wgpu;
+/// The backend of the integration tests: CUDA (`--features test-cuda`, scripts/gpu-check.sh).
+#[cfg(feature = "test-cuda")]
+pub type B = burn::backend::Cuda;
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
