@@ -396,7 +396,10 @@ impl Processor {
             pieces.len() - 1
         );
         let mut ids = self.encode(pieces[0])?;
-        ids.extend(std::iter::repeat_n(self.special.image as u32, self.image_tokens));
+        ids.extend(std::iter::repeat_n(
+            self.special.image as u32,
+            self.image_tokens,
+        ));
         ids.extend(self.encode(pieces[1])?);
         Ok(ids)
     }
