@@ -111,12 +111,14 @@ pub fn load_model_in<B: Backend>(
     device: &B::Device,
 ) -> anyhow::Result<(Vlm<B>, Processor)> {
     check_backend_dtype::<B>(dtype, device)?;
-    let (mut model, processor) = load_f32_or_direct(dir, prompt_format, dtype, device)?;
+    let (mut model, processor) = load_as_stored(dir, prompt_format, dtype, device)?;
     model.decoder = cast_base_weights(model.decoder, dtype);
     Ok((model, processor))
 }
 
-fn load_f32_or_direct<B: Backend>(
+/// The model as its directory stores it: a firempo directory in f32, a HF checkpoint with its
+/// decoder projections decoded straight into `dtype` ([`load_model_in`] converts the rest).
+fn load_as_stored<B: Backend>(
     dir: &Path,
     prompt_format: Option<&str>,
     dtype: WeightDType,
