@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use image::DynamicImage;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::resample::resize_bicubic_antialias;
 use crate::error::ModelError;
@@ -40,8 +40,10 @@ struct HfQwenPreprocessor {
     do_resize: Option<bool>,
 }
 
-/// The resolved preprocessing parameters.
-#[derive(Debug, Clone, PartialEq)]
+/// The resolved preprocessing parameters (serialized as they are, e.g. in a firempo model
+/// directory's `processor.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QwenImageProcessor {
     pub min_pixels: usize,
     pub max_pixels: usize,
@@ -201,6 +203,41 @@ impl QwenImageProcessor {
         Ok((h_bar as usize, w_bar as usize))
     }
 
+    /// The `(height, width)` an image of this size is processed at: [`Self::smart_resize`]'s, or
+    /// with `do_resize` false its own (which must then be multiples of [`Self::factor`]).
+    pub fn processed_size(
+        &self,
+        height: usize,
+        width: usize,
+        origin: &Path,
+    ) -> Result<(usize, usize), ModelError> {
+        if self.do_resize {
+            return self.smart_resize(height, width, origin);
+        }
+        if !height.is_multiple_of(self.factor()) || !width.is_multiple_of(self.factor()) {
+            return Err(ModelError::Image {
+                path: origin.into(),
+                message: format!(
+                    "with do_resize false, {width}×{height} px must be multiples of {}",
+                    self.factor()
+                ),
+            });
+        }
+        Ok((height, width))
+    }
+
+    /// The `image_grid_thw` an image of this size gets, without decoding it (what a prompt needs
+    /// to hold the right number of image-pad tokens).
+    pub fn grid(
+        &self,
+        height: usize,
+        width: usize,
+        origin: &Path,
+    ) -> Result<[usize; 3], ModelError> {
+        let (h, w) = self.processed_size(height, width, origin)?;
+        Ok([1, h / self.patch_size, w / self.patch_size])
+    }
+
     /// Preprocesses images in order; `origins[i]` names image `i` in errors (a path or a label).
     pub fn process(
         &self,
@@ -220,24 +257,11 @@ impl QwenImageProcessor {
                 .cloned()
                 .unwrap_or_else(|| PathBuf::from(format!("image #{i}")));
             let mut rgb = image.to_rgb8();
-            let (h, w) = if self.do_resize {
-                let (h, w) =
-                    self.smart_resize(rgb.height() as usize, rgb.width() as usize, &origin)?;
+            let (h, w) =
+                self.processed_size(rgb.height() as usize, rgb.width() as usize, &origin)?;
+            if self.do_resize {
                 rgb = resize_bicubic_antialias(&rgb, w as u32, h as u32);
-                (h, w)
-            } else {
-                let (h, w) = (rgb.height() as usize, rgb.width() as usize);
-                if !h.is_multiple_of(self.factor()) || !w.is_multiple_of(self.factor()) {
-                    return Err(ModelError::Image {
-                        path: origin,
-                        message: format!(
-                            "with do_resize false, {w}×{h} px must be multiples of {}",
-                            self.factor()
-                        ),
-                    });
-                }
-                (h, w)
-            };
+            }
             // [3, h, w] normalised, channel-major.
             let mut chw = vec![0f32; 3 * h * w];
             for (x, y, px) in rgb.enumerate_pixels() {
