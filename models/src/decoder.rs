@@ -4,11 +4,12 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::{backend::Backend, Int, Tensor};
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use crate::activation::Activation;
 use crate::attention::{Attention, AttentionKernel};
 use crate::config::TextConfig;
+use crate::error::ModelError;
 use crate::kv_cache::KvCache;
 use crate::lora::{LoraConfig, LoraLinear};
 use crate::rope::{Rope, RopeTables};
@@ -189,16 +190,38 @@ impl<B: Backend> Decoder<B> {
         bias: Tensor<B, 4>,
         caches: &mut [KvCache<B>],
     ) -> Tensor<B, 3> {
+        self.forward_tables_with(embeds, tables, bias, caches, None)
+    }
+
+    /// [`Decoder::forward_tables`] with DeepStack features (Qwen3-VL) added to the hidden states
+    /// after the first layers; used alike by forward, scoring and generation prefill.
+    pub fn forward_tables_with(
+        &self,
+        embeds: Tensor<B, 3>,
+        tables: &RopeTables<B>,
+        bias: Tensor<B, 4>,
+        caches: &mut [KvCache<B>],
+        deepstack: Option<&DeepStack<B>>,
+    ) -> Tensor<B, 3> {
         assert!(
             caches.is_empty() || caches.len() == self.layers.len(),
             "need one KvCache per layer ({}), got {}",
             self.layers.len(),
             caches.len()
         );
+        let [batch, seq, d_model] = embeds.dims();
+        let scatter = deepstack.map(|ds| ds.scatter_index(batch * seq, &embeds.device()));
         let mut x = embeds;
         let mut caches = caches.iter_mut();
-        for layer in &self.layers {
+        for (k, layer) in self.layers.iter().enumerate() {
             x = layer.forward(x, tables, bias.clone(), caches.next());
+            if let (Some(ds), Some(index)) = (deepstack, &scatter) {
+                if let Some(level) = ds.levels.get(k) {
+                    x = x + ds
+                        .scatter(level.clone(), index.clone())
+                        .reshape([batch, seq, d_model]);
+                }
+            }
         }
         self.norm.forward(x)
     }
@@ -241,5 +264,83 @@ impl<B: Backend> Decoder<B> {
                 lin
             }
         })
+    }
+
+    /// Validates `config` and refuses a rank above `min(d_in, d_out)` of an adapted projection:
+    /// it adds parameters without adding capacity (and a huge one exhausts memory before
+    /// training starts). The error names the narrowest targeted projection.
+    pub fn check_lora(&self, config: &LoraConfig) -> Result<(), ModelError> {
+        config.validate()?;
+        let narrowest = self
+            .layers
+            .first()
+            .into_iter()
+            .flat_map(|layer| layer.projections())
+            .filter(|(name, _)| config.targets(name.rsplit('.').next().unwrap_or(name)))
+            .map(|(name, layer)| {
+                let [d_in, d_out] = layer.base.weight.shape().dims();
+                (name, d_in, d_out)
+            })
+            .min_by_key(|&(_, d_in, d_out)| d_in.min(d_out));
+        if let Some((name, d_in, d_out)) = narrowest {
+            if config.rank > d_in.min(d_out) {
+                return Err(ModelError::InvalidConfig {
+                    field: "lora.rank".into(),
+                    message: format!(
+                        "{} is above min(d_in, d_out) = {} of the adapted `{name}` ({d_in} → \
+                         {d_out}); use a rank ≤ {} (8–64 is usual)",
+                        config.rank,
+                        d_in.min(d_out),
+                        d_in.min(d_out)
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The same weights with every adapter on or off (tensors shared, not cloned).
+    pub fn with_adapters(self, enabled: bool) -> Self {
+        self.map_projections(|_, l| l.set_adapter_enabled(enabled))
+    }
+
+    /// Folds every adapter into its base weight; the result has no adapters.
+    pub fn merge_lora(self) -> Self {
+        self.map_projections(|_, l| l.merge())
+    }
+
+    /// Whether any projection carries an adapter.
+    pub fn has_lora(&self) -> bool {
+        self.layers
+            .iter()
+            .any(|l| l.projections().iter().any(|(_, p)| p.adapter.is_some()))
+    }
+}
+
+/// DeepStack features (Qwen3-VL, HF `Qwen3VLTextModel._deepstack_process`): level `k`
+/// (`[n_slots, d_model]`) is added after decoder layer `k` at the image positions `slots`.
+#[derive(Debug, Clone)]
+pub struct DeepStack<B: Backend> {
+    /// Flat `batch · seq` indices of the image tokens, in the order of the feature rows.
+    pub slots: Vec<usize>,
+    /// One `[n_slots, d_model]` tensor per level.
+    pub levels: Vec<Tensor<B, 2>>,
+}
+
+impl<B: Backend> DeepStack<B> {
+    /// Row `i` of the `n`-row scatter: 0 (a zero row) or `1 + k` for slot `k`.
+    fn scatter_index(&self, n: usize, device: &B::Device) -> Tensor<B, 1, Int> {
+        let mut source = vec![0i64; n];
+        for (k, &slot) in self.slots.iter().enumerate() {
+            source[slot] = k as i64 + 1;
+        }
+        Tensor::from_data(TensorData::new(source, [n]), device)
+    }
+
+    /// `[n, d]` zeros with `level[k]` at row `slots[k]`.
+    fn scatter(&self, level: Tensor<B, 2>, index: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        let [_, d] = level.dims();
+        let zero = Tensor::zeros([1, d], &level.device());
+        Tensor::cat(vec![zero, level], 0).select(0, index)
     }
 }

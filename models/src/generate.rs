@@ -6,6 +6,7 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::decoder::Decoder;
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
 use crate::mask::{attention_bias, int_tensor, RowLayout};
@@ -111,141 +112,201 @@ fn choose(logits: &[f32], sampling: Sampling, rng: &mut StdRng) -> usize {
     }
 }
 
+/// Refuses a temperature or `top_p` that does not define a distribution.
+pub(crate) fn check_sampling(config: &GenerationConfig) -> Result<(), ModelError> {
+    if let Sampling::TopP { temperature, top_p } = config.sampling {
+        if !(temperature > 0.0 && temperature.is_finite() && top_p > 0.0 && top_p <= 1.0) {
+            return Err(ModelError::InvalidConfig {
+                field: "generation.sampling".into(),
+                message: format!(
+                    "temperature {temperature} must be > 0 and top_p {top_p} in (0, 1]"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Prompt rows re-packed to left padding, so every row's next token sits in the last column.
+pub(crate) struct LeftPacked {
+    /// `[batch][prompt_len]`, padding id 0.
+    pub ids: Vec<Vec<i64>>,
+    pub mask: Vec<Vec<bool>>,
+    /// Real tokens per row.
+    pub n_real: Vec<usize>,
+}
+
+/// Moves each row's real tokens (in order) to the end of the row.
+pub(crate) fn left_pack(ids: &[Vec<i64>], mask: &[Vec<bool>]) -> Result<LeftPacked, ModelError> {
+    let prompt_len = ids.first().map_or(0, Vec::len);
+    let mut out = LeftPacked {
+        ids: Vec::with_capacity(ids.len()),
+        mask: Vec::with_capacity(ids.len()),
+        n_real: Vec::with_capacity(ids.len()),
+    };
+    for (row, m) in ids.iter().zip(mask) {
+        let real: Vec<i64> = row
+            .iter()
+            .zip(m)
+            .filter(|(_, &m)| m)
+            .map(|(&t, _)| t)
+            .collect();
+        if real.is_empty() {
+            return Err(ModelError::Input(
+                "a prompt row has no tokens (attention_mask all 0)".into(),
+            ));
+        }
+        let pad = prompt_len - real.len();
+        out.n_real.push(real.len());
+        out.mask
+            .push([vec![false; pad], vec![true; real.len()]].concat());
+        out.ids.push([vec![0; pad], real].concat());
+    }
+    Ok(out)
+}
+
+/// The state after a model ran its (left-packed) prompt once: what [`decode`] continues from.
+pub(crate) struct Prefilled<B: Backend> {
+    /// Logits of the next token `[batch, 1, vocab]`.
+    pub logits: Tensor<B, 3>,
+    /// One filled cache per decoder layer.
+    pub caches: Vec<KvCache<B>>,
+    /// Per row, per cached position: is it a real token.
+    pub key_valid: Vec<Vec<bool>>,
+    /// Position of each row's first generated token (the same on every M-RoPE axis).
+    pub next_positions: Vec<i64>,
+}
+
+/// The decode loop shared by every model family: chooses a token per row from the prefill's
+/// logits, then runs one cached decoder step per new token until every row stopped or
+/// `config.max_new_tokens` is reached. `banned` (the image placeholder) is never chosen: fed
+/// back, it would be read as an image slot. Steps use 1-D positions, which for text tokens
+/// equal M-RoPE with all three axes at that position ([`crate::Rope::mrope_tables`]).
+pub(crate) fn decode<B: Backend>(
+    decoder: &Decoder<B>,
+    prefilled: Prefilled<B>,
+    banned: Option<usize>,
+    config: &GenerationConfig,
+) -> Generation {
+    let Prefilled {
+        mut logits,
+        mut caches,
+        mut key_valid,
+        mut next_positions,
+    } = prefilled;
+    let device = logits.device();
+    let batch = key_valid.len();
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut out = Generation {
+        tokens: vec![Vec::new(); batch],
+        log_probs: vec![Vec::new(); batch],
+        stopped: vec![false; batch],
+    };
+    let mut done = vec![false; batch];
+    for step in 0..config.max_new_tokens {
+        let vocab = logits.dims()[2];
+        let host: Vec<f32> = logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .unwrap_or_default();
+        let mut next = vec![0i64; batch];
+        for b in 0..batch {
+            let row = &host[b * vocab..(b + 1) * vocab];
+            let token = match banned {
+                Some(image) if image < vocab => {
+                    let mut allowed = row.to_vec();
+                    allowed[image] = f32::NEG_INFINITY;
+                    choose(&allowed, config.sampling, &mut rng)
+                }
+                _ => choose(row, config.sampling, &mut rng),
+            };
+            next[b] = token as i64;
+            if done[b] {
+                continue;
+            }
+            if config.stop_token_ids.contains(&(token as u32)) {
+                done[b] = true;
+                out.stopped[b] = true;
+            } else {
+                out.tokens[b].push(token as u32);
+                out.log_probs[b].push(log_softmax_row(row)[token] as f32);
+            }
+        }
+        if done.iter().all(|&d| d) || step + 1 == config.max_new_tokens {
+            break;
+        }
+        for valid in key_valid.iter_mut() {
+            valid.push(true);
+        }
+        let past = caches[0].len();
+        let rows: Vec<RowLayout> = key_valid
+            .iter()
+            .map(|v| RowLayout {
+                key_valid: v.clone(),
+                key_segment: vec![0; v.len()],
+            })
+            .collect();
+        let bias = attention_bias::<B>(&rows, past, 1, &device);
+        let positions: Vec<Vec<i64>> = next_positions.iter().map(|&p| vec![p]).collect();
+        for p in next_positions.iter_mut() {
+            *p += 1;
+        }
+        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(next, [batch, 1]), &device);
+        let embeds = decoder.embed(tokens);
+        let hidden = decoder.forward(
+            embeds,
+            int_tensor::<B>(&positions, &device),
+            bias,
+            &mut caches,
+        );
+        logits = decoder.logits(hidden);
+    }
+    out
+}
+
 impl<B: Backend> Vlm<B> {
     /// Generates up to `config.max_new_tokens` tokens after each prompt row.
     ///
     /// Prompts may be left- or right-padded (`input.attention_mask`); they are re-packed to left
     /// padding so every row's next token sits in the last column, and positions follow HF
     /// (`cumsum(mask) - 1`). The prompt (with its image) runs once; each new token then costs one
-    /// cached decoder step.
+    /// cached decoder step ([`decode`]).
     pub fn generate(
         &self,
         input: VlmInput<B>,
         config: &GenerationConfig,
     ) -> Result<Generation, ModelError> {
-        if let Sampling::TopP { temperature, top_p } = config.sampling {
-            if !(temperature > 0.0 && temperature.is_finite() && top_p > 0.0 && top_p <= 1.0) {
-                return Err(ModelError::InvalidConfig {
-                    field: "generation.sampling".into(),
-                    message: format!(
-                        "temperature {temperature} must be > 0 and top_p {top_p} in (0, 1]"
-                    ),
-                });
-            }
-        }
+        check_sampling(config)?;
         let device = input.input_ids.device();
         // Original-LLaVA placeholders (-200) expand before the re-pack below.
         let (ids, mask) = self.host_input(&input)?;
-        let batch = ids.len();
+        let packed = left_pack(&ids, &mask)?;
         let prompt_len = ids.first().map_or(0, Vec::len);
-        // Re-pack to left padding.
-        let mut left_ids = Vec::with_capacity(batch);
-        let mut left_mask = Vec::with_capacity(batch);
-        let mut next_pos = Vec::with_capacity(batch);
-        for (row, m) in ids.iter().zip(&mask) {
-            let real: Vec<i64> = row
-                .iter()
-                .zip(m)
-                .filter(|(_, &m)| m)
-                .map(|(&t, _)| t)
-                .collect();
-            if real.is_empty() {
-                return Err(ModelError::Input(
-                    "a prompt row has no tokens (attention_mask all 0)".into(),
-                ));
-            }
-            let pad = prompt_len - real.len();
-            next_pos.push(real.len() as i64);
-            left_ids.push([vec![0; pad], real].concat());
-            left_mask.push([vec![0i64; pad], vec![1; prompt_len - pad]].concat());
-        }
-        let mut key_valid: Vec<Vec<bool>> = left_mask
+        let mask_ints: Vec<Vec<i64>> = packed
+            .mask
             .iter()
-            .map(|r| r.iter().map(|&m| m == 1).collect())
+            .map(|r| r.iter().map(|&m| i64::from(m)).collect())
             .collect();
         let prefill = VlmInput {
-            input_ids: int_tensor::<B>(&left_ids, &device),
+            input_ids: int_tensor::<B>(&packed.ids, &device),
             pixel_values: input.pixel_values,
-            attention_mask: Some(int_tensor::<B>(&left_mask, &device)),
+            attention_mask: Some(int_tensor::<B>(&mask_ints, &device)),
         };
         let mut caches = KvCache::for_layers(self.decoder.layers.len());
         let hidden = self.forward_hidden(prefill, &mut caches)?;
-        let mut logits = self.decoder.logits(hidden.narrow(1, prompt_len - 1, 1));
-        // [batch, 1, vocab]
-
-        let mut rng = StdRng::seed_from_u64(config.seed);
-        let mut out = Generation {
-            tokens: vec![Vec::new(); batch],
-            log_probs: vec![Vec::new(); batch],
-            stopped: vec![false; batch],
+        let prefilled = Prefilled {
+            logits: self.decoder.logits(hidden.narrow(1, prompt_len - 1, 1)),
+            caches,
+            key_valid: packed.mask,
+            next_positions: packed.n_real.iter().map(|&n| n as i64).collect(),
         };
-        let mut done = vec![false; batch];
-        for step in 0..config.max_new_tokens {
-            let vocab = logits.dims()[2];
-            let host: Vec<f32> = logits
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .unwrap_or_default();
-            let mut next = vec![0i64; batch];
-            for b in 0..batch {
-                let row = &host[b * vocab..(b + 1) * vocab];
-                // Never emit the image placeholder: fed back, it would be read as an image slot.
-                let token = match self
-                    .config
-                    .vision
-                    .as_ref()
-                    .map(|_| self.config.image_token_id)
-                {
-                    Some(image) if image < vocab => {
-                        let mut allowed = row.to_vec();
-                        allowed[image] = f32::NEG_INFINITY;
-                        choose(&allowed, config.sampling, &mut rng)
-                    }
-                    _ => choose(row, config.sampling, &mut rng),
-                };
-                next[b] = token as i64;
-                if done[b] {
-                    continue;
-                }
-                if config.stop_token_ids.contains(&(token as u32)) {
-                    done[b] = true;
-                    out.stopped[b] = true;
-                } else {
-                    out.tokens[b].push(token as u32);
-                    out.log_probs[b].push(log_softmax_row(row)[token] as f32);
-                }
-            }
-            if done.iter().all(|&d| d) || step + 1 == config.max_new_tokens {
-                break;
-            }
-            for valid in key_valid.iter_mut() {
-                valid.push(true);
-            }
-            let past = caches[0].len();
-            let rows: Vec<RowLayout> = key_valid
-                .iter()
-                .map(|v| RowLayout {
-                    key_valid: v.clone(),
-                    key_segment: vec![0; v.len()],
-                })
-                .collect();
-            let bias = attention_bias::<B>(&rows, past, 1, &device);
-            let positions: Vec<Vec<i64>> = next_pos.iter().map(|&p| vec![p]).collect();
-            for p in next_pos.iter_mut() {
-                *p += 1;
-            }
-            let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(next, [batch, 1]), &device);
-            let embeds = self.decoder.embed(tokens);
-            let hidden = self.decoder.forward(
-                embeds,
-                int_tensor::<B>(&positions, &device),
-                bias,
-                &mut caches,
-            );
-            logits = self.decoder.logits(hidden);
-        }
-        Ok(out)
+        let banned = self
+            .config
+            .vision
+            .as_ref()
+            .map(|_| self.config.image_token_id);
+        Ok(decode(&self.decoder, prefilled, banned, config))
     }
 }
 

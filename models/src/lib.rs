@@ -66,7 +66,7 @@ pub use decoder::*;
 pub use error::*;
 pub use generate::*;
 pub use kv_cache::*;
-pub use loading::adapter::{load_adapter, save_adapter};
+pub use loading::adapter::{load_adapter, save_adapter, AdaptedModel};
 pub use loading::record::load_record_file;
 pub use loading::{image_preprocessor, load_pretrained, load_pretrained_with, LoadOptions};
 pub use lora::*;
@@ -75,8 +75,8 @@ pub use preprocess::*;
 pub use preprocessor_config::*;
 pub use projector::*;
 pub use qwen_vl::{
-    is_qwen_vl_config, load_qwen_vl, read_qwen_vl_config, QwenImageProcessor, QwenImages, QwenVl,
-    QwenVlConfig, QwenVlFamily, QwenVlInput,
+    is_qwen_vl_config, load_qwen_vl, read_qwen_vl_config, QwenImageProcessor, QwenImages,
+    QwenScoringInput, QwenVl, QwenVlConfig, QwenVlFamily, QwenVlInput,
 };
 pub use rope::*;
 pub use scoring::*;

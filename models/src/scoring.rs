@@ -10,6 +10,7 @@
 
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
+use crate::decoder::Decoder;
 use crate::error::ModelError;
 use crate::mask::{attention_bias, host_ints, int_tensor, positions_from_mask, RowLayout};
 use crate::vlm::{Vlm, VlmInput};
@@ -46,14 +47,6 @@ impl<B: Backend> ScoringInput<B> {
                 .collect(),
             None => prefix.iter().map(|r| vec![true; r.len()]).collect(),
         };
-        for (p, row) in mask.iter().enumerate() {
-            let first = row.iter().position(|&m| m);
-            if first.is_none() || row[first.unwrap_or(0)..].iter().any(|&m| !m) {
-                return Err(ModelError::Input(format!(
-                    "prefix {p} must be left-padded and non-empty (mask {row:?}): put padding before the prompt"
-                )));
-            }
-        }
         let [n_prefixes, n_answers, answer_len] = self.answer_ids.dims();
         if n_prefixes != prefix.len() || answer_len == 0 || n_answers == 0 {
             return Err(ModelError::Input(format!(
@@ -68,12 +61,143 @@ impl<B: Backend> ScoringInput<B> {
                 .clone()
                 .reshape([n_prefixes * n_answers, answer_len]),
         );
-        let answers = flat.chunks(n_answers).map(<[Vec<i64>]>::to_vec).collect();
+        let answers: Vec<Vec<Vec<i64>>> =
+            flat.chunks(n_answers).map(<[Vec<i64>]>::to_vec).collect();
+        check_layout(&prefix, &mask, &answers)?;
         Ok(HostScoring {
             prefix,
             mask,
             answers,
         })
+    }
+}
+
+/// Refuses prefixes that are not left-padded, non-empty and of one length, and answers that
+/// are not `[n_prefixes][n_answers > 0][answer_len > 0]`.
+fn check_layout(
+    prefix: &[Vec<i64>],
+    mask: &[Vec<bool>],
+    answers: &[Vec<Vec<i64>>],
+) -> Result<(), ModelError> {
+    let prefix_len = prefix.first().map_or(0, Vec::len);
+    if prefix.is_empty() || prefix.iter().any(|r| r.len() != prefix_len) {
+        return Err(ModelError::Input(
+            "prefix_ids must be a non-empty batch of rows of one length (left-pad them)".into(),
+        ));
+    }
+    if mask.len() != prefix.len() || mask.iter().any(|r| r.len() != prefix_len) {
+        return Err(ModelError::Input(
+            "prefix_mask must have the shape of prefix_ids".into(),
+        ));
+    }
+    for (p, row) in mask.iter().enumerate() {
+        let first = row.iter().position(|&m| m);
+        if first.is_none() || row[first.unwrap_or(0)..].iter().any(|&m| !m) {
+            return Err(ModelError::Input(format!(
+                "prefix {p} must be left-padded and non-empty (mask {row:?}): put padding before the prompt"
+            )));
+        }
+    }
+    let n_answers = answers.first().map_or(0, Vec::len);
+    let answer_len = answers.first().and_then(|a| a.first()).map_or(0, Vec::len);
+    if answers.len() != prefix.len()
+        || n_answers == 0
+        || answer_len == 0
+        || answers
+            .iter()
+            .any(|a| a.len() != n_answers || a.iter().any(|t| t.len() != answer_len))
+    {
+        return Err(ModelError::Input(format!(
+            "answer_ids must be [n_prefixes = {}][n_answers > 0][answer_len > 0], the same \
+             n_answers for every prefix and answer_len for every answer (right-pad answers)",
+            prefix.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Prefixes with their answers laid out as packed rows `[prefix | answer 1 | answer 2 | …]`,
+/// shared by every model family's `score_answers`.
+pub(crate) struct PackedAnswers {
+    /// `[n_prefixes][total]`.
+    pub ids: Vec<Vec<i64>>,
+    /// Key validity and segments (0 = prefix, `i + 1` = answer `i`) of each packed row.
+    pub rows: Vec<RowLayout>,
+    pub prefix_len: usize,
+    pub n_answers: usize,
+    pub answer_len: usize,
+}
+
+impl PackedAnswers {
+    /// Packs after checking the layout (left-padded prefixes, rectangular answers).
+    pub fn new(
+        prefix: &[Vec<i64>],
+        mask: &[Vec<bool>],
+        answers: &[Vec<Vec<i64>>],
+    ) -> Result<Self, ModelError> {
+        check_layout(prefix, mask, answers)?;
+        let prefix_len = prefix[0].len();
+        let n_answers = answers[0].len();
+        let answer_len = answers[0][0].len();
+        let total = prefix_len + n_answers * answer_len;
+        let mut ids = Vec::with_capacity(prefix.len());
+        let mut rows = Vec::with_capacity(prefix.len());
+        for p in 0..prefix.len() {
+            let mut row_ids = prefix[p].clone();
+            let mut segment = vec![0u32; prefix_len];
+            for (i, answer) in answers[p].iter().enumerate() {
+                row_ids.extend_from_slice(answer);
+                segment.extend(std::iter::repeat_n(i as u32 + 1, answer_len));
+            }
+            let mut valid = mask[p].clone();
+            valid.resize(total, true);
+            ids.push(row_ids);
+            rows.push(RowLayout {
+                key_valid: valid,
+                key_segment: segment,
+            });
+        }
+        Ok(Self {
+            ids,
+            rows,
+            prefix_len,
+            n_answers,
+            answer_len,
+        })
+    }
+
+    /// Packed row length.
+    pub fn total(&self) -> usize {
+        self.prefix_len + self.n_answers * self.answer_len
+    }
+
+    /// Positions of one packed row (one axis): the prefix's own, then `start + t` for token `t`
+    /// of every answer (what each answer would get right after the prefix).
+    pub fn row_positions(&self, prefix_positions: &[i64], start: i64) -> Vec<i64> {
+        let mut pos = prefix_positions.to_vec();
+        for _ in 0..self.n_answers {
+            pos.extend((0..self.answer_len as i64).map(|t| start + t));
+        }
+        pos
+    }
+
+    /// Logits `[n_prefixes, n_answers, answer_len, vocab]` from the packed rows' hidden states
+    /// `[n_prefixes, total, d_model]`, computed only at the answer predictors.
+    pub fn answer_logits<B: Backend>(
+        &self,
+        decoder: &Decoder<B>,
+        hidden: Tensor<B, 3>,
+    ) -> Tensor<B, 4> {
+        let index = predictor_index(self.prefix_len, self.n_answers, self.answer_len);
+        let index = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(index, [self.n_answers * self.answer_len]),
+            &hidden.device(),
+        );
+        let logits = decoder.logits(hidden.select(1, index));
+        // [n_prefixes, n_answers · answer_len, vocab]
+        let [n_prefixes, _, vocab] = logits.dims();
+        logits.reshape([n_prefixes, self.n_answers, self.answer_len, vocab])
+        // [n_prefixes, n_answers, answer_len, vocab]
     }
 }
 
@@ -102,49 +226,23 @@ impl<B: Backend> Vlm<B> {
     pub fn score_answers(&self, input: ScoringInput<B>) -> Result<Tensor<B, 4>, ModelError> {
         let device = input.prefix_ids.device();
         let host = input.host()?;
-        let n_prefixes = host.prefix.len();
-        let prefix_len = host.prefix[0].len();
-        let n_answers = host.answers[0].len();
-        let answer_len = host.answers[0][0].len();
-        let total = prefix_len + n_answers * answer_len;
-
-        let mut ids = Vec::with_capacity(n_prefixes);
-        let mut rows = Vec::with_capacity(n_prefixes);
-        let mut positions = Vec::with_capacity(n_prefixes);
-        for p in 0..n_prefixes {
-            let mut row_ids = host.prefix[p].clone();
-            let mut segment = vec![0u32; prefix_len];
-            let mut pos = positions_from_mask(&host.mask[p..p + 1]).remove(0);
-            let n_real = host.mask[p].iter().filter(|&&m| m).count() as i64;
-            for (i, answer) in host.answers[p].iter().enumerate() {
-                row_ids.extend_from_slice(answer);
-                segment.extend(std::iter::repeat_n(i as u32 + 1, answer_len));
-                pos.extend((0..answer_len as i64).map(|t| n_real + t));
-            }
-            let mut valid = host.mask[p].clone();
-            valid.resize(total, true);
-            ids.push(row_ids);
-            positions.push(pos);
-            rows.push(RowLayout {
-                key_valid: valid,
-                key_segment: segment,
-            });
-        }
-        let embeds = self.embed_inputs(&ids, input.pixel_values, &device)?;
-        let bias = attention_bias::<B>(&rows, 0, total, &device);
+        let packed = PackedAnswers::new(&host.prefix, &host.mask, &host.answers)?;
+        let prefix_positions = positions_from_mask(&host.mask);
+        let positions: Vec<Vec<i64>> = prefix_positions
+            .iter()
+            .zip(&host.mask)
+            .map(|(pos, m)| {
+                let n_real = m.iter().filter(|&&m| m).count() as i64;
+                packed.row_positions(pos, n_real)
+            })
+            .collect();
+        let total = packed.total();
+        let embeds = self.embed_inputs(&packed.ids, input.pixel_values, &device)?;
+        let bias = attention_bias::<B>(&packed.rows, 0, total, &device);
         let hidden =
             self.decoder
                 .forward(embeds, int_tensor::<B>(&positions, &device), bias, &mut []);
-        let index = predictor_index(prefix_len, n_answers, answer_len);
-        let index = Tensor::<B, 1, Int>::from_data(
-            TensorData::new(index, [n_answers * answer_len]),
-            &device,
-        );
-        let logits = self.decoder.logits(hidden.select(1, index));
-        // [n_prefixes, n_answers · answer_len, vocab]
-        let vocab = logits.dims()[2];
-        Ok(logits.reshape([n_prefixes, n_answers, answer_len, vocab]))
-        // [n_prefixes, n_answers, answer_len, vocab]
+        Ok(packed.answer_logits(&self.decoder, hidden))
     }
 
     /// The baseline layout: one full `prefix + answer` sequence per answer (image re-encoded per

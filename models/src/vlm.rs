@@ -320,72 +320,34 @@ impl<B: Backend> Vlm<B> {
         Ok(self.decoder.forward(embeds, positions, bias, caches))
     }
 
-    /// Freezes every weight and attaches fresh LoRA adapters to the targeted decoder projections.
-    /// Only the adapters require gradients afterwards.
+    /// Freezes every weight and attaches fresh LoRA adapters to the targeted decoder projections
+    /// ([`Decoder::check_lora`] refuses a rank the projections cannot hold). Only the adapters
+    /// require gradients afterwards.
     pub fn with_lora(self, config: &LoraConfig, device: &B::Device) -> Result<Self, ModelError> {
-        config.validate()?;
-        self.check_lora_fits(config)?;
+        self.decoder.check_lora(config)?;
         let mut model = self.no_grad();
         model.decoder = model.decoder.attach_lora(config, device);
         model.lora = Some(config.clone());
         Ok(model)
     }
 
-    /// A rank above `min(d_in, d_out)` of an adapted projection adds parameters without adding
-    /// capacity (and a huge one exhausts memory before training starts): refuse it, naming the
-    /// narrowest targeted projection.
-    fn check_lora_fits(&self, config: &LoraConfig) -> Result<(), ModelError> {
-        let narrowest = self
-            .decoder
-            .layers
-            .first()
-            .into_iter()
-            .flat_map(|layer| layer.projections())
-            .filter(|(name, _)| config.targets(name.rsplit('.').next().unwrap_or(name)))
-            .map(|(name, layer)| {
-                let [d_in, d_out] = layer.base.weight.shape().dims();
-                (name, d_in, d_out)
-            })
-            .min_by_key(|&(_, d_in, d_out)| d_in.min(d_out));
-        if let Some((name, d_in, d_out)) = narrowest {
-            if config.rank > d_in.min(d_out) {
-                return Err(ModelError::InvalidConfig {
-                    field: "lora.rank".into(),
-                    message: format!(
-                        "{} is above min(d_in, d_out) = {} of the adapted `{name}` ({d_in} → \
-                         {d_out}); use a rank ≤ {} (8–64 is usual)",
-                        config.rank,
-                        d_in.min(d_out),
-                        d_in.min(d_out)
-                    ),
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// The same weights with adapters on or off. Off is the reference model of preference
     /// training: no second copy of the weights (tensors are shared, not cloned).
     pub fn with_adapters(mut self, enabled: bool) -> Self {
-        self.decoder = self
-            .decoder
-            .map_projections(|_, l| l.set_adapter_enabled(enabled));
+        self.decoder = self.decoder.with_adapters(enabled);
         self
     }
 
     /// Folds every adapter into its base weight (for export); the result has no adapters.
     pub fn merge_lora(mut self) -> Self {
-        self.decoder = self.decoder.map_projections(|_, l| l.merge());
+        self.decoder = self.decoder.merge_lora();
         self.lora = None;
         self
     }
 
     /// Whether any projection carries an adapter.
     pub fn has_lora(&self) -> bool {
-        self.decoder
-            .layers
-            .iter()
-            .any(|l| l.projections().iter().any(|(_, p)| p.adapter.is_some()))
+        self.decoder.has_lora()
     }
 }
 

@@ -4,8 +4,10 @@
 //!
 //! The module path follows the base checkpoint's naming (Hub-style `language_model.model.*` or
 //! current `model.language_model.*`), so PEFT finds the modules in the matching transformers version.
-//! For LLaVA the targets are written as a regex restricted to the language model; a plain list
-//! would also match the vision tower's `q_proj`/`k_proj`/`v_proj`.
+//! For LLaVA and Qwen-VL the targets are written as a regex restricted to the language model; a
+//! plain list would also match the vision tower's `q_proj`/`k_proj`/`v_proj` (LLaVA) or
+//! `gate_proj`/`up_proj`/`down_proj` (Qwen2.5-VL). Each model family says how PEFT names its
+//! decoder through [`AdaptedModel`]; saving and loading are written once for all families.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -15,12 +17,14 @@ use burn::tensor::{backend::Backend, Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 
-use super::names::peft_text_prefix;
+use super::names::{peft_text_prefix, QWEN_VL_PEFT_TEXT};
 use super::safetensors::WeightStore;
 use super::transpose;
 use crate::config::NameStyle;
+use crate::decoder::Decoder;
 use crate::error::ModelError;
 use crate::lora::{LoraConfig, LORA_TARGETS};
+use crate::qwen_vl::QwenVl;
 use crate::vlm::Vlm;
 
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -39,22 +43,136 @@ fn host_f32<B: Backend>(t: Tensor<B, 2>) -> (Vec<usize>, Vec<u8>) {
     (dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
+/// A model whose decoder carries LoRA adapters that travel as PEFT files: what
+/// [`save_adapter`] and [`load_adapter`] need to know about a model family.
+pub trait AdaptedModel<B: Backend>: Sized {
+    /// The decoder that holds the adapters.
+    fn decoder(&self) -> &Decoder<B>;
+    fn decoder_mut(&mut self) -> &mut Decoder<B>;
+    /// The adapters' hyperparameters, when the model has adapters.
+    fn lora(&self) -> Option<&LoraConfig>;
+    /// Freezes the model and attaches fresh adapters (the model's own `with_lora`).
+    fn attach_lora(self, config: &LoraConfig, device: &B::Device) -> Result<Self, ModelError>;
+    /// Where PEFT puts the decoder's modules (`…layers.N.self_attn.q_proj`) when saving.
+    fn peft_prefix(&self) -> &'static str;
+    /// Decoder prefixes accepted when loading (each tried with `layers.` after it).
+    fn peft_read_prefixes(&self) -> Vec<&'static str>;
+    /// `target_modules` of the written `adapter_config.json`.
+    fn peft_target_modules(&self, targets: &[String]) -> Value;
+    /// `task_type` of the written `adapter_config.json`.
+    fn peft_task_type(&self) -> Value;
+}
+
+/// PEFT's `target_modules` regex for the decoder layers under `lm` (a regex of the module path
+/// before `.layers.`): full-matched by PEFT, so the vision tower's modules stay unadapted.
+fn layer_regex(lm: &str, targets: &[String]) -> Value {
+    json!(format!(
+        "{lm}\\.layers\\.\\d+\\.(self_attn|mlp)\\.({})",
+        targets.join("|")
+    ))
+}
+
+impl<B: Backend> AdaptedModel<B> for Vlm<B> {
+    fn decoder(&self) -> &Decoder<B> {
+        &self.decoder
+    }
+
+    fn decoder_mut(&mut self) -> &mut Decoder<B> {
+        &mut self.decoder
+    }
+
+    fn lora(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    fn attach_lora(self, config: &LoraConfig, device: &B::Device) -> Result<Self, ModelError> {
+        Vlm::with_lora(self, config, device)
+    }
+
+    fn peft_prefix(&self) -> &'static str {
+        peft_text_prefix(self.config.name_style, self.config.vision.is_some())
+    }
+
+    fn peft_read_prefixes(&self) -> Vec<&'static str> {
+        let has_vision = self.config.vision.is_some();
+        [NameStyle::Legacy, NameStyle::Current, NameStyle::Original]
+            .into_iter()
+            .map(|s| peft_text_prefix(s, has_vision))
+            .collect()
+    }
+
+    fn peft_target_modules(&self, targets: &[String]) -> Value {
+        if self.config.vision.is_none() {
+            return json!(targets);
+        }
+        let lm = match self.config.name_style {
+            NameStyle::Legacy => ".*language_model\\.model",
+            NameStyle::Current => ".*model\\.language_model",
+            // PEFT full-matches: `model.layers.*`, not the tower's `….encoder.layers.*`.
+            NameStyle::Original => "model",
+        };
+        layer_regex(lm, targets)
+    }
+
+    fn peft_task_type(&self) -> Value {
+        if self.config.vision.is_some() {
+            Value::Null
+        } else {
+            json!("CAUSAL_LM")
+        }
+    }
+}
+
+impl<B: Backend> AdaptedModel<B> for QwenVl<B> {
+    fn decoder(&self) -> &Decoder<B> {
+        &self.decoder
+    }
+
+    fn decoder_mut(&mut self) -> &mut Decoder<B> {
+        &mut self.decoder
+    }
+
+    fn lora(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    fn attach_lora(self, config: &LoraConfig, device: &B::Device) -> Result<Self, ModelError> {
+        QwenVl::with_lora(self, config, device)
+    }
+
+    fn peft_prefix(&self) -> &'static str {
+        QWEN_VL_PEFT_TEXT[0]
+    }
+
+    fn peft_read_prefixes(&self) -> Vec<&'static str> {
+        QWEN_VL_PEFT_TEXT.to_vec()
+    }
+
+    fn peft_target_modules(&self, targets: &[String]) -> Value {
+        layer_regex(".*model\\.language_model", targets)
+    }
+
+    fn peft_task_type(&self) -> Value {
+        Value::Null
+    }
+}
+
 /// Writes the model's adapters to `dir` (created if needed) as PEFT files.
 /// `base_model` goes into `base_model_name_or_path` (e.g. `llava-hf/llava-1.5-7b-hf`).
-pub fn save_adapter<B: Backend>(
-    model: &Vlm<B>,
+pub fn save_adapter<B: Backend, M: AdaptedModel<B>>(
+    model: &M,
     dir: &Path,
     base_model: Option<&str>,
 ) -> Result<(), ModelError> {
-    let lora = model.lora.as_ref().ok_or_else(|| {
+    let lora = model.lora().ok_or_else(|| {
         ModelError::Input(
             "the model has no LoRA adapters; call `with_lora` (or load an adapter) first".into(),
         )
     })?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let prefix = peft_text_prefix(model.config.name_style, model.config.vision.is_some());
+    let prefix = model.peft_prefix();
     let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
-    for (i, layer) in model.decoder.layers.iter().enumerate() {
+    for (i, layer) in model.decoder().layers.iter().enumerate() {
         for (name, proj) in layer.projections() {
             if let Some(adapter) = &proj.adapter {
                 let key = format!("{prefix}layers.{i}.{name}");
@@ -90,23 +208,10 @@ pub fn save_adapter<B: Backend>(
             message: e.to_string(),
         }
     })?;
-    let targets: Value = if model.config.vision.is_some() {
-        let lm = match model.config.name_style {
-            NameStyle::Legacy => ".*language_model\\.model",
-            NameStyle::Current => ".*model\\.language_model",
-            // PEFT full-matches: `model.layers.*`, not the tower's `….encoder.layers.*`.
-            NameStyle::Original => "model",
-        };
-        json!(format!(
-            "{lm}\\.layers\\.\\d+\\.(self_attn|mlp)\\.({})",
-            lora.target_modules.join("|")
-        ))
-    } else {
-        json!(lora.target_modules)
-    };
+    let targets = model.peft_target_modules(&lora.target_modules);
     let config = json!({
         "peft_type": "LORA",
-        "task_type": if model.config.vision.is_some() { Value::Null } else { json!("CAUSAL_LM") },
+        "task_type": model.peft_task_type(),
         "base_model_name_or_path": base_model,
         "r": lora.rank,
         "lora_alpha": lora.alpha,
@@ -178,16 +283,17 @@ fn refuse_unsupported_options(cfg: &Value, path: &Path) -> Result<(), ModelError
     }
 }
 
-/// Adapters on modules outside the decoder's projections (e.g. the vision tower's attention)
+/// Adapters on modules outside the decoder layers (e.g. the vision tower's attention or MLP)
 /// are refused by name: dropping them would change what the adapter computes.
 fn refuse_foreign_modules(
     store: &WeightStore,
     text_prefix: &str,
     dir: &Path,
 ) -> Result<(), ModelError> {
+    let layers = format!("{text_prefix}layers.");
     let foreign: BTreeSet<String> = store
         .names()
-        .filter(|n| !n.starts_with(text_prefix))
+        .filter(|n| !n.starts_with(&layers))
         .filter_map(|n| n.split(".lora_").next().map(str::to_owned))
         .collect();
     if foreign.is_empty() {
@@ -206,11 +312,11 @@ fn refuse_foreign_modules(
 /// Reads `adapter_config.json` + `adapter_model.safetensors` from `dir` and attaches the adapters
 /// to `model` (which must not have adapters yet). Every missing, unexpected or mis-shaped adapter
 /// tensor is reported at once.
-pub fn load_adapter<B: Backend>(
-    model: Vlm<B>,
+pub fn load_adapter<B: Backend, M: AdaptedModel<B>>(
+    model: M,
     dir: &Path,
     device: &B::Device,
-) -> Result<Vlm<B>, ModelError> {
+) -> Result<M, ModelError> {
     let cfg_path = dir.join(ADAPTER_CONFIG);
     let text = std::fs::read_to_string(&cfg_path).map_err(io(&cfg_path))?;
     let cfg: Value = serde_json::from_str(&text).map_err(|e| ModelError::Json {
@@ -247,16 +353,19 @@ pub fn load_adapter<B: Backend>(
         target_modules,
         use_rslora: cfg["use_rslora"].as_bool().unwrap_or(false),
     };
-    let has_vision = model.config.vision.is_some();
-    // Original last: its prefix is a prefix of Current's.
-    let prefix = [NameStyle::Legacy, NameStyle::Current, NameStyle::Original]
+    // The decoder prefix the file uses (Hub or transformers-5 layout); none matching keeps the
+    // model's own so the missing-tensor report shows the expected names.
+    let prefix = model
+        .peft_read_prefixes()
         .into_iter()
-        .map(|s| peft_text_prefix(s, has_vision))
-        .find(|p| store.names().any(|n| n.starts_with(p)))
-        .unwrap_or(peft_text_prefix(model.config.name_style, has_vision));
+        .find(|p| {
+            let layers = format!("{p}layers.");
+            store.names().any(|n| n.starts_with(&layers))
+        })
+        .unwrap_or(model.peft_prefix());
     refuse_foreign_modules(&store, prefix, dir)?;
-    let mut model = model.with_lora(&lora, device)?;
-    for (i, layer) in model.decoder.layers.iter_mut().enumerate() {
+    let mut model = model.attach_lora(&lora, device)?;
+    for (i, layer) in model.decoder_mut().layers.iter_mut().enumerate() {
         let projections = [
             ("self_attn.q_proj", &mut layer.self_attn.q_proj),
             ("self_attn.k_proj", &mut layer.self_attn.k_proj),

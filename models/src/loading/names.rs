@@ -124,6 +124,15 @@ pub fn peft_text_prefix(style: NameStyle, has_vision: bool) -> &'static str {
     }
 }
 
+/// Decoder-module path prefixes PEFT uses for Qwen-VL adapters: transformers ≥ 4.52 nests the
+/// decoder as `model.language_model` (what firempo writes); older transformers (and adapters on
+/// the Hub made with them) name it `model`. The vision tower (`model.visual.` / `visual.`) is
+/// never adapted.
+pub const QWEN_VL_PEFT_TEXT: [&str; 2] = [
+    "base_model.model.model.language_model.",
+    "base_model.model.model.",
+];
+
 /// Buffers and heads some checkpoints carry that the model does not use.
 pub fn ignorable(name: &str) -> bool {
     name.ends_with("embeddings.position_ids")

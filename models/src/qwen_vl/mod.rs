@@ -5,7 +5,9 @@
 //! [`crate::Decoder`] with multimodal RoPE positions built as `get_rope_index` builds them.
 //!
 //! Entry points: [`is_qwen_vl_config`] (dispatch on `config.json`), [`load_qwen_vl`],
-//! [`QwenImageProcessor`] (`preprocessor_config.json` → patches + grids), [`QwenVl::forward`].
+//! [`QwenImageProcessor`] (`preprocessor_config.json` → patches + grids), [`QwenVl::forward`],
+//! [`QwenVl::score_answers`], [`QwenVl::generate`], [`QwenVl::with_lora`] (adapters saved and
+//! loaded with [`crate::save_adapter`] / [`crate::load_adapter`]).
 //!
 //! ```no_run
 //! use std::path::{Path, PathBuf};
@@ -32,6 +34,7 @@
 //! ```
 
 mod config;
+mod generate;
 mod image_processor;
 mod loading;
 mod model;
@@ -39,6 +42,7 @@ mod patch_merger;
 mod position_embedding;
 mod resample;
 mod rope_index;
+mod scoring;
 mod vision;
 mod vision_attention;
 mod vision_block;
@@ -53,6 +57,7 @@ pub use patch_merger::*;
 pub use position_embedding::*;
 pub use resample::resize_bicubic_antialias;
 pub use rope_index::*;
+pub use scoring::QwenScoringInput;
 pub use vision::*;
 pub use vision_attention::*;
 pub use vision_block::*;

@@ -10,9 +10,12 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use super::config::QwenVlConfig;
 use super::rope_index::{rope_index, RopeIndex};
 use super::vision::QwenVisionTransformer;
-use crate::decoder::Decoder;
+use crate::decoder::{Decoder, DeepStack};
 use crate::error::ModelError;
+use crate::kv_cache::KvCache;
+use crate::lora::LoraConfig;
 use crate::mask::{attention_bias, int_tensor, RowLayout};
+use crate::rope::RopeTables;
 
 /// One batch as a Hugging Face Qwen-VL processor produces it.
 ///
@@ -35,6 +38,9 @@ pub struct QwenVl<B: Backend> {
     pub decoder: Decoder<B>,
     #[module(skip)]
     pub config: QwenVlConfig,
+    /// The adapters' hyperparameters, when [`QwenVl::with_lora`] attached some.
+    #[module(skip)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl QwenVlConfig {
@@ -58,6 +64,7 @@ impl QwenVlConfig {
             visual: QwenVisionTransformer::init(&self.vision, device),
             decoder,
             config: self.clone(),
+            lora: None,
         }
     }
 }
@@ -93,8 +100,20 @@ impl<B: Backend> QwenVl<B> {
         input: &QwenVlInput<B>,
         positions: Tensor<B, 3, Int>,
     ) -> Result<Tensor<B, 3>, ModelError> {
+        let hidden = self.forward_hidden(input, positions, &mut [])?;
+        Ok(self.decoder.logits(hidden))
+    }
+
+    /// Normalized decoder hidden states `[batch, seq, d_model]` at `positions` `[3, batch, seq]`;
+    /// with one empty [`KvCache`] per layer the prompt's keys and values are kept (generation).
+    pub fn forward_hidden(
+        &self,
+        input: &QwenVlInput<B>,
+        positions: Tensor<B, 3, Int>,
+        caches: &mut [KvCache<B>],
+    ) -> Result<Tensor<B, 3>, ModelError> {
         let (embeds, deepstack) = self.embed_with_deepstack(input)?;
-        let [batch, seq, d] = embeds.dims();
+        let [batch, seq, _] = embeds.dims();
         let device = embeds.device();
         let rows: Vec<RowLayout> = input
             .attention_mask
@@ -106,29 +125,21 @@ impl<B: Backend> QwenVl<B> {
             .collect();
         let bias = attention_bias::<B>(&rows, 0, seq, &device);
         debug_assert_eq!(positions.dims(), [3, batch, seq]);
+        let tables = self.rope_tables(positions);
+        Ok(self
+            .decoder
+            .forward_tables_with(embeds, &tables, bias, caches, deepstack.as_ref()))
+    }
+
+    /// Rotary tables for M-RoPE positions `[3, batch, seq]` (interleaved for Qwen3-VL).
+    pub fn rope_tables(&self, positions: Tensor<B, 3, Int>) -> RopeTables<B> {
         let section = &self.config.mrope_section;
         let rope = &self.decoder.rope;
-        let tables = if self.config.mrope_interleaved {
+        if self.config.mrope_interleaved {
             rope.mrope_interleaved_tables(positions, section)
         } else {
             rope.mrope_tables(positions, section)
-        };
-        let hidden = match deepstack {
-            None => self.decoder.forward_tables(embeds, &tables, bias, &mut []),
-            // HF `Qwen3VLTextModel`: level k is added at the image positions after layer k.
-            Some((slots, levels)) => {
-                let mut x = embeds;
-                for (k, layer) in self.decoder.layers.iter().enumerate() {
-                    x = layer.forward(x, &tables, bias.clone(), None);
-                    if let Some(level) = levels.get(k) {
-                        x = x + scatter_rows(level.clone(), &slots, batch * seq)
-                            .reshape([batch, seq, d]);
-                    }
-                }
-                self.decoder.norm.forward(x)
-            }
-        };
-        Ok(self.decoder.logits(hidden))
+        }
     }
 
     /// Token embeddings `[batch, seq, d_model]` with the merged image tokens in place of the
@@ -137,13 +148,12 @@ impl<B: Backend> QwenVl<B> {
         Ok(self.embed_with_deepstack(input)?.0)
     }
 
-    /// [`QwenVl::embed`], plus the image-pad positions (flat `batch · seq` indices) and the
-    /// DeepStack levels when the model has them.
-    #[allow(clippy::type_complexity)]
-    fn embed_with_deepstack(
+    /// [`QwenVl::embed`], plus the DeepStack features at the image-pad positions when the model
+    /// has them.
+    pub(crate) fn embed_with_deepstack(
         &self,
         input: &QwenVlInput<B>,
-    ) -> Result<(Tensor<B, 3>, Option<(Vec<usize>, Vec<Tensor<B, 2>>)>), ModelError> {
+    ) -> Result<(Tensor<B, 3>, Option<DeepStack<B>>), ModelError> {
         check_shapes(input)?;
         let device = self.decoder.embed_tokens.weight.device();
         let batch = input.input_ids.len();
@@ -211,24 +221,46 @@ impl<B: Backend> QwenVl<B> {
         let embeds = Tensor::cat(vec![flat, features], 0)
             .select(0, source)
             .reshape([batch, seq, d]);
-        let deepstack = (!out.deepstack.is_empty()).then_some((slots, out.deepstack));
+        let deepstack = (!out.deepstack.is_empty()).then_some(DeepStack {
+            slots,
+            levels: out.deepstack,
+        });
         Ok((embeds, deepstack))
     }
 }
 
-/// `[n, d]` zeros with `rows[k]` at row `slots[k]`.
-fn scatter_rows<B: Backend>(rows: Tensor<B, 2>, slots: &[usize], n: usize) -> Tensor<B, 2> {
-    let [_, d] = rows.dims();
-    let device = rows.device();
-    let mut source = vec![0i64; n];
-    for (k, &slot) in slots.iter().enumerate() {
-        source[slot] = k as i64 + 1;
+impl<B: Backend> QwenVl<B> {
+    /// Freezes every weight and attaches fresh LoRA adapters to the targeted decoder projections,
+    /// as [`crate::Vlm::with_lora`] does ([`Decoder::check_lora`] refuses a rank the projections
+    /// cannot hold). The vision tower gets none.
+    pub fn with_lora(self, config: &LoraConfig, device: &B::Device) -> Result<Self, ModelError> {
+        self.decoder.check_lora(config)?;
+        let mut model = self.no_grad();
+        model.decoder = model.decoder.attach_lora(config, device);
+        model.lora = Some(config.clone());
+        Ok(model)
     }
-    let source = Tensor::<B, 1, Int>::from_data(TensorData::new(source, [n]), &device);
-    Tensor::cat(vec![Tensor::zeros([1, d], &device), rows], 0).select(0, source)
+
+    /// The same weights with adapters on or off (off: the reference model, weights shared).
+    pub fn with_adapters(mut self, enabled: bool) -> Self {
+        self.decoder = self.decoder.with_adapters(enabled);
+        self
+    }
+
+    /// Folds every adapter into its base weight (for export); the result has no adapters.
+    pub fn merge_lora(mut self) -> Self {
+        self.decoder = self.decoder.merge_lora();
+        self.lora = None;
+        self
+    }
+
+    /// Whether any decoder projection carries an adapter.
+    pub fn has_lora(&self) -> bool {
+        self.decoder.has_lora()
+    }
 }
 
-fn check_shapes<B: Backend>(input: &QwenVlInput<B>) -> Result<(), ModelError> {
+pub(crate) fn check_shapes<B: Backend>(input: &QwenVlInput<B>) -> Result<(), ModelError> {
     let seq = input.input_ids.first().map(Vec::len).unwrap_or(0);
     if seq == 0 {
         return Err(ModelError::Input("input_ids is empty".into()));
