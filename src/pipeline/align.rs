@@ -14,9 +14,9 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use firempo_datasets::{PhraseSpan, PreferencePair};
 use firempo_losses::{CorruptedAnswers, LossOutput, PreferenceBatch, PreferenceLoss, ScoredAnswer};
-use firempo_models::Vlm;
 
 use super::batch::{pad_rows, scoring_batch};
+use super::model::Model;
 use super::processor::Processor;
 use crate::train::Objective;
 
@@ -44,13 +44,27 @@ pub fn align_examples(
     pairs
         .iter()
         .map(|pair| -> anyhow::Result<AlignExample> {
+            let image = root.join(&pair.image);
+            let corrupted_image = pair.corrupted_image.as_ref().map(|p| root.join(p));
+            let prompt = processor.prompt_ids(&pair.question, &image)?;
+            if let Some(corrupted) = &corrupted_image {
+                // Both images are scored after one prompt: they need the same image tokens.
+                anyhow::ensure!(
+                    processor.image_tokens(corrupted)? == processor.image_tokens(&image)?,
+                    "the corrupted image {} takes another number of image tokens than the clean \
+                     {} (a different size, for a model that reads images at their own \
+                     resolution); fix: use the corrupted copy `firempo pairs` writes, which keeps the size",
+                    corrupted.display(),
+                    image.display()
+                );
+            }
             let example = AlignExample {
-                prompt: processor.prompt_ids(&pair.question)?,
+                prompt,
                 chosen: processor.answer_ids_with_phrases(&pair.chosen, &pair.chosen_spans)?,
                 rejected: processor
                     .answer_ids_with_phrases(&pair.rejected, &pair.rejected_spans)?,
-                image: root.join(&pair.image),
-                corrupted_image: pair.corrupted_image.as_ref().map(|p| root.join(p)),
+                image,
+                corrupted_image,
             };
             let longest = example.chosen.0.len().max(example.rejected.0.len());
             processor.check_fits(example.prompt.len(), longest)?;
@@ -79,7 +93,7 @@ pub struct AlignObjective<'a, B: AutodiffBackend> {
     /// The preference loss.
     pub loss: PreferenceLoss,
     /// The frozen reference (with LoRA: the same base weights with adapters off; tensors shared).
-    pub reference: Vlm<B::InnerBackend>,
+    pub reference: Model<B::InnerBackend>,
     /// Where batches are built.
     pub device: B::Device,
 }
@@ -96,7 +110,7 @@ struct ScoredPrompts<B: AutodiffBackend> {
 impl<B: AutodiffBackend> AlignObjective<'_, B> {
     fn score(
         &self,
-        model: &Vlm<B>,
+        model: &Model<B>,
         examples: &[&AlignExample],
         images: &[&Path],
     ) -> anyhow::Result<ScoredPrompts<B>> {
@@ -111,13 +125,13 @@ impl<B: AutodiffBackend> AlignObjective<'_, B> {
             .collect();
         let pad = self.processor.special.pad;
         let pixels = self.processor.pixels::<B>(images, &self.device)?;
-        let inner_pixels = pixels.clone().inner();
-        let inner_device = inner_pixels.device();
-        let policy_batch = scoring_batch(&prompts, &answers, Some(pixels), pad, &self.device);
-        let reference_batch =
-            scoring_batch(&prompts, &answers, Some(inner_pixels), pad, &inner_device);
-        let policy = model.score_answers(policy_batch.input)?;
-        let reference = Tensor::from_inner(self.reference.score_answers(reference_batch.input)?);
+        let inner_pixels = pixels.inner();
+        let policy_batch = scoring_batch(&prompts, &answers, pad, &self.device);
+        let policy = model.score_answers(&policy_batch.packed, pixels)?;
+        let reference = Tensor::from_inner(
+            self.reference
+                .score_answers(&policy_batch.packed, inner_pixels)?,
+        );
         let [_, _, answer_len] = policy_batch.labels.dims();
         Ok(ScoredPrompts {
             policy,
@@ -144,13 +158,13 @@ impl<B: AutodiffBackend> ScoredPrompts<B> {
 }
 
 impl<B: AutodiffBackend> Objective<B> for AlignObjective<'_, B> {
-    type Model = Vlm<B>;
+    type Model = Model<B>;
 
     fn num_examples(&self) -> usize {
         self.examples.len()
     }
 
-    fn loss(&self, model: &Vlm<B>, indices: &[usize]) -> anyhow::Result<LossOutput<B>> {
+    fn loss(&self, model: &Model<B>, indices: &[usize]) -> anyhow::Result<LossOutput<B>> {
         let examples: Vec<&AlignExample> = indices.iter().map(|&i| &self.examples[i]).collect();
         let clean_images: Vec<&Path> = examples.iter().map(|e| e.image.as_path()).collect();
         let clean = self.score(model, &examples, &clean_images)?;
@@ -188,6 +202,6 @@ impl<B: AutodiffBackend> Objective<B> for AlignObjective<'_, B> {
 
 /// The reference for a policy about to be trained: adapters off (LoRA) or a frozen copy, on the
 /// inner backend so it builds no autograd graph.
-pub fn reference_of<B: AutodiffBackend>(policy: &Vlm<B>) -> Vlm<B::InnerBackend> {
+pub fn reference_of<B: AutodiffBackend>(policy: &Model<B>) -> Model<B::InnerBackend> {
     policy.clone().with_adapters(false).valid()
 }

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
-use firempo_models::loading::{load_pretrained_with, LoadOptions};
-use firempo_models::{load_adapter, Vlm, VlmConfig};
+use firempo_models::loading::LoadOptions;
 use serde::{Deserialize, Serialize};
+
+use super::model::{Model, ModelConfig};
 
 use crate::train::run_identity::model_dir_digest;
 
@@ -68,19 +69,19 @@ impl BaseModel {
 pub fn load_adapter_only<B: Backend>(
     dir: &Path,
     base: &BaseModel,
-    config: &VlmConfig,
+    config: &ModelConfig,
     device: &B::Device,
-) -> anyhow::Result<Vlm<B>> {
+) -> anyhow::Result<Model<B>> {
     load_at_depth(dir, base, config, device, 0)
 }
 
 fn load_at_depth<B: Backend>(
     dir: &Path,
     base: &BaseModel,
-    config: &VlmConfig,
+    config: &ModelConfig,
     device: &B::Device,
     depth: usize,
-) -> anyhow::Result<Vlm<B>> {
+) -> anyhow::Result<Model<B>> {
     anyhow::ensure!(
         depth < MAX_DEPTH,
         "{}: more than {MAX_DEPTH} adapter-only model directories stand on each other (or \
@@ -111,13 +112,14 @@ fn load_at_depth<B: Backend>(
     );
     let model = base_weights::<B>(&base.path, device, depth)?;
     anyhow::ensure!(
-        model.config == *config,
+        model.config() == *config,
         "{}/model.json does not describe its base model {} (another architecture); {fix}",
         dir.display(),
         base.path.display()
     );
     let adapter = dir.join("adapter");
-    let model = load_adapter(model, &adapter, device)
+    let model = model
+        .with_adapter_files(&adapter, device)
         .with_context(|| format!("attaching the adapters of {}", adapter.display()))?;
     Ok(model.merge_lora())
 }
@@ -128,7 +130,7 @@ fn base_weights<B: Backend>(
     dir: &Path,
     device: &B::Device,
     depth: usize,
-) -> anyhow::Result<Vlm<B>> {
+) -> anyhow::Result<Model<B>> {
     if dir.join("model.json").is_file() {
         let config = super::model_dir::read_model_config(dir)?;
         match BaseModel::read(dir)? {
@@ -136,7 +138,7 @@ fn base_weights<B: Backend>(
             None => super::model_dir::load_record_weights(dir, &config, device),
         }
     } else {
-        load_pretrained_with::<B>(dir, &LoadOptions::default(), device)
+        Model::load_hf(dir, &LoadOptions::default(), device)
             .with_context(|| format!("loading the base checkpoint {}", dir.display()))
     }
 }

@@ -3,13 +3,45 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use firempo_models::ScoringInput;
+
+/// Prompts and the answers scored after each, as host ids in the packed layout every model
+/// family's shared-prefix scoring takes ([`super::model::Model::score_answers`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedAnswers {
+    /// `[n_prompts][prefix_len]`, left-padded so every prompt ends at the last column.
+    pub prefix_ids: Vec<Vec<i64>>,
+    /// `[n_prompts][prefix_len]`, true at real tokens.
+    pub prefix_mask: Vec<Vec<bool>>,
+    /// `[n_prompts][n_answers][answer_len]`, right-padded with the pad id.
+    pub answer_ids: Vec<Vec<Vec<i64>>>,
+}
+
+impl PackedAnswers {
+    /// `answer_ids` as a tensor `[n_prompts, n_answers, answer_len]`.
+    pub fn answer_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 3, Int> {
+        let n_answers = self.answer_ids.first().map_or(0, Vec::len);
+        let answer_len = self
+            .answer_ids
+            .first()
+            .and_then(|a| a.first())
+            .map_or(0, Vec::len);
+        let flat: Vec<i64> = self
+            .answer_ids
+            .iter()
+            .flatten()
+            .flatten()
+            .copied()
+            .collect();
+        let shape = [self.answer_ids.len(), n_answers, answer_len];
+        Tensor::from_data(TensorData::new(flat, shape), device)
+    }
+}
 
 /// A scoring input with the answer labels and masks that go with it.
 #[derive(Debug, Clone)]
 pub struct ScoringBatch<B: Backend> {
-    /// What [`firempo_models::Vlm::score_answers`] takes.
-    pub input: ScoringInput<B>,
+    /// The ids the model scores.
+    pub packed: PackedAnswers,
     /// Answer token ids `[n_prompts, n_answers, answer_len]` (padding holds `pad`).
     pub labels: Tensor<B, 3, Int>,
     /// 1 at real answer tokens `[n_prompts, n_answers, answer_len]`.
@@ -17,15 +49,13 @@ pub struct ScoringBatch<B: Backend> {
 }
 
 /// Builds the batch. `answers[p]` are the answers scored after prompt `p` (same count for every
-/// prompt); `pixels` holds one image per prompt, in prompt order.
+/// prompt).
 pub fn scoring_batch<B: Backend>(
     prompts: &[Vec<i64>],
     answers: &[Vec<Vec<i64>>],
-    pixels: Option<Tensor<B, 4>>,
     pad: i64,
     device: &B::Device,
 ) -> ScoringBatch<B> {
-    let n_prompts = prompts.len();
     let n_answers = answers.first().map_or(0, Vec::len);
     assert!(
         answers.iter().all(|a| a.len() == n_answers),
@@ -33,42 +63,37 @@ pub fn scoring_batch<B: Backend>(
     );
     let prefix_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let answer_len = answers.iter().flatten().map(Vec::len).max().unwrap_or(0);
-    let mut prefix_ids = Vec::with_capacity(n_prompts * prefix_len);
-    let mut prefix_mask = Vec::with_capacity(n_prompts * prefix_len);
-    for prompt in prompts {
-        let padding = prefix_len - prompt.len();
-        prefix_ids.extend(std::iter::repeat_n(pad, padding).chain(prompt.iter().copied()));
-        prefix_mask
-            .extend(std::iter::repeat_n(0i64, padding).chain(std::iter::repeat_n(1, prompt.len())));
-    }
-    let mut labels = Vec::with_capacity(n_prompts * n_answers * answer_len);
-    let mut mask = Vec::with_capacity(labels.capacity());
-    for answer in answers.iter().flatten() {
-        let padding = answer_len - answer.len();
-        labels.extend(
-            answer
-                .iter()
-                .copied()
-                .chain(std::iter::repeat_n(pad, padding)),
-        );
-        mask.extend(
-            std::iter::repeat_n(1.0f32, answer.len()).chain(std::iter::repeat_n(0.0, padding)),
-        );
-    }
-    let ints2 = |v: Vec<i64>| {
-        Tensor::<B, 2, Int>::from_data(TensorData::new(v, [n_prompts, prefix_len]), device)
+    let prefix_ids = prompts
+        .iter()
+        .map(|p| [vec![pad; prefix_len - p.len()], p.clone()].concat())
+        .collect();
+    let prefix_mask = prompts
+        .iter()
+        .map(|p| [vec![false; prefix_len - p.len()], vec![true; p.len()]].concat())
+        .collect();
+    let answer_ids: Vec<Vec<Vec<i64>>> = answers
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|a| [a.clone(), vec![pad; answer_len - a.len()]].concat())
+                .collect()
+        })
+        .collect();
+    let mask: Vec<f32> = answers
+        .iter()
+        .flatten()
+        .flat_map(|a| (0..answer_len).map(move |t| if t < a.len() { 1.0 } else { 0.0 }))
+        .collect();
+    let packed = PackedAnswers {
+        prefix_ids,
+        prefix_mask,
+        answer_ids,
     };
-    let shape3 = [n_prompts, n_answers, answer_len];
-    let labels = Tensor::<B, 3, Int>::from_data(TensorData::new(labels, shape3), device);
+    let shape3 = [prompts.len(), n_answers, answer_len];
     ScoringBatch {
-        input: ScoringInput {
-            prefix_ids: ints2(prefix_ids),
-            prefix_mask: Some(ints2(prefix_mask)),
-            pixel_values: pixels,
-            answer_ids: labels.clone(),
-        },
-        labels,
+        labels: packed.answer_tensor(device),
         answer_mask: Tensor::from_data(TensorData::new(mask, shape3), device),
+        packed,
     }
 }
 
@@ -98,20 +123,14 @@ mod tests {
         let batch = scoring_batch::<NdArray>(
             &[vec![5, 6], vec![7]],
             &[vec![vec![1, 2, 3]], vec![vec![4]]],
-            None,
             0,
             &device,
         );
-        let prefix: Vec<i64> = batch.input.prefix_ids.into_data().to_vec().unwrap();
-        assert_eq!(prefix, vec![5, 6, 0, 7]);
-        let mask: Vec<i64> = batch
-            .input
-            .prefix_mask
-            .unwrap()
-            .into_data()
-            .to_vec()
-            .unwrap();
-        assert_eq!(mask, vec![1, 1, 0, 1]);
+        assert_eq!(batch.packed.prefix_ids, vec![vec![5, 6], vec![0, 7]]);
+        assert_eq!(
+            batch.packed.prefix_mask,
+            vec![vec![true, true], vec![false, true]]
+        );
         let labels: Vec<i64> = batch.labels.into_data().to_vec().unwrap();
         assert_eq!(labels, vec![1, 2, 3, 4, 0, 0]);
         let answer_mask: Vec<f32> = batch.answer_mask.into_data().to_vec().unwrap();

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod demo_model;
 pub mod hf_checkpoint;
 pub mod image_check;
+pub mod model;
 pub mod model_dir;
 pub mod processor;
 pub mod sft;

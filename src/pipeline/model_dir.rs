@@ -1,7 +1,7 @@
 //! A trained model on disk, everything needed to use it again:
 //!
 //! ```text
-//! DIR/model.json       firempo-models VlmConfig (architecture)
+//! DIR/model.json       the architecture (see [`ModelConfig`])
 //! DIR/model.mpk        weights (burn record, full precision); absent in an adapter-only directory
 //! DIR/tokenizer.json   HF tokenizers format
 //! DIR/processor.json   image preprocessing and prompt format
@@ -10,31 +10,34 @@
 //!                      [`super::base_model`])
 //! ```
 //!
-//! [`load_model`] also takes a HuggingFace LLaVA checkpoint directory (see [`super::hf_checkpoint`]).
+//! [`load_model`] also takes a HuggingFace checkpoint directory, LLaVA-style or Qwen-VL (see
+//! [`super::hf_checkpoint`]).
 
 use std::fs;
 use std::path::Path;
 
 use anyhow::Context;
-use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
-use firempo_models::precision::{cast_base_weights, check_backend_dtype, WeightDType};
-use firempo_models::PreprocessConfig;
-use firempo_models::{load_record_file, Vlm, VlmConfig};
+use firempo_models::precision::{check_backend_dtype, WeightDType};
+use firempo_models::{PreprocessConfig, QwenImageProcessor};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use super::base_model::{load_adapter_only, BaseModel};
 use super::hf_checkpoint::{is_hf_checkpoint, load_hf_checkpoint};
-use super::processor::{Processor, PromptFormat};
+use super::model::{Model, ModelConfig};
+use super::processor::{ImageProcessing, Processor, PromptFormat};
 
 /// `processor.json`: how text and images become model inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessorConfig {
-    /// Image preprocessing.
-    pub preprocess: PreprocessConfig,
+    /// Image preprocessing of a LLaVA-style model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<PreprocessConfig>,
+    /// Image patching of a Qwen-VL model (its checkpoint's `preprocessor_config.json`, resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_patches: Option<QwenImageProcessor>,
     /// Prompt template with `{question}` and one `<image>`.
     pub template: String,
     /// Token prepended to prompts (default `<s>`; `null` for none).
@@ -61,8 +64,13 @@ fn default_eos() -> String {
 impl ProcessorConfig {
     fn of(processor: &Processor) -> Self {
         let format = processor.format.clone();
+        let (preprocess, image_patches) = match &processor.images {
+            ImageProcessing::Square { preprocess, .. } => (Some(preprocess.clone()), None),
+            ImageProcessing::Patches(patches) => (None, Some(patches.clone())),
+        };
         Self {
-            preprocess: processor.preprocess.clone(),
+            preprocess,
+            image_patches,
             template: format.template,
             bos_token: format.bos_token,
             eos_token: format.eos_token,
@@ -86,7 +94,7 @@ impl ProcessorConfig {
 pub fn load_model<B: Backend>(
     dir: &Path,
     device: &B::Device,
-) -> anyhow::Result<(Vlm<B>, Processor)> {
+) -> anyhow::Result<(Model<B>, Processor)> {
     load_model_as(dir, None, device)
 }
 
@@ -97,7 +105,7 @@ pub fn load_model_as<B: Backend>(
     dir: &Path,
     prompt_format: Option<&str>,
     device: &B::Device,
-) -> anyhow::Result<(Vlm<B>, Processor)> {
+) -> anyhow::Result<(Model<B>, Processor)> {
     load_model_in(dir, prompt_format, WeightDType::F32, device)
 }
 
@@ -109,11 +117,10 @@ pub fn load_model_in<B: Backend>(
     prompt_format: Option<&str>,
     dtype: WeightDType,
     device: &B::Device,
-) -> anyhow::Result<(Vlm<B>, Processor)> {
+) -> anyhow::Result<(Model<B>, Processor)> {
     check_backend_dtype::<B>(dtype, device)?;
-    let (mut model, processor) = load_as_stored(dir, prompt_format, dtype, device)?;
-    model.decoder = cast_base_weights(model.decoder, dtype);
-    Ok((model, processor))
+    let (model, processor) = load_as_stored(dir, prompt_format, dtype, device)?;
+    Ok((model.cast_base_weights(dtype), processor))
 }
 
 /// The model as its directory stores it: a firempo directory in f32, a HF checkpoint with its
@@ -123,7 +130,7 @@ fn load_as_stored<B: Backend>(
     prompt_format: Option<&str>,
     dtype: WeightDType,
     device: &B::Device,
-) -> anyhow::Result<(Vlm<B>, Processor)> {
+) -> anyhow::Result<(Model<B>, Processor)> {
     if dir.join("model.json").is_file() {
         let (model, processor) = load_model_dir(dir, device)?;
         if let Some(name) = prompt_format {
@@ -152,24 +159,18 @@ fn load_as_stored<B: Backend>(
 /// Writes the model, its tokenizer and processor settings to `dir`.
 pub fn save_model_dir<B: Backend>(
     dir: &Path,
-    model: &Vlm<B>,
+    model: &Model<B>,
     processor: &Processor,
 ) -> anyhow::Result<()> {
-    save_description(dir, &model.config, processor)?;
-    model
-        .clone()
-        .save_file(
-            dir.join("model"),
-            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-        )
-        .with_context(|| format!("writing weights to {}/model.mpk", dir.display()))
+    save_description(dir, &model.config(), processor)?;
+    model.save_weights(&dir.join("model"))
 }
 
 /// Writes an adapter-only model directory's files to `dir`: the architecture, tokenizer,
 /// processor settings and `base.json`; its adapters go to `adapter/` beside them.
 pub fn save_adapter_only_dir(
     dir: &Path,
-    config: &VlmConfig,
+    config: &ModelConfig,
     processor: &Processor,
     base: &BaseModel,
 ) -> anyhow::Result<()> {
@@ -178,12 +179,9 @@ pub fn save_adapter_only_dir(
 }
 
 /// `model.json`, `processor.json` and `tokenizer.json`.
-fn save_description(dir: &Path, config: &VlmConfig, processor: &Processor) -> anyhow::Result<()> {
+fn save_description(dir: &Path, config: &ModelConfig, processor: &Processor) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    fs::write(
-        dir.join("model.json"),
-        serde_json::to_string_pretty(config)?,
-    )?;
+    fs::write(dir.join("model.json"), config.to_json()?)?;
     fs::write(
         dir.join("processor.json"),
         serde_json::to_string_pretty(&ProcessorConfig::of(processor))?,
@@ -198,7 +196,7 @@ fn save_description(dir: &Path, config: &VlmConfig, processor: &Processor) -> an
 pub fn load_model_dir<B: Backend>(
     dir: &Path,
     device: &B::Device,
-) -> anyhow::Result<(Vlm<B>, Processor)> {
+) -> anyhow::Result<(Model<B>, Processor)> {
     let config = read_model_config(dir)?;
     let path = dir.join("processor.json");
     let text = fs::read_to_string(&path).with_context(|| not_a_model_dir(&path, dir))?;
@@ -207,30 +205,40 @@ pub fn load_model_dir<B: Backend>(
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = Tokenizer::from_file(&tokenizer_path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", tokenizer_path.display()))?;
-    let processor = Processor::new(
+    let format = processor_config.format();
+    let processor = match (
         &config,
-        tokenizer,
-        processor_config.preprocess.clone(),
-        processor_config.format(),
-    )
+        processor_config.preprocess,
+        processor_config.image_patches,
+    ) {
+        (ModelConfig::Llava(config), Some(preprocess), None) => {
+            Processor::new(config, tokenizer, preprocess, format)
+        }
+        (ModelConfig::QwenVl(config), None, Some(patches)) => {
+            Processor::for_qwen_vl(config, tokenizer, patches, format)
+        }
+        (ModelConfig::Llava(_), _, _) => Err(anyhow::anyhow!(
+            "a LLaVA-style model (model.json) needs field `preprocess` and no `image_patches`"
+        )),
+        (ModelConfig::QwenVl(_), _, _) => Err(anyhow::anyhow!(
+            "a Qwen-VL model (model.json) needs field `image_patches` and no `preprocess`"
+        )),
+    }
     .with_context(|| format!("{}", path.display()))?;
     Ok((load_weights(dir, &config, device)?, processor))
 }
 
 /// The model of a directory written by [`save_model_dir`], without its tokenizer and processor
 /// (what `firempo forward` needs: weights and config only).
-pub fn load_model_weights<B: Backend>(dir: &Path, device: &B::Device) -> anyhow::Result<Vlm<B>> {
+pub fn load_model_weights<B: Backend>(dir: &Path, device: &B::Device) -> anyhow::Result<Model<B>> {
     load_weights(dir, &read_model_config(dir)?, device)
 }
 
 /// `dir/model.json`, checked.
-pub(super) fn read_model_config(dir: &Path) -> anyhow::Result<VlmConfig> {
+pub(super) fn read_model_config(dir: &Path) -> anyhow::Result<ModelConfig> {
     let path = dir.join("model.json");
     let text = fs::read_to_string(&path).with_context(|| not_a_model_dir(&path, dir))?;
-    let config: VlmConfig =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    config.validate()?;
-    Ok(config)
+    ModelConfig::from_json(&text, &path)
 }
 
 fn not_a_model_dir(path: &Path, dir: &Path) -> String {
@@ -245,9 +253,9 @@ fn not_a_model_dir(path: &Path, dir: &Path) -> String {
 /// (`base.json`) the base model's with the adapters merged.
 fn load_weights<B: Backend>(
     dir: &Path,
-    config: &VlmConfig,
+    config: &ModelConfig,
     device: &B::Device,
-) -> anyhow::Result<Vlm<B>> {
+) -> anyhow::Result<Model<B>> {
     match BaseModel::read(dir)? {
         Some(base) if !dir.join("model.mpk").exists() => {
             load_adapter_only(dir, &base, config, device)
@@ -259,16 +267,18 @@ fn load_weights<B: Backend>(
 /// The weights in `dir/model.mpk`.
 pub(super) fn load_record_weights<B: Backend>(
     dir: &Path,
-    config: &VlmConfig,
+    config: &ModelConfig,
     device: &B::Device,
-) -> anyhow::Result<Vlm<B>> {
-    load_record_file::<B>(config, &dir.join("model.mpk"), device).with_context(|| {
-        format!(
-            "{}/model.json and {}/model.mpk do not match",
-            dir.display(),
-            dir.display()
-        )
-    })
+) -> anyhow::Result<Model<B>> {
+    config
+        .load_weights::<B>(&dir.join("model.mpk"), device)
+        .with_context(|| {
+            format!(
+                "{}/model.json and {}/model.mpk do not match",
+                dir.display(),
+                dir.display()
+            )
+        })
 }
 
 #[cfg(test)]

@@ -9,13 +9,20 @@ use std::sync::Mutex;
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use firempo_datasets::{load_image, PhraseSpan};
+use firempo_datasets::{image_dimensions, load_image, PhraseSpan};
 use firempo_models::{
-    expand_image_tokens, ChatMessage, ChatTemplate, HfChatTemplate, VisionConfig, VlmConfig,
-    IMAGE_PLACEHOLDER, MAX_IMAGE_SIDE,
+    expand_image_tokens, ChatMessage, ChatTemplate, HfChatTemplate, QwenImageProcessor, QwenImages,
+    QwenVlConfig, TextConfig, VisionConfig, VlmConfig, IMAGE_PLACEHOLDER, MAX_IMAGE_SIDE,
 };
 use firempo_models::{preprocess, PixelValues, PreprocessConfig, Resize};
 use tokenizers::Tokenizer;
+
+use super::model::Pixels;
+
+/// The token Qwen-VL chat templates write for an image (between `<|vision_start|>` and
+/// `<|vision_end|>`); the prompt expands it to one copy per merged image patch. Rendered prompt
+/// formats keep [`IMAGE_PLACEHOLDER`] in its place, as for every family.
+pub const QWEN_IMAGE_PAD: &str = "<|image_pad|>";
 
 /// How a question becomes a prompt and where an answer ends: the template text and the special
 /// tokens around it. A model directory keeps it in `processor.json` (see `model_dir::ProcessorConfig`).
@@ -67,8 +74,24 @@ impl PromptFormat {
         template: &HfChatTemplate,
         tokenizer: &Tokenizer,
     ) -> anyhow::Result<Self> {
+        Self::from_chat_template_for(template, tokenizer, IMAGE_PLACEHOLDER)
+    }
+
+    /// [`Self::from_chat_template`] for a model family whose templates write `image_token` for
+    /// an image (Qwen-VL: [`QWEN_IMAGE_PAD`], inside `<|vision_start|>…<|vision_end|>`); the
+    /// format holds [`IMAGE_PLACEHOLDER`] in its place, as for every family.
+    pub fn from_chat_template_for(
+        template: &HfChatTemplate,
+        tokenizer: &Tokenizer,
+        image_token: &str,
+    ) -> anyhow::Result<Self> {
         let origin = template.origin();
         template.check_special_tokens()?;
+        let render = |messages: &[ChatMessage], generation: bool| {
+            template
+                .render(messages, generation)
+                .map(|text| text.replace(image_token, IMAGE_PLACEHOLDER))
+        };
         type Form = fn(&str, &str, bool) -> ChatMessage;
         let list: Form = ChatMessage::parts;
         let string: Form = |role, text, image| {
@@ -82,7 +105,7 @@ impl PromptFormat {
         let mut tried = Vec::new();
         let mut chosen = None;
         for (name, form) in [("list", list), ("string", string)] {
-            match template.render(&[form("user", QUESTION_SLOT, true)], true) {
+            match render(&[form("user", QUESTION_SLOT, true)], true) {
                 Ok(prompt)
                     if prompt.matches(QUESTION_SLOT).count() == 1
                         && prompt.matches(IMAGE_PLACEHOLDER).count() == 1 =>
@@ -102,14 +125,14 @@ impl PromptFormat {
                 tried.join(", and ")
             )
         };
-        let probe = template.render(&[form("user", PROBE_QUESTION, true)], true)?;
+        let probe = render(&[form("user", PROBE_QUESTION, true)], true)?;
         anyhow::ensure!(
             probe == prompt.replace(QUESTION_SLOT, PROBE_QUESTION),
             "chat template {origin}: the question {PROBE_QUESTION:?} renders as {probe:?}, not as \
              the question put into {prompt:?}; the pipeline needs a template that writes the \
              question as it is"
         );
-        let answered = template.render(
+        let answered = render(
             &[
                 form("user", PROBE_QUESTION, true),
                 form("assistant", PROBE_ANSWER, false),
@@ -226,27 +249,53 @@ fn check_preprocess(preprocess: &PreprocessConfig, vision: &VisionConfig) -> any
     Ok(())
 }
 
+/// How images become model inputs, per model family.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageProcessing {
+    /// LLaVA-style: every image preprocessed to the vision tower's square, `tokens`
+    /// image-feature positions each.
+    Square {
+        preprocess: PreprocessConfig,
+        tokens: usize,
+    },
+    /// Qwen-VL: native-resolution patches; an image's token count follows from its size.
+    Patches(QwenImageProcessor),
+}
+
 /// Everything needed to talk to a model, except the model.
 pub struct Processor {
-    /// The tokenizer (with the format's special tokens and `<image>`).
+    /// The tokenizer (with the format's special tokens and the image token).
     pub tokenizer: Tokenizer,
     /// Image preprocessing matching the vision tower.
-    pub preprocess: PreprocessConfig,
+    pub images: ImageProcessing,
     /// Prompt template and special tokens.
     pub format: PromptFormat,
     /// Token ids of the special tokens.
     pub special: SpecialIds,
-    /// Image-feature positions per image in the model (`<image>` expands to this many ids).
-    pub image_tokens: usize,
     /// Positions the model reads: prompt plus answer (`text.max_position_embeddings`).
     pub context: usize,
     pixel_cache: Mutex<PixelCache>,
 }
 
+/// One preprocessed image, as its family's [`ImageProcessing`] makes it.
+enum Preprocessed {
+    Square(PixelValues),
+    Patches(QwenImages),
+}
+
+impl Preprocessed {
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Square(values) => std::mem::size_of_val(values.data.as_slice()),
+            Self::Patches(images) => std::mem::size_of_val(images.pixel_values.as_slice()),
+        }
+    }
+}
+
 /// Preprocessed pixels kept between batches (training revisits every image each epoch).
 #[derive(Default)]
 struct PixelCache {
-    entries: HashMap<PathBuf, PixelValues>,
+    entries: HashMap<PathBuf, Preprocessed>,
     bytes: usize,
 }
 
@@ -276,11 +325,13 @@ pub struct SpecialIds {
 
 impl SpecialIds {
     /// Looks the special tokens of `format` up in `tokenizer`, naming any that is missing;
-    /// `image_token_id` is the model's.
+    /// `image_token_id` is the model's, `image_token` the text of its token when the family
+    /// names one other than `<image>` (Qwen-VL's [`QWEN_IMAGE_PAD`]).
     pub fn from_tokenizer(
         tokenizer: &Tokenizer,
         format: &PromptFormat,
         image_token_id: usize,
+        image_token: Option<&str>,
     ) -> anyhow::Result<Self> {
         let lookup = |token: &str| tokenizer.token_to_id(token).map(i64::from);
         let id = |token: &str| -> anyhow::Result<i64> {
@@ -289,26 +340,37 @@ impl SpecialIds {
             })
         };
         let eos = id(&format.eos_token)?;
-        let image = match lookup(IMAGE_PLACEHOLDER) {
-            Some(image) => {
+        let image = match image_token.map(|token| (token, lookup(token))) {
+            Some((token, found)) => {
                 anyhow::ensure!(
-                    image as usize == image_token_id,
-                    "the tokenizer's {IMAGE_PLACEHOLDER} id {image} differs from the model's \
-                     image_token_id {image_token_id}"
-                );
-                image
-            }
-            None => {
-                let vocab = tokenizer.get_vocab_size(true);
-                anyhow::ensure!(
-                    image_token_id >= vocab,
-                    "the tokenizer has no `{IMAGE_PLACEHOLDER}` token and the model's \
-                     image_token_id {image_token_id} is one of its {vocab} text tokens, so \
-                     images and text would mix; fix: add `{IMAGE_PLACEHOLDER}` to the tokenizer \
-                     as a special token with id {image_token_id}"
+                    found == Some(image_token_id as i64),
+                    "the model's image token {token} has id {image_token_id}, but the tokenizer \
+                     gives it {}; fix: use the tokenizer.json of the model's checkpoint",
+                    found.map_or("no id".to_string(), |id| format!("id {id}"))
                 );
                 image_token_id as i64
             }
+            None => match lookup(IMAGE_PLACEHOLDER) {
+                Some(image) => {
+                    anyhow::ensure!(
+                        image as usize == image_token_id,
+                        "the tokenizer's {IMAGE_PLACEHOLDER} id {image} differs from the model's \
+                     image_token_id {image_token_id}"
+                    );
+                    image
+                }
+                None => {
+                    let vocab = tokenizer.get_vocab_size(true);
+                    anyhow::ensure!(
+                        image_token_id >= vocab,
+                        "the tokenizer has no `{IMAGE_PLACEHOLDER}` token and the model's \
+                     image_token_id {image_token_id} is one of its {vocab} text tokens, so \
+                     images and text would mix; fix: add `{IMAGE_PLACEHOLDER}` to the tokenizer \
+                     as a special token with id {image_token_id}"
+                    );
+                    image_token_id as i64
+                }
+            },
         };
         Ok(Self {
             pad: ["<pad>", "<unk>", "<|endoftext|>"]
@@ -332,26 +394,93 @@ impl Processor {
         preprocess: PreprocessConfig,
         format: PromptFormat,
     ) -> anyhow::Result<Self> {
-        format.validate()?;
-        let special = SpecialIds::from_tokenizer(&tokenizer, &format, config.image_token_id)?;
-        let vocab = tokenizer.get_vocab_size(true);
-        anyhow::ensure!(
-            vocab <= config.text.vocab_size,
-            "the tokenizer has {vocab} tokens but the model's vocabulary only {}",
-            config.text.vocab_size
-        );
         if let Some(vision) = &config.vision {
             check_preprocess(&preprocess, vision)?;
         }
-        Ok(Self {
-            image_tokens: config.image_tokens_per_image(),
-            context: config.text.max_position_embeddings,
-            tokenizer,
+        let images = ImageProcessing::Square {
             preprocess,
+            tokens: config.image_tokens_per_image(),
+        };
+        Self::assemble(
+            &config.text,
+            config.image_token_id,
+            None,
+            tokenizer,
+            images,
+            format,
+        )
+    }
+
+    /// [`Self::new`] for a Qwen-VL model: images as `images` patches them, the image token
+    /// `<|image_pad|>`.
+    pub fn for_qwen_vl(
+        config: &QwenVlConfig,
+        tokenizer: Tokenizer,
+        images: QwenImageProcessor,
+        format: PromptFormat,
+    ) -> anyhow::Result<Self> {
+        let vision = &config.vision;
+        anyhow::ensure!(
+            images.patch_size == vision.patch_size
+                && images.merge_size == vision.spatial_merge_size
+                && images.temporal_patch_size == vision.temporal_patch_size,
+            "the image processor makes {p}×{p} patches merged {m}×{m} over {t} frames, but the \
+             vision tower takes patch_size {}, spatial_merge_size {} and temporal_patch_size {}; \
+             fix: use the preprocessor_config.json of the model's checkpoint",
+            vision.patch_size,
+            vision.spatial_merge_size,
+            vision.temporal_patch_size,
+            p = images.patch_size,
+            m = images.merge_size,
+            t = images.temporal_patch_size,
+        );
+        Self::assemble(
+            &config.text,
+            config.image_token_id,
+            Some(QWEN_IMAGE_PAD),
+            tokenizer,
+            ImageProcessing::Patches(images),
+            format,
+        )
+    }
+
+    fn assemble(
+        text: &TextConfig,
+        image_token_id: usize,
+        image_token: Option<&str>,
+        tokenizer: Tokenizer,
+        images: ImageProcessing,
+        format: PromptFormat,
+    ) -> anyhow::Result<Self> {
+        format.validate()?;
+        let special = SpecialIds::from_tokenizer(&tokenizer, &format, image_token_id, image_token)?;
+        let vocab = tokenizer.get_vocab_size(true);
+        anyhow::ensure!(
+            vocab <= text.vocab_size,
+            "the tokenizer has {vocab} tokens but the model's vocabulary only {}",
+            text.vocab_size
+        );
+        Ok(Self {
+            context: text.max_position_embeddings,
+            tokenizer,
+            images,
             format,
             special,
             pixel_cache: Mutex::new(PixelCache::default()),
         })
+    }
+
+    /// Image-feature positions `image` takes in a prompt: the vision tower's fixed count, or
+    /// for Qwen-VL one per merged patch of the image at the size it is processed at.
+    pub fn image_tokens(&self, image: &Path) -> anyhow::Result<usize> {
+        match &self.images {
+            ImageProcessing::Square { tokens, .. } => Ok(*tokens),
+            ImageProcessing::Patches(processor) => {
+                let (width, height) = image_dimensions(image)?;
+                let grid = processor.grid(height as usize, width as usize, image)?;
+                Ok(processor.n_image_tokens(grid))
+            }
+        }
     }
 
     fn encode(&self, text: &str) -> anyhow::Result<Vec<u32>> {
@@ -362,17 +491,18 @@ impl Processor {
         Ok(encoding.get_ids().to_vec())
     }
 
-    /// Prompt ids: the begin token (if any), the template with the question, `<image>` expanded
-    /// to the model's image-token count. A prompt that leaves no room in the model's context for
-    /// one answer token is an error.
-    pub fn prompt_ids(&self, question: &str) -> anyhow::Result<Vec<i64>> {
+    /// Prompt ids of `question` about `image`: the begin token (if any), the template with the
+    /// question, `<image>` expanded to the image's token count ([`Self::image_tokens`]). A
+    /// prompt that leaves no room in the model's context for one answer token is an error.
+    pub fn prompt_ids(&self, question: &str, image: &Path) -> anyhow::Result<Vec<i64>> {
         let text = self.format.prompt(question);
+        let image_tokens = self.image_tokens(image)?;
         let expanded = if self.special.image_in_tokenizer {
             let ids = self.encode(&text)?;
-            expand_image_tokens(&ids, self.special.image as u32, self.image_tokens, 1)
+            expand_image_tokens(&ids, self.special.image as u32, image_tokens, 1)
                 .with_context(|| format!("the prompt {text:?}"))?
         } else {
-            self.encode_around_image(&text)?
+            self.encode_around_image(&text, image_tokens)?
         };
         let prompt: Vec<i64> = self
             .special
@@ -388,7 +518,7 @@ impl Processor {
     /// placeholder tokenized separately, the image ids between them. This is LLaVA's
     /// `tokenizer_image_token` (each piece is tokenized as a text of its own; the begin token is
     /// the format's, added once by [`Self::prompt_ids`]).
-    fn encode_around_image(&self, text: &str) -> anyhow::Result<Vec<u32>> {
+    fn encode_around_image(&self, text: &str, image_tokens: usize) -> anyhow::Result<Vec<u32>> {
         let pieces: Vec<&str> = text.split(IMAGE_PLACEHOLDER).collect();
         anyhow::ensure!(
             pieces.len() == 2,
@@ -396,10 +526,7 @@ impl Processor {
             pieces.len() - 1
         );
         let mut ids = self.encode(pieces[0])?;
-        ids.extend(std::iter::repeat_n(
-            self.special.image as u32,
-            self.image_tokens,
-        ));
+        ids.extend(std::iter::repeat_n(self.special.image as u32, image_tokens));
         ids.extend(self.encode(pieces[1])?);
         Ok(ids)
     }
@@ -411,11 +538,11 @@ impl Processor {
         let total = prompt_len + answer_len;
         anyhow::ensure!(
             total <= self.context,
-            "the prompt ({prompt_len} tokens, {} of them for the image) and the answer ({answer_len} \
+            "the prompt ({prompt_len} tokens with the image's) and the answer ({answer_len} \
              tokens) need {total} positions, but the model's context is {} tokens \
              (text.max_position_embeddings); fix: shorten the question or answer (or, when \
-             generating, lower --max-new-tokens)",
-            self.image_tokens,
+             generating, lower --max-new-tokens; for Qwen-VL, lower max_pixels in \
+             preprocessor_config.json)",
             self.context
         );
         Ok(())
@@ -465,38 +592,88 @@ impl Processor {
             .map_err(|e| anyhow::anyhow!("decoding {ids:?}: {e}"))
     }
 
-    /// Preprocessed pixels `[n, C, H, W]` of image files (each file decoded once and cached, up
-    /// to [`PIXEL_CACHE_BYTES`]; files beyond that are decoded again when asked for again).
+    /// Preprocessed images as the model's family takes them: LLaVA `[n, C, H, W]`, Qwen-VL
+    /// patches and grids. Each file is decoded once and cached, up to [`PIXEL_CACHE_BYTES`];
+    /// files beyond that are decoded again when asked for again.
     pub fn pixels<B: Backend>(
         &self,
         paths: &[&Path],
         device: &B::Device,
-    ) -> anyhow::Result<Tensor<B, 4>> {
-        let mut data = Vec::new();
-        let mut shape = [0usize; 3];
+    ) -> anyhow::Result<Pixels<B>> {
         let mut cache = self.pixel_cache.lock().expect("pixel cache");
+        let mut fresh = Vec::new();
         for path in paths {
-            if let Some(values) = cache.entries.get(*path) {
-                shape = [values.channels, values.height, values.width];
-                data.extend_from_slice(&values.data);
-                continue;
-            }
-            let image = load_image(path)?;
-            let values = preprocess(&image, &self.preprocess)
-                .with_context(|| format!("preprocessing {}", path.display()))?;
-            shape = [values.channels, values.height, values.width];
-            data.extend_from_slice(&values.data);
-            let size = std::mem::size_of_val(values.data.as_slice());
-            if cache.bytes + size <= PIXEL_CACHE_BYTES {
-                cache.bytes += size;
-                cache.entries.insert(path.to_path_buf(), values);
+            if !cache.entries.contains_key(*path) && !fresh.iter().any(|(p, _)| p == path) {
+                fresh.push((*path, self.preprocess_file(path)?));
             }
         }
-        let [c, h, w] = shape;
-        Ok(Tensor::from_data(
-            TensorData::new(data, [paths.len(), c, h, w]),
-            device,
-        ))
+        let mut uncached = HashMap::new();
+        for (path, image) in fresh {
+            let size = image.bytes();
+            if cache.bytes + size <= PIXEL_CACHE_BYTES {
+                cache.bytes += size;
+                cache.entries.insert(path.to_path_buf(), image);
+            } else {
+                uncached.insert(path, image);
+            }
+        }
+        let images: Vec<&Preprocessed> = paths
+            .iter()
+            .map(|path| cache.entries.get(*path).or_else(|| uncached.get(path)))
+            .collect::<Option<_>>()
+            .expect("every image was preprocessed above");
+        Ok(stack(&images, device))
+    }
+
+    fn preprocess_file(&self, path: &Path) -> anyhow::Result<Preprocessed> {
+        let image = load_image(path)?;
+        let context = || format!("preprocessing {}", path.display());
+        Ok(match &self.images {
+            ImageProcessing::Square {
+                preprocess: config, ..
+            } => Preprocessed::Square(preprocess(&image, config).with_context(context)?),
+            ImageProcessing::Patches(processor) => Preprocessed::Patches(
+                processor
+                    .process(&[image], &[path.to_path_buf()])
+                    .with_context(context)?,
+            ),
+        })
+    }
+}
+
+/// One batch of preprocessed images (all of one family), in order.
+fn stack<B: Backend>(images: &[&Preprocessed], device: &B::Device) -> Pixels<B> {
+    match images.first() {
+        Some(Preprocessed::Patches(first)) => {
+            let mut values = Vec::new();
+            let mut grids = Vec::new();
+            for image in images {
+                if let Preprocessed::Patches(image) = image {
+                    values.extend_from_slice(&image.pixel_values);
+                    grids.extend_from_slice(&image.image_grid_thw);
+                }
+            }
+            let rows = values.len() / first.patch_dim.max(1);
+            Pixels::Patches {
+                values: Tensor::from_data(TensorData::new(values, [rows, first.patch_dim]), device),
+                grids,
+            }
+        }
+        _ => {
+            let mut data = Vec::new();
+            let mut shape = [0usize; 3];
+            for image in images {
+                if let Preprocessed::Square(values) = image {
+                    shape = [values.channels, values.height, values.width];
+                    data.extend_from_slice(&values.data);
+                }
+            }
+            let [c, h, w] = shape;
+            Pixels::Square(Tensor::from_data(
+                TensorData::new(data, [images.len(), c, h, w]),
+                device,
+            ))
+        }
     }
 }
 

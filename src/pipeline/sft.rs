@@ -7,9 +7,9 @@ use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use firempo_datasets::Record;
 use firempo_losses::{sft_loss, LossOutput};
-use firempo_models::Vlm;
 
 use super::batch::scoring_batch;
+use super::model::Model;
 use super::processor::Processor;
 use crate::train::Objective;
 
@@ -33,10 +33,11 @@ pub fn sft_examples(
     records
         .iter()
         .map(|record| -> anyhow::Result<SftExample> {
+            let image = record.image_path(root);
             let example = SftExample {
-                prompt: processor.prompt_ids(&record.question)?,
+                prompt: processor.prompt_ids(&record.question, &image)?,
                 answer: processor.answer_ids(&record.answer)?,
-                image: record.image_path(root),
+                image,
             };
             processor.check_fits(example.prompt.len(), example.answer.len())?;
             Ok(example)
@@ -57,26 +58,20 @@ pub struct SftObjective<'a, B: Backend> {
 }
 
 impl<B: AutodiffBackend> Objective<B> for SftObjective<'_, B> {
-    type Model = Vlm<B>;
+    type Model = Model<B>;
 
     fn num_examples(&self) -> usize {
         self.examples.len()
     }
 
-    fn loss(&self, model: &Vlm<B>, indices: &[usize]) -> anyhow::Result<LossOutput<B>> {
+    fn loss(&self, model: &Model<B>, indices: &[usize]) -> anyhow::Result<LossOutput<B>> {
         let examples: Vec<&SftExample> = indices.iter().map(|&i| &self.examples[i]).collect();
         let prompts: Vec<Vec<i64>> = examples.iter().map(|e| e.prompt.clone()).collect();
         let answers: Vec<Vec<Vec<i64>>> = examples.iter().map(|e| vec![e.answer.clone()]).collect();
         let paths: Vec<&Path> = examples.iter().map(|e| e.image.as_path()).collect();
         let pixels = self.processor.pixels::<B>(&paths, &self.device)?;
-        let batch = scoring_batch(
-            &prompts,
-            &answers,
-            Some(pixels),
-            self.processor.special.pad,
-            &self.device,
-        );
-        let logits = model.score_answers(batch.input)?; // [batch, 1, answer_len, vocab]
+        let batch = scoring_batch(&prompts, &answers, self.processor.special.pad, &self.device);
+        let logits = model.score_answers(&batch.packed, pixels)?; // [batch, 1, answer_len, vocab]
         let [n, _, t, v] = logits.dims();
         Ok(sft_loss(
             logits.reshape([n, t, v]),

@@ -11,17 +11,18 @@ use firempo_datasets::{read_pairs_jsonl, BadRecordPolicy, PreferencePair};
 use firempo_losses::logps::{masked_sum, token_log_probs};
 use firempo_losses::PreferenceLoss;
 use firempo_models::precision::{check_full_finetune, WeightDType};
-use firempo_models::{LoraConfig, Vlm};
+use firempo_models::LoraConfig;
 use serde::{Deserialize, Serialize};
 
 use super::data::read_records;
-use super::{freeze_vision, train_into_model_dir, WeightsOutput};
+use super::{train_into_model_dir, WeightsOutput};
 use crate::backend::BackendTask;
 use crate::pipeline::align::{
     align_examples, reference_of, whole_answer_spans, AlignExample, AlignObjective,
 };
 use crate::pipeline::batch::scoring_batch;
 use crate::pipeline::image_check::check_images;
+use crate::pipeline::model::Model;
 use crate::pipeline::model_dir::load_model_in;
 use crate::pipeline::processor::Processor;
 use crate::train::{check_resume, RunIdentity, TrainerConfig};
@@ -204,7 +205,7 @@ impl BackendTask for AlignStage {
             &device,
         )?;
         let model = if self.freeze_vision {
-            freeze_vision(model)
+            model.freeze_vision()
         } else {
             model
         };
@@ -247,7 +248,7 @@ impl BackendTask for AlignStage {
 /// Summed log-probs `[log π(y+ | v, q), log π(y− | v, q)]` of each pair's answers under `model`
 /// on the clean image, `batch` pairs per forward pass (graph-free: pass an inner-backend model).
 pub fn pair_logps<B: Backend>(
-    model: &Vlm<B>,
+    model: &Model<B>,
     processor: &Processor,
     examples: &[AlignExample],
     batch: usize,
@@ -262,14 +263,8 @@ pub fn pair_logps<B: Backend>(
             .collect();
         let images: Vec<&Path> = chunk.iter().map(|e| e.image.as_path()).collect();
         let pixels = processor.pixels::<B>(&images, device)?;
-        let scored = scoring_batch(
-            &prompts,
-            &answers,
-            Some(pixels),
-            processor.special.pad,
-            device,
-        );
-        let logits = model.score_answers(scored.input)?; // [n, 2, T, V]
+        let scored = scoring_batch(&prompts, &answers, processor.special.pad, device);
+        let logits = model.score_answers(&scored.packed, pixels)?; // [n, 2, T, V]
         let [n, _, t, v] = logits.dims();
         let mask = scored.answer_mask.reshape([2 * n, t]);
         let logps = masked_sum(

@@ -13,7 +13,6 @@ use firempo_datasets::{
 };
 use firempo_losses::logps::{masked_sum, token_log_probs};
 use firempo_models::precision::WeightDType;
-use firempo_models::Vlm;
 use serde::{Deserialize, Serialize};
 
 use super::data::{read_records, RecordFile};
@@ -25,6 +24,7 @@ use crate::eval::{
 };
 use crate::pipeline::batch::scoring_batch;
 use crate::pipeline::image_check::list_some;
+use crate::pipeline::model::Model;
 use crate::pipeline::model_dir::load_model_in;
 use crate::pipeline::processor::Processor;
 
@@ -193,33 +193,37 @@ fn corrupted_images(
 }
 
 /// Summed log-prob of each record's answer under each image: `[(logp | clean), (logp |
-/// corrupted)]`. A non-finite value (a model whose weights hold NaN or infinity) is an error
+/// corrupted)]`, each after its own prompt (`prompts[side]`: a model that reads images at their
+/// own resolution gives each image its own image-token count). A non-finite value (a model whose weights hold NaN or infinity) is an error
 /// naming the record: averaged, it would read as a score.
 #[allow(clippy::too_many_arguments)]
 fn answer_logps<B: Backend>(
-    model: &Vlm<B>,
+    model: &Model<B>,
     processor: &Processor,
     records: &[Record],
-    prompts: &[Vec<i64>],
+    prompts: [&[Vec<i64>]; 2],
     answers: &[String],
     images: [&[&Path]; 2],
     batch: usize,
     device: &B::Device,
 ) -> anyhow::Result<Vec<[f64; 2]>> {
-    let mut out = Vec::with_capacity(prompts.len());
-    for start in (0..prompts.len()).step_by(batch.max(1)) {
-        let end = (start + batch.max(1)).min(prompts.len());
+    let n_records = records.len();
+    let mut out = Vec::with_capacity(n_records);
+    for start in (0..n_records).step_by(batch.max(1)) {
+        let end = (start + batch.max(1)).min(n_records);
         let mut replies = Vec::with_capacity(end - start);
         for i in start..end {
             let answer = processor.answer_ids(&answers[i])?;
-            processor
-                .check_fits(prompts[i].len(), answer.len())
-                .with_context(|| format!("scoring the answer to record `{}`", records[i].id))?;
+            for side in prompts {
+                processor
+                    .check_fits(side[i].len(), answer.len())
+                    .with_context(|| format!("scoring the answer to record `{}`", records[i].id))?;
+            }
             replies.push(vec![answer]);
         }
-        let side_prompts: Vec<Vec<i64>> = images
+        let side_prompts: Vec<Vec<i64>> = prompts
             .iter()
-            .flat_map(|_| prompts[start..end].iter().cloned())
+            .flat_map(|side| side[start..end].iter().cloned())
             .collect();
         let side_replies: Vec<Vec<Vec<i64>>> = images
             .iter()
@@ -230,14 +234,8 @@ fn answer_logps<B: Backend>(
             .flat_map(|side| side[start..end].iter().copied())
             .collect();
         let pixels = processor.pixels::<B>(&paths, device)?;
-        let batch = scoring_batch(
-            &side_prompts,
-            &side_replies,
-            Some(pixels),
-            processor.special.pad,
-            device,
-        );
-        let logits = model.score_answers(batch.input)?; // [2n, 1, T, V]
+        let batch = scoring_batch(&side_prompts, &side_replies, processor.special.pad, device);
+        let logits = model.score_answers(&batch.packed, pixels)?; // [2n, 1, T, V]
         let [n2, _, t, v] = logits.dims();
         let mask = batch.answer_mask.reshape([n2, t]);
         let logps = masked_sum(
@@ -286,11 +284,12 @@ impl BackendTask for EvalStage {
         )?;
         let records = &data.records;
         let (batch, max_new) = (self.batch, self.max_new_tokens);
-        let prompts = record_prompts(&processor, records, max_new)?;
         let clean: Vec<PathBuf> = records.iter().map(|r| r.image_path(&data.root)).collect();
         let corrupted = corrupted_images(records, &data.root, &self.corruption, &self.out)?;
         let clean_refs: Vec<&Path> = clean.iter().map(PathBuf::as_path).collect();
         let corrupted_refs: Vec<&Path> = corrupted.iter().map(PathBuf::as_path).collect();
+        let prompts = record_prompts(&processor, records, &clean_refs, max_new)?;
+        let corrupted_prompts = record_prompts(&processor, records, &corrupted_refs, max_new)?;
         let answers = answer_prompts(
             &model,
             &processor,
@@ -303,7 +302,7 @@ impl BackendTask for EvalStage {
         let corrupted_answers = answer_prompts(
             &model,
             &processor,
-            &prompts,
+            &corrupted_prompts,
             &corrupted_refs,
             batch,
             max_new,
@@ -313,7 +312,7 @@ impl BackendTask for EvalStage {
             &model,
             &processor,
             records,
-            &prompts,
+            [&prompts, &corrupted_prompts],
             &answers,
             [&clean_refs, &corrupted_refs],
             batch,

@@ -12,15 +12,14 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
-use firempo_models::loading::{load_pretrained_with, LoadOptions};
+use firempo_models::loading::LoadOptions;
 use firempo_models::mask::int_tensor;
-use firempo_models::precision::{cast_base_weights, check_backend_dtype, WeightDType};
-use firempo_models::{
-    is_qwen_vl_config, load_adapter, load_qwen_vl, QwenVl, QwenVlInput, Vlm, VlmInput,
-};
+use firempo_models::precision::{check_backend_dtype, WeightDType};
+use firempo_models::{QwenVlInput, VlmInput};
 
 use crate::backend::BackendTask;
 use crate::pipeline::hf_checkpoint::is_hf_checkpoint;
+use crate::pipeline::model::Model;
 use crate::pipeline::model_dir::load_model_weights;
 use crate::pipeline::tensor_file::{write_f32_tensors, HostTensor, TensorFile};
 
@@ -177,65 +176,39 @@ impl ForwardInputs {
     }
 }
 
-/// A model of any family firempo loads.
-enum ForwardModel<B: Backend> {
-    /// llava-hf, original-LLaVA and firempo model directories.
-    Llava(Vlm<B>),
-    /// Qwen2-VL / Qwen2.5-VL.
-    QwenVl(QwenVl<B>),
+/// Loads `dir`: a firempo model directory (`model.json`) or a HF checkpoint of any family, its
+/// decoder projections in `options.dtype` (llava-hf and original LLaVA: decoded straight into
+/// it; firempo directories and Qwen-VL: converted after an f32 load).
+fn load_forward_model<B: Backend>(
+    dir: &Path,
+    options: &LoadOptions,
+    device: &B::Device,
+) -> anyhow::Result<Model<B>> {
+    if dir.join("model.json").is_file() {
+        Ok(load_model_weights::<B>(dir, device)?.cast_base_weights(options.dtype))
+    } else if is_hf_checkpoint(dir) {
+        Model::load_hf(dir, options, device)
+    } else {
+        anyhow::bail!(
+            "{} is neither a firempo model directory (model.json) nor a HuggingFace \
+             checkpoint directory (config.json with safetensors weights); check the path",
+            dir.display()
+        )
+    }
 }
 
-impl<B: Backend> ForwardModel<B> {
-    /// Loads `dir`: a firempo model directory (`model.json`) or a HF checkpoint of any family,
-    /// its decoder projections in `options.dtype` (llava-hf and original LLaVA: decoded straight
-    /// into it; firempo directories and Qwen-VL: converted after an f32 load).
-    fn load(dir: &Path, options: &LoadOptions, device: &B::Device) -> anyhow::Result<Self> {
-        let context = || format!("loading the checkpoint {}", dir.display());
-        if dir.join("model.json").is_file() {
-            let mut model: Vlm<B> = load_model_weights(dir, device)?;
-            model.decoder = cast_base_weights(model.decoder, options.dtype);
-            Ok(Self::Llava(model))
-        } else if is_hf_checkpoint(dir) && is_qwen_vl_config(&dir.join("config.json")) {
-            let mut model = load_qwen_vl(dir, device).with_context(context)?;
-            model.decoder = cast_base_weights(model.decoder, options.dtype);
-            Ok(Self::QwenVl(model))
-        } else if is_hf_checkpoint(dir) {
-            Ok(Self::Llava(
-                load_pretrained_with(dir, options, device).with_context(context)?,
-            ))
-        } else {
-            anyhow::bail!(
-                "{} is neither a firempo model directory (model.json) nor a HuggingFace \
-                 checkpoint directory (config.json with safetensors weights); check the path",
-                dir.display()
-            )
-        }
-    }
-
-    fn with_adapter(self, dir: &Path, device: &B::Device) -> anyhow::Result<Self> {
-        let context = || format!("applying the adapter {}", dir.display());
-        match self {
-            Self::Llava(model) => Ok(Self::Llava(
-                load_adapter(model, dir, device).with_context(context)?,
-            )),
-            Self::QwenVl(_) => anyhow::bail!(
-                "--adapter {}: PEFT adapters on Qwen-VL checkpoints are not supported yet; merge \
-                 the adapter with PEFT's `merge_and_unload()` and pass the merged checkpoint",
-                dir.display()
-            ),
-        }
-    }
-
+impl ForwardInputs {
     /// Logits `[batch, seq, vocab]` and, per row, which of their positions are tokens (for
     /// original-LLaVA `-200` ids, those of the expanded sequence the logits are in).
-    fn logits(
+    fn logits<B: Backend>(
         &self,
-        inputs: &ForwardInputs,
+        model: &Model<B>,
         device: &B::Device,
     ) -> anyhow::Result<(Tensor<B, 3>, Vec<Vec<bool>>)> {
+        let inputs = self;
         let path = inputs.path.display();
-        match self {
-            Self::Llava(model) => {
+        match model {
+            Model::Llava(model) => {
                 anyhow::ensure!(
                     inputs.image_grid_thw.is_none(),
                     "{path} has `image_grid_thw`, a Qwen-VL input, but the model is LLaVA-style"
@@ -251,7 +224,7 @@ impl<B: Backend> ForwardModel<B> {
                 let (_, attended) = model.host_input(&input)?;
                 Ok((model.forward(input)?, attended))
             }
-            Self::QwenVl(model) => {
+            Model::QwenVl(model) => {
                 let layout = "[n_patches, channels · temporal_patch · patch · patch]";
                 let pixel_values = inputs.pixels::<B, 2>(layout, device)?;
                 let grids = inputs.image_grid_thw.as_ref().map(HostTensor::rows);
@@ -342,12 +315,12 @@ impl BackendTask for ForwardStage {
             vision_tower: self.vision_tower.clone(),
             dtype: self.dtype,
         };
-        let mut model = ForwardModel::<B::InnerBackend>::load(&self.model, &options, &device)?;
+        let mut model = load_forward_model::<B::InnerBackend>(&self.model, &options, &device)?;
         if let Some(adapter) = &self.adapter {
-            model = model.with_adapter(adapter, &device)?;
+            model = model.with_adapter_files(adapter, &device)?;
         }
-        let (logits, attended) = model
-            .logits(&inputs, &device)
+        let (logits, attended) = inputs
+            .logits(&model, &device)
             .with_context(|| format!("running the model on {}", self.inputs.display()))?;
         let logits = HostTensor {
             shape: logits.dims().to_vec(),

@@ -14,12 +14,11 @@ pub mod sft;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use burn::module::Module;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use firempo_models::precision::WeightDType;
-use firempo_models::{save_adapter, Vlm};
 
 use crate::pipeline::base_model::{BaseModel, BASE_FILE};
+use crate::pipeline::model::Model;
 use crate::pipeline::model_dir::{save_adapter_only_dir, save_model_dir};
 use crate::pipeline::processor::Processor;
 use crate::train::storage::explain_write_failure;
@@ -29,13 +28,6 @@ use crate::train::{train, Objective, RunIdentity, TrainerConfig};
 /// still resume).
 pub(crate) fn is_f32(dtype: &WeightDType) -> bool {
     !dtype.is_half()
-}
-
-/// Freezes the vision tower and projector (no gradients), as the paper does for pretrained models.
-pub fn freeze_vision<B: Backend>(mut model: Vlm<B>) -> Vlm<B> {
-    model.vision = model.vision.map(|v| v.no_grad());
-    model.projector = model.projector.map(|p| p.no_grad());
-    model
 }
 
 /// How a trained model directory holds its weights.
@@ -72,7 +64,7 @@ pub fn train_into_model_dir<B, T>(
     what: &str,
     trainer: &TrainerConfig,
     objective: &T,
-    model: Vlm<B>,
+    model: Model<B>,
     processor: &Processor,
     out: &Path,
     resume: bool,
@@ -82,7 +74,7 @@ pub fn train_into_model_dir<B, T>(
 ) -> anyhow::Result<PathBuf>
 where
     B: AutodiffBackend,
-    T: Objective<B, Model = Vlm<B>>,
+    T: Objective<B, Model = Model<B>>,
 {
     let run_dir = out.join("run");
     let outcome = train(
@@ -93,9 +85,11 @@ where
         "{what} interrupted at step {}; rerun with --resume",
         outcome.steps_done
     );
-    if outcome.model.lora.is_some() {
+    if outcome.model.lora().is_some() {
         let adapter = out.join("adapter");
-        save_adapter(&outcome.model, &adapter, None)
+        outcome
+            .model
+            .save_adapter(&adapter)
             .with_context(|| format!("writing the LoRA adapters to {}", adapter.display()))?;
     }
     let partial = out.join(".model.partial");
@@ -106,7 +100,7 @@ where
     let written = match weights {
         WeightsOutput::Merged => save_model_dir(&partial, &outcome.model.merge_lora(), processor),
         WeightsOutput::AdapterOnly(base) => {
-            save_adapter_only_dir(&partial, &outcome.model.config, processor, base)
+            save_adapter_only_dir(&partial, &outcome.model.config(), processor, base)
         }
     };
     written.map_err(|e| explain_write_failure(out, "the trained model", format!("{e:#}")))?;

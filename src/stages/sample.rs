@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
 use firempo_datasets::{write_jsonl, AnswerType, BadRecordPolicy, Record, Sample};
 use firempo_models::precision::WeightDType;
-use firempo_models::{GenerationConfig, Vlm, VlmInput};
+use firempo_models::GenerationConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::data::read_records;
 use crate::backend::BackendTask;
+use crate::pipeline::model::Model;
 use crate::pipeline::model_dir::load_model_in;
 use crate::pipeline::processor::Processor;
 
@@ -46,18 +46,20 @@ pub struct SampleStage {
     pub prompt_format: Option<String>,
 }
 
-/// Prompt ids of each record's question, each checked to leave room for `max_new_tokens`
-/// generated tokens in the model's context; an error names the record.
+/// Prompt ids of each record's question about `images[i]`, each checked to leave room for
+/// `max_new_tokens` generated tokens in the model's context; an error names the record.
 pub fn record_prompts(
     processor: &Processor,
     records: &[Record],
+    images: &[&Path],
     max_new_tokens: usize,
 ) -> anyhow::Result<Vec<Vec<i64>>> {
     records
         .iter()
-        .map(|record| {
+        .zip(images)
+        .map(|(record, image)| {
             processor
-                .prompt_ids(&record.question)
+                .prompt_ids(&record.question, image)
                 .and_then(|prompt| {
                     processor.check_fits(prompt.len(), max_new_tokens)?;
                     Ok(prompt)
@@ -69,7 +71,7 @@ pub fn record_prompts(
 
 /// Greedy answers of `model` to `records`, `batch` prompts at a time.
 pub fn answer_records<B: Backend>(
-    model: &Vlm<B>,
+    model: &Model<B>,
     processor: &Processor,
     records: &[Record],
     root: &Path,
@@ -77,9 +79,9 @@ pub fn answer_records<B: Backend>(
     max_new_tokens: usize,
     device: &B::Device,
 ) -> anyhow::Result<Vec<String>> {
-    let prompts = record_prompts(processor, records, max_new_tokens)?;
     let images: Vec<PathBuf> = records.iter().map(|r| r.image_path(root)).collect();
     let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
+    let prompts = record_prompts(processor, records, &image_refs, max_new_tokens)?;
     answer_prompts(
         model,
         processor,
@@ -94,7 +96,7 @@ pub fn answer_records<B: Backend>(
 /// Greedy answers after `prompts` (from [`record_prompts`]) about `images` (one image per
 /// prompt).
 pub fn answer_prompts<B: Backend>(
-    model: &Vlm<B>,
+    model: &Model<B>,
     processor: &Processor,
     prompts: &[Vec<i64>],
     images: &[&Path],
@@ -113,25 +115,17 @@ pub fn answer_prompts<B: Backend>(
         .zip(images.chunks(batch.max(1)))
     {
         let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(prompts.len() * width);
-        let mut mask = Vec::with_capacity(prompts.len() * width);
-        for prompt in prompts {
-            let padding = width - prompt.len();
-            ids.extend(
-                std::iter::repeat_n(processor.special.pad, padding).chain(prompt.iter().copied()),
-            );
-            mask.extend(
-                std::iter::repeat_n(0i64, padding).chain(std::iter::repeat_n(1, prompt.len())),
-            );
-        }
-        let shape = [prompts.len(), width];
-        let input = VlmInput::new(Tensor::<B, 2, Int>::from_data(
-            TensorData::new(ids, shape),
-            device,
-        ))
-        .with_attention_mask(Tensor::from_data(TensorData::new(mask, shape), device))
-        .with_pixels(processor.pixels::<B>(chunk_images, device)?);
-        let generation = model.generate(input, &config)?;
+        let pad = processor.special.pad;
+        let ids = prompts
+            .iter()
+            .map(|p| [vec![pad; width - p.len()], p.clone()].concat())
+            .collect();
+        let mask = prompts
+            .iter()
+            .map(|p| [vec![false; width - p.len()], vec![true; p.len()]].concat())
+            .collect();
+        let pixels = processor.pixels::<B>(chunk_images, device)?;
+        let generation = model.generate(ids, mask, pixels, &config)?;
         for tokens in generation.tokens {
             let ids: Vec<i64> = tokens.into_iter().map(i64::from).collect();
             answers.push(processor.decode(&ids)?);

@@ -5,17 +5,16 @@ use std::path::PathBuf;
 
 use burn::tensor::backend::AutodiffBackend;
 use firempo_datasets::BadRecordPolicy;
-use firempo_models::precision::{
-    cast_base_weights, check_backend_dtype, check_full_finetune, WeightDType,
-};
+use firempo_models::precision::{check_backend_dtype, check_full_finetune, WeightDType};
 use firempo_models::LoraConfig;
 use serde::{Deserialize, Serialize};
 
 use super::data::read_records;
-use super::{freeze_vision, train_into_model_dir, WeightsOutput};
+use super::{train_into_model_dir, WeightsOutput};
 use crate::backend::BackendTask;
 use crate::pipeline::demo_model::demo_processor;
 use crate::pipeline::image_check::check_images;
+use crate::pipeline::model::Model;
 use crate::pipeline::model_dir::load_model_in;
 use crate::pipeline::sft::{sft_examples, SftObjective};
 use crate::train::{check_resume, RunIdentity, TrainerConfig};
@@ -107,16 +106,15 @@ impl BackendTask for SftStage {
                 let (config, processor) = demo_processor(&data.records)?;
                 check_backend_dtype::<B>(self.dtype, &device)?;
                 B::seed(&device, self.trainer.seed);
-                let mut model = config.init::<B>(&device);
-                model.decoder = cast_base_weights(model.decoder, self.dtype);
-                (model, processor)
+                let model = Model::from(config.init::<B>(&device));
+                (model.cast_base_weights(self.dtype), processor)
             }
             ModelSource::Dir(dir) => {
                 load_model_in::<B>(dir, self.prompt_format.as_deref(), self.dtype, &device)?
             }
         };
         let model = if self.freeze_vision {
-            freeze_vision(model)
+            model.freeze_vision()
         } else {
             model
         };

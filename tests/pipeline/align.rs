@@ -8,6 +8,7 @@ use burn::backend::Autodiff;
 use firempo::backend::TestCpu;
 use firempo::losses::{FiReMpoConfig, PreferenceLoss};
 use firempo::pipeline::align::{align_examples, reference_of, AlignObjective};
+use firempo::pipeline::model::Model;
 use firempo::train::{train, TrainerConfig};
 use firempo_datasets::{
     corrupt, load_image, save_png, AnswerType, CorruptionConfig, PairBranch, PhraseSpan,
@@ -86,7 +87,7 @@ fn lora_fire_mpo_starts_at_ln2_and_raises_the_margin() {
     // burn's RNG is process-wide: seed it, or the initial weights depend on what other tests of
     // this binary drew before (the margin below then varied from run to run).
     <B as burn::tensor::backend::Backend>::seed(&device, 0);
-    let policy = config.init::<B>(&device).with_lora(&lora, &device).unwrap();
+    let policy = Model::from(config.init::<B>(&device).with_lora(&lora, &device).unwrap());
     let gamma = 0.5;
     let loss = PreferenceLoss::FireMpo(FiReMpoConfig {
         gamma,

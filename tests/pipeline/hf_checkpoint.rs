@@ -98,7 +98,12 @@ fn prompt_ids_match_the_hf_tokenizer_and_chat_template() {
             std::iter::repeat_n(id, if id == 120 { 16 } else { 1 })
         })
         .collect();
-    assert_eq!(processor.prompt_ids(question).unwrap(), ids);
+    assert_eq!(
+        processor
+            .prompt_ids(question, Path::new("any.png"))
+            .unwrap(),
+        ids
+    );
     assert_eq!(processor.special.bos, None);
     assert_eq!(
         Some(processor.special.eos as u32),
@@ -204,16 +209,22 @@ fn a_checkpoint_without_chat_template_needs_a_prompt_format() {
 
 #[test]
 fn hf_checkpoint_runs_through_sample_sft_align_and_eval() {
-    runs_through_sample_sft_align_and_eval("hf-stages", hf_checkpoint);
+    runs_through_sample_sft_align_and_eval("hf-stages", hf_checkpoint, Some("qwen-vl"));
 }
 
 /// `sample`, `sft` (LoRA), `align` (FiRe-MPO, LoRA) and `eval` on the checkpoint directory
-/// `checkpoint` makes in the test folder, with the `qwen-vl` (ChatML) prompt format.
-pub fn runs_through_sample_sft_align_and_eval(name: &str, checkpoint: impl Fn(&Path) -> PathBuf) {
+/// `checkpoint` makes in the test folder, with the named `prompt_format` (e.g. `qwen-vl`, the
+/// ChatML format the LLaVA fixture ids were made with) or the checkpoint's own chat template.
+pub fn runs_through_sample_sft_align_and_eval(
+    name: &str,
+    checkpoint: impl Fn(&Path) -> PathBuf,
+    prompt_format: Option<&str>,
+) {
     let _serial = crate::common::exclusive();
     let setup = crate::common::tiny_setup(name);
     let hf = checkpoint(&setup.dir);
     let device: burn::tensor::Device<TestCpu> = Default::default();
+    let prompt_format = prompt_format.map(str::to_string);
 
     let samples = setup.dir.join("samples.jsonl");
     let count = SampleStage {
@@ -225,7 +236,7 @@ pub fn runs_through_sample_sft_align_and_eval(name: &str, checkpoint: impl Fn(&P
         batch: 2,
         max_new_tokens: 4,
         dtype: Default::default(),
-        prompt_format: Some("qwen-vl".into()),
+        prompt_format: prompt_format.clone(),
     }
     .run::<B>(device)
     .unwrap();
@@ -246,7 +257,7 @@ pub fn runs_through_sample_sft_align_and_eval(name: &str, checkpoint: impl Fn(&P
         resume: false,
         merge: false,
         dtype: Default::default(),
-        prompt_format: Some("qwen-vl".into()),
+        prompt_format: prompt_format.clone(),
     }
     .run::<B>(device)
     .unwrap();
@@ -269,7 +280,7 @@ pub fn runs_through_sample_sft_align_and_eval(name: &str, checkpoint: impl Fn(&P
         resume: false,
         merge: false,
         dtype: Default::default(),
-        prompt_format: Some("qwen-vl".into()),
+        prompt_format: prompt_format.clone(),
     }
     .run::<B>(device)
     .unwrap();
@@ -277,20 +288,22 @@ pub fn runs_through_sample_sft_align_and_eval(name: &str, checkpoint: impl Fn(&P
     let metrics = std::fs::read_to_string(aligned.join("run/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2, "{metrics}");
 
-    // The aligned model directory keeps the named prompt format, and says which it is.
+    // The aligned model directory keeps the prompt format the run used, and says which it is.
     let (_, processor) = load_model::<TestCpu>(&aligned, &device).unwrap();
-    assert_eq!(processor.format, chatml("prompt format `qwen-vl`".into()));
-    let (_, processor) = load_model_as::<TestCpu>(&aligned, Some("qwen-vl"), &device).unwrap();
-    assert_eq!(
-        processor.format.origin.as_deref(),
-        Some("prompt format `qwen-vl`")
-    );
+    let (_, started) = load_model_as::<TestCpu>(&hf, prompt_format.as_deref(), &device).unwrap();
+    assert_eq!(processor.format, started.format);
+    let origin = processor.format.origin.clone().unwrap();
+    if let Some(name) = &prompt_format {
+        assert_eq!(origin, format!("prompt format `{name}`"));
+        let (_, processor) = load_model_as::<TestCpu>(&aligned, Some(name), &device).unwrap();
+        assert_eq!(processor.format.origin.as_deref(), Some(origin.as_str()));
+    }
     let err = load_model_as::<TestCpu>(&aligned, Some("chatml"), &device)
         .map(|_| ())
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("--prompt-format chatml") && err.contains("prompt format `qwen-vl`"),
+        err.contains("--prompt-format chatml") && err.contains(&origin),
         "{err}"
     );
 

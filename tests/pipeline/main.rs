@@ -10,5 +10,6 @@ mod forward;
 mod hf_checkpoint;
 mod original_llava;
 mod pairs;
+mod qwen_vl;
 mod sft;
 mod trainer_errors;

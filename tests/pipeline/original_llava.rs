@@ -51,23 +51,30 @@ fn prompt_ids_are_llavas_tokenizer_image_token() {
         load_model_as::<TestCpu>(&checkpoint, Some("chatml"), &Default::default()).unwrap();
     assert!(!processor.special.image_in_tokenizer);
     // The model's image id lies past the tokenizer's vocabulary (120 tokens): no text collides.
-    assert_eq!(processor.special.image, model.config.text.vocab_size as i64);
+    assert_eq!(
+        processor.special.image,
+        model.config().text().vocab_size as i64
+    );
     let expected: Expected = serde_json::from_str(
         &std::fs::read_to_string(fixture().join("image_token_expected.json")).unwrap(),
     )
     .unwrap();
     let question = "is there a lesion in the left lung?";
     assert_eq!(processor.format.prompt(question), expected.prompt);
+    // LLaVA's count is the tower's, whatever the image (the file is not read).
+    let image = Path::new("any.png");
+    let image_tokens = processor.image_tokens(image).unwrap();
+    assert_eq!(image_tokens, 16);
     // LLaVA writes one -200 for the image; firempo one image id per image feature.
     let want: Vec<i64> = expected
         .ids
         .iter()
         .flat_map(|&id| match id {
-            IMAGE_TOKEN_INDEX => vec![processor.special.image; processor.image_tokens],
+            IMAGE_TOKEN_INDEX => vec![processor.special.image; image_tokens],
             id => vec![id],
         })
         .collect();
-    assert_eq!(processor.prompt_ids(question).unwrap(), want);
+    assert_eq!(processor.prompt_ids(question, image).unwrap(), want);
 
     // A tokenizer without `<image>` for a model whose image id is a text token is refused.
     let config = checkpoint.join("config.json");
@@ -95,5 +102,6 @@ fn original_llava_checkpoint_runs_through_sample_sft_align_and_eval() {
     crate::hf_checkpoint::runs_through_sample_sft_align_and_eval(
         "orig-stages",
         without_image_token,
+        Some("qwen-vl"),
     );
 }

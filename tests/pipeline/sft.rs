@@ -5,6 +5,7 @@ use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use firempo::backend::TestCpu;
+use firempo::pipeline::model::Model;
 use firempo::pipeline::sft::{sft_examples, SftObjective};
 use firempo::train::{train, TrainerConfig};
 
@@ -13,7 +14,7 @@ type B = Autodiff<TestCpu>;
 /// Every float parameter tensor of the model, flattened, with its module path, in visiting
 /// order. The vision tower's `post_layernorm` is left out: LLaVA takes patch features before it,
 /// so it never receives a gradient (as in HF transformers).
-fn parameter_tensors(model: &firempo_models::Vlm<B>) -> Vec<(String, Vec<f32>)> {
+fn parameter_tensors(model: &Model<B>) -> Vec<(String, Vec<f32>)> {
     struct Collect {
         path: Vec<String>,
         tensors: Vec<(String, Vec<f32>)>,
@@ -54,7 +55,7 @@ fn sft_lowers_the_loss_and_updates_every_parameter() {
     let device = Default::default();
     // Seeded: burn's RNG is process-wide, shared with the other tests of this binary.
     <B as burn::tensor::backend::Backend>::seed(&device, 0);
-    let model = config.init::<B>(&device);
+    let model = Model::from(config.init::<B>(&device));
     let before = parameter_tensors(&model);
     let objective = SftObjective::<B> {
         processor: &processor,
