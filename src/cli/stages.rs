@@ -291,8 +291,8 @@ pub struct SftArgs {
     #[arg(long, default_value = "runs/sft")]
     pub out: PathBuf,
     /// Starting model: `demo` (tiny VLM from scratch), a firempo model directory, or a
-    /// HuggingFace LLaVA checkpoint directory (config.json, safetensors, tokenizer.json,
-    /// preprocessor_config.json).
+    /// HuggingFace checkpoint directory, LLaVA-style or Qwen-VL (config.json, safetensors,
+    /// tokenizer.json, preprocessor_config.json).
     #[arg(long, default_value = "demo")]
     pub model: String,
     /// Use at most this many records.
@@ -363,8 +363,8 @@ pub struct AlignArgs {
     /// Folder the pairs' image paths are relative to (default: the pairs file's folder).
     #[arg(long)]
     pub root: Option<PathBuf>,
-    /// Model to align: a firempo model directory (the SFT output) or a HuggingFace LLaVA
-    /// checkpoint directory.
+    /// Model to align: a firempo model directory (the SFT output) or a HuggingFace checkpoint
+    /// directory (LLaVA-style or Qwen-VL).
     #[arg(long)]
     pub model: PathBuf,
     /// Output model directory.
@@ -491,7 +491,7 @@ pub struct SampleArgs {
     #[arg(long)]
     pub records: PathBuf,
     /// Model (the policy): a firempo model directory, e.g. the SFT output, or a HuggingFace
-    /// LLaVA checkpoint directory.
+    /// checkpoint directory (LLaVA-style or Qwen-VL).
     #[arg(long)]
     pub model: PathBuf,
     /// Output samples JSONL.
@@ -707,7 +707,8 @@ pub struct EvalArgs {
     /// Test records (e.g. runs/synth/test.jsonl).
     #[arg(long)]
     pub records: PathBuf,
-    /// Model: a firempo model directory or a HuggingFace LLaVA checkpoint directory.
+    /// Model: a firempo model directory or a HuggingFace checkpoint directory (LLaVA-style or
+    /// Qwen-VL).
     #[arg(long)]
     pub model: PathBuf,
     /// Output folder (eval.json, predictions.jsonl, corrupted/).

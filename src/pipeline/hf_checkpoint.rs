@@ -11,10 +11,10 @@ use anyhow::Context;
 use burn::tensor::backend::Backend;
 use firempo_models::loading::{image_preprocessor, LoadOptions};
 use firempo_models::precision::WeightDType;
-use firempo_models::{is_qwen_vl_config, HfChatTemplate, QwenImageProcessor, IMAGE_PLACEHOLDER};
+use firempo_models::{HfChatTemplate, QwenImageProcessor, IMAGE_PLACEHOLDER};
 use tokenizers::Tokenizer;
 
-use super::model::Model;
+use super::model::{is_qwen_vl_checkpoint, Model};
 use super::processor::{Processor, PromptFormat, QWEN_IMAGE_PAD};
 
 /// Files a checkpoint directory needs besides its safetensors weights.
@@ -72,7 +72,7 @@ pub fn load_hf_checkpoint<B: Backend>(
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = Tokenizer::from_file(&tokenizer_path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", tokenizer_path.display()))?;
-    let image_token = if is_qwen_vl_config(&dir.join("config.json")) {
+    let image_token = if is_qwen_vl_checkpoint(dir) {
         QWEN_IMAGE_PAD
     } else {
         IMAGE_PLACEHOLDER

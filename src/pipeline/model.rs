@@ -16,9 +16,9 @@ use firempo_models::loading::{load_pretrained_with, LoadOptions};
 use firempo_models::mask::int_tensor;
 use firempo_models::precision::{cast_base_weights, WeightDType};
 use firempo_models::{
-    is_qwen_vl_config, load_adapter, load_qwen_vl, load_record_file, save_adapter, Generation,
-    GenerationConfig, LoraConfig, QwenScoringInput, QwenVl, QwenVlConfig, QwenVlInput,
-    ScoringInput, TextConfig, Vlm, VlmConfig, VlmInput,
+    load_adapter, load_qwen_vl, load_record_file, save_adapter, Generation, GenerationConfig,
+    LoraConfig, QwenScoringInput, QwenVl, QwenVlConfig, QwenVlInput, ScoringInput, TextConfig, Vlm,
+    VlmConfig, VlmInput,
 };
 use serde_json::Value;
 
@@ -44,6 +44,28 @@ impl<B: Backend> From<QwenVl<B>> for Model<B> {
     fn from(model: QwenVl<B>) -> Self {
         Self::QwenVl(model)
     }
+}
+
+/// Whether HF checkpoint `dir` is a Qwen-VL model: its `config.json` names a Qwen-VL
+/// `model_type` or architecture. One firempo does not know (say a newer `qwen4_vl`) goes to the
+/// Qwen-VL loader too, whose error names the `model_type`s it reads, rather than to the LLaVA
+/// loader's list of LLaVA architectures.
+pub fn is_qwen_vl_checkpoint(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else {
+        return false;
+    };
+    let Ok(config) = serde_json::from_str::<Value>(&text) else {
+        return false;
+    };
+    let qwen_vl = |name: &str| {
+        let name = name.to_lowercase();
+        name.contains("qwen") && name.contains("vl")
+    };
+    let architectures = config["architectures"].as_array().into_iter().flatten();
+    config["model_type"].as_str().is_some_and(qwen_vl)
+        || architectures
+            .filter_map(Value::as_str)
+            .any(|a| qwen_vl(a) && a.ends_with("ForConditionalGeneration"))
 }
 
 /// Preprocessed images as a model family takes them.
@@ -158,7 +180,7 @@ impl<B: Backend> Model<B> {
     /// `options.dtype` (LLaVA: decoded straight into it; Qwen-VL: converted after an f32 load).
     pub fn load_hf(dir: &Path, options: &LoadOptions, device: &B::Device) -> anyhow::Result<Self> {
         let context = || format!("loading the HF checkpoint {}", dir.display());
-        if is_qwen_vl_config(&dir.join("config.json")) {
+        if is_qwen_vl_checkpoint(dir) {
             let model = Self::QwenVl(load_qwen_vl(dir, device).with_context(context)?);
             Ok(model.cast_base_weights(options.dtype))
         } else {

@@ -89,8 +89,8 @@ impl ProcessorConfig {
 }
 
 /// Loads a model and its processor from a firempo model directory (`model.json`) or a
-/// HuggingFace LLaVA checkpoint directory (`config.json`, safetensors, `tokenizer.json`,
-/// `preprocessor_config.json`, and a chat template).
+/// HuggingFace checkpoint directory, LLaVA-style or Qwen-VL (`config.json`, safetensors,
+/// `tokenizer.json`, `preprocessor_config.json`, and a chat template).
 pub fn load_model<B: Backend>(
     dir: &Path,
     device: &B::Device,

@@ -26,7 +26,7 @@ pub enum ModelSource {
     /// The demo's tiny VLM, randomly initialized, with a word-level tokenizer trained on the records.
     Demo,
     /// A firempo model directory (`model.json`, `model.mpk`, `tokenizer.json`, `processor.json`)
-    /// or a HuggingFace LLaVA checkpoint directory.
+    /// or a HuggingFace checkpoint directory (LLaVA-style or Qwen-VL).
     Dir(PathBuf),
 }
 

@@ -8,4 +8,7 @@
 mod common;
 mod inputs;
 mod models;
+#[path = "../support/qwen_checkpoint.rs"]
+mod qwen_checkpoint;
+mod qwen_vl;
 mod runs;

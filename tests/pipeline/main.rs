@@ -10,6 +10,8 @@ mod forward;
 mod hf_checkpoint;
 mod original_llava;
 mod pairs;
+#[path = "../support/qwen_checkpoint.rs"]
+mod qwen_checkpoint;
 mod qwen_vl;
 mod sft;
 mod trainer_errors;

@@ -1,8 +1,6 @@
-//! A Qwen2.5-VL checkpoint directory through the stages: the models crate's tiny Qwen2.5-VL
-//! parity fixture (`models/tests/fixtures/make_qwen_vl_fixtures.py`: window and full vision
-//! blocks, `save_pretrained` layout) with a tokenizer holding Qwen-VL's vision tokens
-//! (`make_qwen_vl_tokenizer.py`) and Qwen2-VL's chat template, loaded by `sample`, `sft`, `align`
-//! and `eval`.
+//! A Qwen2.5-VL checkpoint directory through the stages (the tiny one of
+//! `tests/support/qwen_checkpoint.rs`): its prompts and pixels, `sample`, `sft`, `align` and
+//! `eval`, and LoRA outputs written adapter-only or merged.
 
 use std::path::{Path, PathBuf};
 
@@ -16,36 +14,9 @@ use firempo::stages::sft::{ModelSource, SftStage};
 use firempo::train::TrainerConfig;
 use firempo_models::LoraConfig;
 
+use crate::qwen_checkpoint::qwen_checkpoint;
+
 type B = Autodiff<TestCpu>;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tests/fixtures")
-}
-
-/// A Qwen2.5-VL checkpoint directory in `dir`: the tiny fixture's config, weights and image
-/// processor, the Qwen-VL fixture tokenizer and the Qwen2-VL chat template.
-fn qwen_checkpoint(dir: &Path) -> PathBuf {
-    let out = dir.join("qwen2_5_vl");
-    std::fs::create_dir_all(&out).unwrap();
-    for file in [
-        "config.json",
-        "model.safetensors",
-        "preprocessor_config.json",
-    ] {
-        std::fs::copy(fixtures().join("qwen2_5_vl").join(file), out.join(file)).unwrap();
-    }
-    std::fs::copy(
-        fixtures().join("qwen_vl_tokenizer.json"),
-        out.join("tokenizer.json"),
-    )
-    .unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/src/templates/qwen-vl.jinja"),
-        out.join("chat_template.jinja"),
-    )
-    .unwrap();
-    out
-}
 
 #[test]
 fn qwen_prompts_hold_one_image_pad_per_merged_patch() {

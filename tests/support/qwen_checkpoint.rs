@@ -1,0 +1,32 @@
+//! The tiny Qwen2.5-VL checkpoint directory the Qwen-VL tests of several test binaries run on:
+//! the models crate's parity fixture (`models/tests/fixtures/make_qwen_vl_fixtures.py`: window and
+//! full vision blocks, `save_pretrained` layout), a tokenizer holding Qwen-VL's vision tokens
+//! (`make_qwen_vl_tokenizer.py`) and Qwen2-VL's chat template.
+
+use std::path::{Path, PathBuf};
+
+/// Writes the checkpoint into `dir/qwen2_5_vl` and returns that path.
+pub fn qwen_checkpoint(dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixtures = root.join("models/tests/fixtures");
+    let out = dir.join("qwen2_5_vl");
+    std::fs::create_dir_all(&out).unwrap();
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ] {
+        std::fs::copy(fixtures.join("qwen2_5_vl").join(file), out.join(file)).unwrap();
+    }
+    std::fs::copy(
+        fixtures.join("qwen_vl_tokenizer.json"),
+        out.join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root.join("models/src/templates/qwen-vl.jinja"),
+        out.join("chat_template.jinja"),
+    )
+    .unwrap();
+    out
+}
