@@ -170,6 +170,32 @@ fn forward_reproduces_transformers_on_qwen_vl_checkpoints() {
         .unwrap_or_else(|err| panic!("{family}: {err:#}"));
         assert_eq!(logits(&out).shape[2], 128, "{family}");
     }
+    // PEFT rsLoRA adapters on the decoder (made by make_qwen_vl_peft_fixtures.py): PEFT's logits
+    // on the same inputs; an adapter on the vision tower is refused by name.
+    for family in ["qwen2_5_vl", "qwen3_vl"] {
+        let model = fixtures().join(family);
+        let inputs = model.join("expected.safetensors");
+        let peft = fixtures().join("qwen_vl_peft").join(family);
+        let peft_logits = peft.join("expected.safetensors");
+        let run = |adapter: &str| {
+            forward(&[
+                "--model",
+                model.to_str().unwrap(),
+                "--adapter",
+                peft.join(adapter).to_str().unwrap(),
+                "--inputs",
+                inputs.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--overwrite",
+                "--compare",
+                peft_logits.to_str().unwrap(),
+            ])
+        };
+        run("rslora").unwrap_or_else(|err| panic!("{family} + adapter: {err:#}"));
+        let err = format!("{:#}", run("vision").unwrap_err());
+        assert!(err.contains("visual"), "{family}: {err}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
