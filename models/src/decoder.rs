@@ -243,21 +243,26 @@ impl<B: Backend> Decoder<B> {
     }
 
     /// Applies `f(name, layer)` to every projection of every layer.
-    pub fn map_projections(
-        mut self,
-        mut f: impl FnMut(&str, LoraLinear<B>) -> LoraLinear<B>,
-    ) -> Self {
-        self.layers = self
-            .layers
-            .into_iter()
-            .map(|layer| layer.map_projections(&mut f))
-            .collect();
+    pub fn map_projections(mut self, f: impl FnMut(&str, LoraLinear<B>) -> LoraLinear<B>) -> Self {
+        self.map_projections_in_place(f);
         self
     }
 
-    /// Attaches fresh adapters to the projections `config` targets.
-    pub fn attach_lora(self, config: &LoraConfig, device: &B::Device) -> Self {
-        self.map_projections(|name, lin| {
+    /// [`Decoder::map_projections`] on a borrowed decoder (the models' LoRA operations).
+    pub fn map_projections_in_place(
+        &mut self,
+        mut f: impl FnMut(&str, LoraLinear<B>) -> LoraLinear<B>,
+    ) {
+        self.layers = std::mem::take(&mut self.layers)
+            .into_iter()
+            .map(|layer| layer.map_projections(&mut f))
+            .collect();
+    }
+
+    /// Attaches fresh adapters to the projections `config` targets (call
+    /// [`Decoder::check_lora`] first).
+    pub fn attach_lora(&mut self, config: &LoraConfig, device: &B::Device) {
+        self.map_projections_in_place(|name, lin| {
             if config.targets(name) {
                 lin.attach(config, device)
             } else {
@@ -299,14 +304,14 @@ impl<B: Backend> Decoder<B> {
         Ok(())
     }
 
-    /// The same weights with every adapter on or off (tensors shared, not cloned).
-    pub fn with_adapters(self, enabled: bool) -> Self {
-        self.map_projections(|_, l| l.set_adapter_enabled(enabled))
+    /// Switches every adapter on or off (tensors shared, not cloned).
+    pub fn set_adapters_enabled(&mut self, enabled: bool) {
+        self.map_projections_in_place(|_, l| l.set_adapter_enabled(enabled))
     }
 
-    /// Folds every adapter into its base weight; the result has no adapters.
-    pub fn merge_lora(self) -> Self {
-        self.map_projections(|_, l| l.merge())
+    /// Folds every adapter into its base weight; afterwards there are no adapters.
+    pub fn merge_lora(&mut self) {
+        self.map_projections_in_place(|_, l| l.merge())
     }
 
     /// Whether any projection carries an adapter.

@@ -9,6 +9,7 @@ use crate::config::{FeatureSelect, VlmConfig};
 use crate::decoder::Decoder;
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
+use crate::loading::adapter::AdaptedModel;
 use crate::lora::LoraConfig;
 use crate::mask::{attention_bias, host_ints, int_tensor, positions_from_mask, RowLayout};
 use crate::projector::Projector;
@@ -321,33 +322,24 @@ impl<B: Backend> Vlm<B> {
     }
 
     /// Freezes every weight and attaches fresh LoRA adapters to the targeted decoder projections
-    /// ([`Decoder::check_lora`] refuses a rank the projections cannot hold). Only the adapters
-    /// require gradients afterwards.
+    /// ([`AdaptedModel::with_lora`]); only the adapters require gradients afterwards.
     pub fn with_lora(self, config: &LoraConfig, device: &B::Device) -> Result<Self, ModelError> {
-        self.decoder.check_lora(config)?;
-        let mut model = self.no_grad();
-        model.decoder = model.decoder.attach_lora(config, device);
-        model.lora = Some(config.clone());
-        Ok(model)
+        AdaptedModel::with_lora(self, config, device)
     }
 
-    /// The same weights with adapters on or off. Off is the reference model of preference
-    /// training: no second copy of the weights (tensors are shared, not cloned).
-    pub fn with_adapters(mut self, enabled: bool) -> Self {
-        self.decoder = self.decoder.with_adapters(enabled);
-        self
+    /// The same weights with adapters on or off (off: the reference model, weights shared).
+    pub fn with_adapters(self, enabled: bool) -> Self {
+        AdaptedModel::with_adapters(self, enabled)
     }
 
     /// Folds every adapter into its base weight (for export); the result has no adapters.
-    pub fn merge_lora(mut self) -> Self {
-        self.decoder = self.decoder.merge_lora();
-        self.lora = None;
-        self
+    pub fn merge_lora(self) -> Self {
+        AdaptedModel::merge_lora(self)
     }
 
-    /// Whether any projection carries an adapter.
+    /// Whether any decoder projection carries an adapter.
     pub fn has_lora(&self) -> bool {
-        self.decoder.has_lora()
+        AdaptedModel::has_lora(self)
     }
 }
 

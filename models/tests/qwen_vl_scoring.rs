@@ -49,11 +49,11 @@ fn packed_equals_separate(dir: &str) {
     let packed = floats(logits);
     let (answer_ids, answer_lens) = answers();
     let mut worst = 0f32;
-    for p in 0..2 {
+    for (p, prefix_answers) in answer_ids.iter().enumerate() {
         for (i, &len) in answer_lens.iter().enumerate() {
             let mut one = single_row(&prompts, p);
             let prefix_len = one.input_ids[0].len();
-            one.input_ids[0].extend_from_slice(&answer_ids[p][i][..len]);
+            one.input_ids[0].extend_from_slice(&prefix_answers[i][..len]);
             one.attention_mask[0].resize(prefix_len + len, true);
             let full = floats(model.forward(&one).unwrap());
             for t in 0..len {

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use burn::module::Param;
+use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
@@ -43,16 +43,17 @@ fn host_f32<B: Backend>(t: Tensor<B, 2>) -> (Vec<usize>, Vec<u8>) {
     (dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
-/// A model whose decoder carries LoRA adapters that travel as PEFT files: what
-/// [`save_adapter`] and [`load_adapter`] need to know about a model family.
-pub trait AdaptedModel<B: Backend>: Sized {
+/// A model whose decoder carries LoRA adapters (Vlm, QwenVl): the LoRA operations, written once
+/// here over the decoder ([`Decoder::check_lora`], [`Decoder::attach_lora`], …), and what
+/// [`save_adapter`] and [`load_adapter`] need to know about the family's PEFT names. The models'
+/// inherent `with_lora`/`with_adapters`/`merge_lora`/`has_lora` delegate here.
+pub trait AdaptedModel<B: Backend>: Module<B> + Sized {
     /// The decoder that holds the adapters.
     fn decoder(&self) -> &Decoder<B>;
     fn decoder_mut(&mut self) -> &mut Decoder<B>;
-    /// The adapters' hyperparameters, when the model has adapters.
-    fn lora(&self) -> Option<&LoraConfig>;
-    /// Freezes the model and attaches fresh adapters (the model's own `with_lora`).
-    fn attach_lora(self, config: &LoraConfig, device: &B::Device) -> Result<Self, ModelError>;
+    /// The adapters' hyperparameters (the model's `lora` field).
+    fn lora_slot(&mut self) -> &mut Option<LoraConfig>;
+    fn lora_config(&self) -> Option<&LoraConfig>;
     /// Where PEFT puts the decoder's modules (`…layers.N.self_attn.q_proj`) when saving.
     fn peft_prefix(&self) -> &'static str;
     /// Decoder prefixes accepted when loading (each tried with `layers.` after it).
@@ -61,6 +62,36 @@ pub trait AdaptedModel<B: Backend>: Sized {
     fn peft_target_modules(&self, targets: &[String]) -> Value;
     /// `task_type` of the written `adapter_config.json`.
     fn peft_task_type(&self) -> Value;
+
+    /// Freezes every weight and attaches fresh adapters to the decoder projections `config`
+    /// targets (the vision tower gets none); only the adapters require gradients afterwards.
+    /// A rank the projections cannot hold is refused, naming the projection.
+    fn with_lora(self, config: &LoraConfig, device: &B::Device) -> Result<Self, ModelError> {
+        self.decoder().check_lora(config)?;
+        let mut model = self.no_grad();
+        model.decoder_mut().attach_lora(config, device);
+        *model.lora_slot() = Some(config.clone());
+        Ok(model)
+    }
+
+    /// The same weights with adapters on or off. Off is the reference model of preference
+    /// training: no second copy of the weights.
+    fn with_adapters(mut self, enabled: bool) -> Self {
+        self.decoder_mut().set_adapters_enabled(enabled);
+        self
+    }
+
+    /// Folds every adapter into its base weight (for export); the result has no adapters.
+    fn merge_lora(mut self) -> Self {
+        self.decoder_mut().merge_lora();
+        *self.lora_slot() = None;
+        self
+    }
+
+    /// Whether any decoder projection carries an adapter.
+    fn has_lora(&self) -> bool {
+        self.decoder().has_lora()
+    }
 }
 
 /// PEFT's `target_modules` regex for the decoder layers under `lm` (a regex of the module path
@@ -81,12 +112,12 @@ impl<B: Backend> AdaptedModel<B> for Vlm<B> {
         &mut self.decoder
     }
 
-    fn lora(&self) -> Option<&LoraConfig> {
-        self.lora.as_ref()
+    fn lora_slot(&mut self) -> &mut Option<LoraConfig> {
+        &mut self.lora
     }
 
-    fn attach_lora(self, config: &LoraConfig, device: &B::Device) -> Result<Self, ModelError> {
-        Vlm::with_lora(self, config, device)
+    fn lora_config(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
     }
 
     fn peft_prefix(&self) -> &'static str {
@@ -132,12 +163,12 @@ impl<B: Backend> AdaptedModel<B> for QwenVl<B> {
         &mut self.decoder
     }
 
-    fn lora(&self) -> Option<&LoraConfig> {
-        self.lora.as_ref()
+    fn lora_slot(&mut self) -> &mut Option<LoraConfig> {
+        &mut self.lora
     }
 
-    fn attach_lora(self, config: &LoraConfig, device: &B::Device) -> Result<Self, ModelError> {
-        QwenVl::with_lora(self, config, device)
+    fn lora_config(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
     }
 
     fn peft_prefix(&self) -> &'static str {
@@ -164,7 +195,7 @@ pub fn save_adapter<B: Backend, M: AdaptedModel<B>>(
     dir: &Path,
     base_model: Option<&str>,
 ) -> Result<(), ModelError> {
-    let lora = model.lora().ok_or_else(|| {
+    let lora = model.lora_config().ok_or_else(|| {
         ModelError::Input(
             "the model has no LoRA adapters; call `with_lora` (or load an adapter) first".into(),
         )
@@ -364,7 +395,7 @@ pub fn load_adapter<B: Backend, M: AdaptedModel<B>>(
         })
         .unwrap_or(model.peft_prefix());
     refuse_foreign_modules(&store, prefix, dir)?;
-    let mut model = model.attach_lora(&lora, device)?;
+    let mut model = AdaptedModel::with_lora(model, &lora, device)?;
     for (i, layer) in model.decoder_mut().layers.iter_mut().enumerate() {
         let projections = [
             ("self_attn.q_proj", &mut layer.self_attn.q_proj),

@@ -13,6 +13,7 @@ use super::vision::QwenVisionTransformer;
 use crate::decoder::{Decoder, DeepStack};
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
+use crate::loading::adapter::AdaptedModel;
 use crate::lora::LoraConfig;
 use crate::mask::{attention_bias, int_tensor, RowLayout};
 use crate::rope::RopeTables;
@@ -230,33 +231,25 @@ impl<B: Backend> QwenVl<B> {
 }
 
 impl<B: Backend> QwenVl<B> {
-    /// Freezes every weight and attaches fresh LoRA adapters to the targeted decoder projections,
-    /// as [`crate::Vlm::with_lora`] does ([`Decoder::check_lora`] refuses a rank the projections
-    /// cannot hold). The vision tower gets none.
+    /// Freezes every weight and attaches fresh LoRA adapters to the targeted decoder projections
+    /// ([`AdaptedModel::with_lora`]); only the adapters require gradients afterwards.
     pub fn with_lora(self, config: &LoraConfig, device: &B::Device) -> Result<Self, ModelError> {
-        self.decoder.check_lora(config)?;
-        let mut model = self.no_grad();
-        model.decoder = model.decoder.attach_lora(config, device);
-        model.lora = Some(config.clone());
-        Ok(model)
+        AdaptedModel::with_lora(self, config, device)
     }
 
     /// The same weights with adapters on or off (off: the reference model, weights shared).
-    pub fn with_adapters(mut self, enabled: bool) -> Self {
-        self.decoder = self.decoder.with_adapters(enabled);
-        self
+    pub fn with_adapters(self, enabled: bool) -> Self {
+        AdaptedModel::with_adapters(self, enabled)
     }
 
     /// Folds every adapter into its base weight (for export); the result has no adapters.
-    pub fn merge_lora(mut self) -> Self {
-        self.decoder = self.decoder.merge_lora();
-        self.lora = None;
-        self
+    pub fn merge_lora(self) -> Self {
+        AdaptedModel::merge_lora(self)
     }
 
     /// Whether any decoder projection carries an adapter.
     pub fn has_lora(&self) -> bool {
-        self.decoder.has_lora()
+        AdaptedModel::has_lora(self)
     }
 }
 
