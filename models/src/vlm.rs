@@ -9,7 +9,6 @@ use crate::config::{FeatureSelect, VlmConfig};
 use crate::decoder::Decoder;
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
-use crate::loading::adapter::AdaptedModel;
 use crate::lora::LoraConfig;
 use crate::mask::{attention_bias, host_ints, int_tensor, positions_from_mask, RowLayout};
 use crate::projector::Projector;
@@ -321,26 +320,7 @@ impl<B: Backend> Vlm<B> {
         Ok(self.decoder.forward(embeds, positions, bias, caches))
     }
 
-    /// Freezes every weight and attaches fresh LoRA adapters to the targeted decoder projections
-    /// ([`AdaptedModel::with_lora`]); only the adapters require gradients afterwards.
-    pub fn with_lora(self, config: &LoraConfig, device: &B::Device) -> Result<Self, ModelError> {
-        AdaptedModel::with_lora(self, config, device)
-    }
-
-    /// The same weights with adapters on or off (off: the reference model, weights shared).
-    pub fn with_adapters(self, enabled: bool) -> Self {
-        AdaptedModel::with_adapters(self, enabled)
-    }
-
-    /// Folds every adapter into its base weight (for export); the result has no adapters.
-    pub fn merge_lora(self) -> Self {
-        AdaptedModel::merge_lora(self)
-    }
-
-    /// Whether any decoder projection carries an adapter.
-    pub fn has_lora(&self) -> bool {
-        AdaptedModel::has_lora(self)
-    }
+    crate::loading::adapter::inherent_lora_methods!();
 }
 
 #[cfg(test)]

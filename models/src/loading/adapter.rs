@@ -94,6 +94,62 @@ pub trait AdaptedModel<B: Backend>: Module<B> + Sized {
     }
 }
 
+/// [`AdaptedModel`]'s accessors for a model that keeps its decoder in `decoder` and its LoRA
+/// config in `lora` (both families do).
+macro_rules! model_lora_fields {
+    () => {
+        fn decoder(&self) -> &Decoder<B> {
+            &self.decoder
+        }
+
+        fn decoder_mut(&mut self) -> &mut Decoder<B> {
+            &mut self.decoder
+        }
+
+        fn lora_slot(&mut self) -> &mut Option<LoraConfig> {
+            &mut self.lora
+        }
+
+        fn lora_config(&self) -> Option<&LoraConfig> {
+            self.lora.as_ref()
+        }
+    };
+}
+
+/// The LoRA methods as inherent methods of a model (so callers need no trait import), each
+/// delegating to [`AdaptedModel`]'s single implementation.
+macro_rules! inherent_lora_methods {
+    () => {
+        /// Freezes every weight and attaches fresh LoRA adapters to the targeted decoder
+        /// projections ([`crate::AdaptedModel::with_lora`]); only the adapters require gradients
+        /// afterwards. A rank above a targeted projection's `min(d_in, d_out)` is refused.
+        pub fn with_lora(
+            self,
+            config: &$crate::LoraConfig,
+            device: &B::Device,
+        ) -> Result<Self, $crate::ModelError> {
+            $crate::AdaptedModel::with_lora(self, config, device)
+        }
+
+        /// The same weights with adapters on or off. Off is the reference model of preference
+        /// training: no second copy of the weights (tensors are shared, not cloned).
+        pub fn with_adapters(self, enabled: bool) -> Self {
+            $crate::AdaptedModel::with_adapters(self, enabled)
+        }
+
+        /// Folds every adapter into its base weight (for export); the result has no adapters.
+        pub fn merge_lora(self) -> Self {
+            $crate::AdaptedModel::merge_lora(self)
+        }
+
+        /// Whether any decoder projection carries an adapter.
+        pub fn has_lora(&self) -> bool {
+            $crate::AdaptedModel::has_lora(self)
+        }
+    };
+}
+pub(crate) use inherent_lora_methods;
+
 /// PEFT's `target_modules` regex for the decoder layers under `lm` (a regex of the module path
 /// before `.layers.`): full-matched by PEFT, so the vision tower's modules stay unadapted.
 fn layer_regex(lm: &str, targets: &[String]) -> Value {
@@ -104,21 +160,7 @@ fn layer_regex(lm: &str, targets: &[String]) -> Value {
 }
 
 impl<B: Backend> AdaptedModel<B> for Vlm<B> {
-    fn decoder(&self) -> &Decoder<B> {
-        &self.decoder
-    }
-
-    fn decoder_mut(&mut self) -> &mut Decoder<B> {
-        &mut self.decoder
-    }
-
-    fn lora_slot(&mut self) -> &mut Option<LoraConfig> {
-        &mut self.lora
-    }
-
-    fn lora_config(&self) -> Option<&LoraConfig> {
-        self.lora.as_ref()
-    }
+    model_lora_fields!();
 
     fn peft_prefix(&self) -> &'static str {
         peft_text_prefix(self.config.name_style, self.config.vision.is_some())
@@ -155,21 +197,7 @@ impl<B: Backend> AdaptedModel<B> for Vlm<B> {
 }
 
 impl<B: Backend> AdaptedModel<B> for QwenVl<B> {
-    fn decoder(&self) -> &Decoder<B> {
-        &self.decoder
-    }
-
-    fn decoder_mut(&mut self) -> &mut Decoder<B> {
-        &mut self.decoder
-    }
-
-    fn lora_slot(&mut self) -> &mut Option<LoraConfig> {
-        &mut self.lora
-    }
-
-    fn lora_config(&self) -> Option<&LoraConfig> {
-        self.lora.as_ref()
-    }
+    model_lora_fields!();
 
     fn peft_prefix(&self) -> &'static str {
         QWEN_VL_PEFT_TEXT[0]

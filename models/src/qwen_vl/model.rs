@@ -13,7 +13,6 @@ use super::vision::QwenVisionTransformer;
 use crate::decoder::{Decoder, DeepStack};
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
-use crate::loading::adapter::AdaptedModel;
 use crate::lora::LoraConfig;
 use crate::mask::{attention_bias, int_tensor, RowLayout};
 use crate::rope::RopeTables;
@@ -231,26 +230,7 @@ impl<B: Backend> QwenVl<B> {
 }
 
 impl<B: Backend> QwenVl<B> {
-    /// Freezes every weight and attaches fresh LoRA adapters to the targeted decoder projections
-    /// ([`AdaptedModel::with_lora`]); only the adapters require gradients afterwards.
-    pub fn with_lora(self, config: &LoraConfig, device: &B::Device) -> Result<Self, ModelError> {
-        AdaptedModel::with_lora(self, config, device)
-    }
-
-    /// The same weights with adapters on or off (off: the reference model, weights shared).
-    pub fn with_adapters(self, enabled: bool) -> Self {
-        AdaptedModel::with_adapters(self, enabled)
-    }
-
-    /// Folds every adapter into its base weight (for export); the result has no adapters.
-    pub fn merge_lora(self) -> Self {
-        AdaptedModel::merge_lora(self)
-    }
-
-    /// Whether any decoder projection carries an adapter.
-    pub fn has_lora(&self) -> bool {
-        AdaptedModel::has_lora(self)
-    }
+    crate::loading::adapter::inherent_lora_methods!();
 }
 
 pub(crate) fn check_shapes<B: Backend>(input: &QwenVlInput<B>) -> Result<(), ModelError> {
