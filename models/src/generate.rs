@@ -271,7 +271,7 @@ impl<B: Backend> Vlm<B> {
     /// Prompts may be left- or right-padded (`input.attention_mask`); they are re-packed to left
     /// padding so every row's next token sits in the last column, and positions follow HF
     /// (`cumsum(mask) - 1`). The prompt (with its image) runs once; each new token then costs one
-    /// cached decoder step ([`decode`]).
+    /// cached decoder step (the decode loop every family shares).
     pub fn generate(
         &self,
         input: VlmInput<B>,

@@ -5,7 +5,9 @@
 //!
 //! Entry points: [`VlmConfig::init`], [`load_pretrained`], [`Vlm::forward`],
 //! [`Vlm::score_answers`], [`Vlm::generate`], [`Vlm::with_lora`] / [`Vlm::with_adapters`],
-//! [`save_adapter`] / [`load_adapter`].
+//! [`save_adapter`] / [`load_adapter`]. Qwen2-VL, Qwen2.5-VL and Qwen3-VL ([`qwen_vl`]) have
+//! the same operations ([`QwenVl::score_answers`], [`QwenVl::generate`], [`QwenVl::with_lora`]);
+//! both families' adapters go through [`AdaptedModel`].
 //!
 //! ```no_run
 //! use std::path::Path;

@@ -298,7 +298,7 @@ impl<B: Backend> Vlm<B> {
     }
 
     /// Normalized decoder hidden states `[batch, seq_len, d_model]`; with one [`KvCache`] per layer
-    /// (empty caches) the prompt's keys and values are kept for [`crate::generate`].
+    /// (empty caches) the prompt's keys and values are kept for [`Vlm::generate`].
     pub fn forward_hidden(
         &self,
         input: VlmInput<B>,

@@ -1,6 +1,6 @@
 //! KV-cached generation for Qwen-VL (HF `Qwen2VLForConditionalGeneration.generate`): the prompt,
 //! re-packed to left padding, runs once with its M-RoPE positions; the shared decode loop
-//! ([`crate::generate`]) then continues each row at `max prompt position + 1` (HF `rope_deltas`:
+//! (`generate.rs`) then continues each row at `max prompt position + 1` (HF `rope_deltas`:
 //! generated text after an image continues from the image's largest position).
 
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
