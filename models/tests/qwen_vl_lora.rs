@@ -239,3 +239,41 @@ fn only_adapters_train_after_with_lora() {
     assert_eq!(count.0, adapters, "trainable = the adapters only");
     assert!(count.1 > count.0);
 }
+
+#[test]
+fn preference_scoring_trains_the_adapters_and_leaves_the_tower_frozen() {
+    use burn::backend::Autodiff;
+    use firempo_models::QwenScoringInput;
+    type A = Autodiff<B>;
+    let dir = "qwen3_vl";
+    let model = load::<A>(dir)
+        .with_lora(&LoraConfig::default(), &Default::default())
+        .unwrap();
+    let prompts: QwenVlInput<A> = fixture_input(dir);
+    let input = QwenScoringInput {
+        prefix_ids: prompts.input_ids,
+        prefix_mask: prompts.attention_mask,
+        pixel_values: prompts.pixel_values,
+        image_grid_thw: prompts.image_grid_thw,
+        answer_ids: vec![vec![vec![5, 6, 7], vec![8, 9, 10]]; 2],
+    };
+    let grads = model.score_answers(input).unwrap().sum().backward();
+    let q = &model.decoder.layers[0].self_attn.q_proj;
+    // B starts at 0, so the first gradient lands on B (∂/∂A = s · x^T (∂y · B^T) = 0).
+    let b = q
+        .adapter
+        .as_ref()
+        .unwrap()
+        .b
+        .grad(&grads)
+        .expect("adapter B gradient");
+    assert!(b.abs().sum().into_scalar() > 0.0, "zero gradient at lora_B");
+    assert!(
+        model.visual.patch_embed.weight.grad(&grads).is_none(),
+        "the frozen vision tower got a gradient"
+    );
+    assert!(
+        q.base.weight.grad(&grads).is_none(),
+        "a frozen base weight got a gradient"
+    );
+}
