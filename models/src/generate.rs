@@ -277,24 +277,29 @@ impl<B: Backend> Vlm<B> {
         input: VlmInput<B>,
         config: &GenerationConfig,
     ) -> Result<Generation, ModelError> {
-        check_sampling(config)?;
         let device = input.input_ids.device();
+        let (ids, mask) = input.host();
+        self.generate_host(ids, mask, input.pixel_values, config, &device)
+    }
+
+    /// [`Vlm::generate`] on host ids and mask `[batch][seq]` (true = token): the prompt's ids
+    /// are never read back from the device.
+    pub fn generate_host(
+        &self,
+        ids: Vec<Vec<i64>>,
+        mask: Vec<Vec<bool>>,
+        pixel_values: Option<Tensor<B, 4>>,
+        config: &GenerationConfig,
+        device: &B::Device,
+    ) -> Result<Generation, ModelError> {
+        check_sampling(config)?;
         // Original-LLaVA placeholders (-200) expand before the re-pack below.
-        let (ids, mask) = self.host_input(&input)?;
+        let (ids, mask) = self.expand_host_ids(ids, mask)?;
         let packed = left_pack(&ids, &mask)?;
         let prompt_len = ids.first().map_or(0, Vec::len);
-        let mask_ints: Vec<Vec<i64>> = packed
-            .mask
-            .iter()
-            .map(|r| r.iter().map(|&m| i64::from(m)).collect())
-            .collect();
-        let prefill = VlmInput {
-            input_ids: int_tensor::<B>(&packed.ids, &device),
-            pixel_values: input.pixel_values,
-            attention_mask: Some(int_tensor::<B>(&mask_ints, &device)),
-        };
         let mut caches = KvCache::for_layers(self.decoder.layers.len());
-        let hidden = self.forward_hidden(prefill, &mut caches)?;
+        let hidden =
+            self.forward_hidden_host(&packed.ids, &packed.mask, pixel_values, &mut caches, device)?;
         let prefilled = Prefilled {
             logits: self.decoder.logits(hidden.narrow(1, prompt_len - 1, 1)),
             caches,

@@ -31,14 +31,23 @@ pub struct ScoringInput<B: Backend> {
     pub answer_ids: Tensor<B, 3, Int>,
 }
 
-struct HostScoring {
-    prefix: Vec<Vec<i64>>,
-    mask: Vec<Vec<bool>>,
-    answers: Vec<Vec<Vec<i64>>>,
+/// [`ScoringInput`] with the ids on the host, what the training loop builds: scoring it reads
+/// nothing back from the device (on a GPU each read-back is a sync).
+#[derive(Debug, Clone)]
+pub struct HostScoringInput<B: Backend> {
+    /// `[n_prefixes][prefix_len]`, left-padded.
+    pub prefix_ids: Vec<Vec<i64>>,
+    /// `[n_prefixes][prefix_len]`, true = token.
+    pub prefix_mask: Vec<Vec<bool>>,
+    /// `[n_images, C, H, W]` for the image tokens of the prefixes (row-major order).
+    pub pixel_values: Option<Tensor<B, 4>>,
+    /// `[n_prefixes][n_answers][answer_len]`, right-padded with any valid id.
+    pub answer_ids: Vec<Vec<Vec<i64>>>,
 }
 
 impl<B: Backend> ScoringInput<B> {
-    fn host(&self) -> Result<HostScoring, ModelError> {
+    /// The ids read back to the host.
+    pub fn host(&self) -> Result<HostScoringInput<B>, ModelError> {
         let prefix = host_ints(&self.prefix_ids);
         let mask: Vec<Vec<bool>> = match &self.prefix_mask {
             Some(m) => host_ints(m)
@@ -63,11 +72,11 @@ impl<B: Backend> ScoringInput<B> {
         );
         let answers: Vec<Vec<Vec<i64>>> =
             flat.chunks(n_answers).map(<[Vec<i64>]>::to_vec).collect();
-        check_layout(&prefix, &mask, &answers)?;
-        Ok(HostScoring {
-            prefix,
-            mask,
-            answers,
+        Ok(HostScoringInput {
+            prefix_ids: prefix,
+            prefix_mask: mask,
+            pixel_values: self.pixel_values.clone(),
+            answer_ids: answers,
         })
     }
 }
@@ -225,12 +234,21 @@ impl<B: Backend> Vlm<B> {
     /// prefix, the image encoder and the projector.
     pub fn score_answers(&self, input: ScoringInput<B>) -> Result<Tensor<B, 4>, ModelError> {
         let device = input.prefix_ids.device();
-        let host = input.host()?;
-        let packed = PackedAnswers::new(&host.prefix, &host.mask, &host.answers)?;
-        let prefix_positions = positions_from_mask(&host.mask);
+        self.score_answers_host(input.host()?, &device)
+    }
+
+    /// [`Vlm::score_answers`] on host ids (nothing read back from the device).
+    pub fn score_answers_host(
+        &self,
+        input: HostScoringInput<B>,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 4>, ModelError> {
+        let device = device.clone();
+        let packed = PackedAnswers::new(&input.prefix_ids, &input.prefix_mask, &input.answer_ids)?;
+        let prefix_positions = positions_from_mask(&input.prefix_mask);
         let positions: Vec<Vec<i64>> = prefix_positions
             .iter()
-            .zip(&host.mask)
+            .zip(&input.prefix_mask)
             .map(|(pos, m)| {
                 let n_real = m.iter().filter(|&&m| m).count() as i64;
                 packed.row_positions(pos, n_real)
@@ -254,16 +272,17 @@ impl<B: Backend> Vlm<B> {
     ) -> Result<Tensor<B, 4>, ModelError> {
         let device = input.prefix_ids.device();
         let host = input.host()?;
-        let n_prefixes = host.prefix.len();
-        let prefix_len = host.prefix[0].len();
-        let n_answers = host.answers[0].len();
-        let answer_len = host.answers[0][0].len();
+        check_layout(&host.prefix_ids, &host.prefix_mask, &host.answer_ids)?;
+        let n_prefixes = host.prefix_ids.len();
+        let prefix_len = host.prefix_ids[0].len();
+        let n_answers = host.answer_ids[0].len();
+        let answer_len = host.answer_ids[0][0].len();
         let mut ids = Vec::new();
         let mut mask = Vec::new();
         for p in 0..n_prefixes {
-            for answer in &host.answers[p] {
-                ids.push([host.prefix[p].clone(), answer.clone()].concat());
-                let mut m: Vec<i64> = host.mask[p].iter().map(|&b| i64::from(b)).collect();
+            for answer in &host.answer_ids[p] {
+                ids.push([host.prefix_ids[p].clone(), answer.clone()].concat());
+                let mut m: Vec<i64> = host.prefix_mask[p].iter().map(|&b| i64::from(b)).collect();
                 m.resize(prefix_len + answer_len, 1);
                 mask.push(m);
             }

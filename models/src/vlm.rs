@@ -273,6 +273,15 @@ impl<B: Backend> Vlm<B> {
     /// feature positions per image (the layout [`Vlm::forward`] returns logits in).
     pub fn host_input(&self, input: &VlmInput<B>) -> Result<HostIds, ModelError> {
         let (ids, mask) = input.host();
+        self.expand_host_ids(ids, mask)
+    }
+
+    /// Host ids and mask with every [`IMAGE_TOKEN_INDEX`] expanded (see [`Vlm::host_input`]).
+    pub fn expand_host_ids(
+        &self,
+        ids: Vec<Vec<i64>>,
+        mask: Vec<Vec<bool>>,
+    ) -> Result<HostIds, ModelError> {
         if !ids.iter().flatten().any(|&t| t == IMAGE_TOKEN_INDEX) {
             return Ok((ids, mask));
         }
@@ -306,7 +315,21 @@ impl<B: Backend> Vlm<B> {
     ) -> Result<Tensor<B, 3>, ModelError> {
         let device = input.input_ids.device();
         let (ids, mask) = self.host_input(&input)?;
-        let embeds = self.embed_inputs(&ids, input.pixel_values, &device)?;
+        self.forward_hidden_host(&ids, &mask, input.pixel_values, caches, &device)
+    }
+
+    /// [`Vlm::forward_hidden`] on host ids and mask `[batch][seq]` (placeholders already
+    /// expanded, [`Vlm::expand_host_ids`]): nothing is read back from the device.
+    pub fn forward_hidden_host(
+        &self,
+        ids: &[Vec<i64>],
+        mask: &[Vec<bool>],
+        pixel_values: Option<Tensor<B, 4>>,
+        caches: &mut [KvCache<B>],
+        device: &B::Device,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        let device = device.clone();
+        let embeds = self.embed_inputs(ids, pixel_values, &device)?;
         let seq_len = ids.first().map_or(0, Vec::len);
         let rows: Vec<RowLayout> = mask
             .iter()
@@ -316,7 +339,7 @@ impl<B: Backend> Vlm<B> {
             })
             .collect();
         let bias = attention_bias::<B>(&rows, 0, seq_len, &device);
-        let positions = int_tensor::<B>(&positions_from_mask(&mask), &device);
+        let positions = int_tensor::<B>(&positions_from_mask(mask), &device);
         Ok(self.decoder.forward(embeds, positions, bias, caches))
     }
 

@@ -7,7 +7,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 /// Prompts and the answers scored after each, as host ids in the packed layout every model
 /// family's shared-prefix scoring takes ([`super::model::Model::score_answers`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct PackedAnswers {
+pub struct ScoringIds {
     /// `[n_prompts][prefix_len]`, left-padded so every prompt ends at the last column.
     pub prefix_ids: Vec<Vec<i64>>,
     /// `[n_prompts][prefix_len]`, true at real tokens.
@@ -16,7 +16,7 @@ pub struct PackedAnswers {
     pub answer_ids: Vec<Vec<Vec<i64>>>,
 }
 
-impl PackedAnswers {
+impl ScoringIds {
     /// `answer_ids` as a tensor `[n_prompts, n_answers, answer_len]`.
     pub fn answer_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 3, Int> {
         let n_answers = self.answer_ids.first().map_or(0, Vec::len);
@@ -41,7 +41,7 @@ impl PackedAnswers {
 #[derive(Debug, Clone)]
 pub struct ScoringBatch<B: Backend> {
     /// The ids the model scores.
-    pub packed: PackedAnswers,
+    pub packed: ScoringIds,
     /// Answer token ids `[n_prompts, n_answers, answer_len]` (padding holds `pad`).
     pub labels: Tensor<B, 3, Int>,
     /// 1 at real answer tokens `[n_prompts, n_answers, answer_len]`.
@@ -84,7 +84,7 @@ pub fn scoring_batch<B: Backend>(
         .flatten()
         .flat_map(|a| (0..answer_len).map(move |t| if t < a.len() { 1.0 } else { 0.0 }))
         .collect();
-    let packed = PackedAnswers {
+    let packed = ScoringIds {
         prefix_ids,
         prefix_mask,
         answer_ids,

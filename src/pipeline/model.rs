@@ -13,16 +13,15 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use firempo_models::loading::{load_pretrained_with, LoadOptions};
-use firempo_models::mask::int_tensor;
 use firempo_models::precision::{cast_base_weights, WeightDType};
 use firempo_models::{
     load_adapter, load_qwen_vl, load_record_file, save_adapter, Generation, GenerationConfig,
-    LoraConfig, QwenScoringInput, QwenVl, QwenVlConfig, QwenVlInput, ScoringInput, TextConfig, Vlm,
-    VlmConfig, VlmInput,
+    HostScoringInput, LoraConfig, QwenScoringInput, QwenVl, QwenVlConfig, QwenVlInput, TextConfig,
+    Vlm, VlmConfig,
 };
 use serde_json::Value;
 
-use super::batch::PackedAnswers;
+use super::batch::ScoringIds;
 
 /// A model of any family the pipeline runs.
 #[derive(Module, Debug)]
@@ -294,23 +293,23 @@ impl<B: Backend> Model<B> {
     }
 
     /// Logits `[n_prompts, n_answers, answer_len, vocab]` of every answer after its prompt, in
-    /// one packed forward per batch (see [`firempo_models::ScoringInput`]); `pixels` holds the
-    /// prompts' images in prompt order.
+    /// one packed forward per batch, from host ids (nothing is read back from the device);
+    /// `pixels` holds the prompts' images in prompt order.
     pub fn score_answers(
         &self,
-        packed: &PackedAnswers,
+        packed: &ScoringIds,
         pixels: Pixels<B>,
     ) -> anyhow::Result<Tensor<B, 4>> {
         match (self, pixels) {
             (Self::Llava(model), Pixels::Square(pixels)) => {
                 let device = pixels.device();
-                let input = ScoringInput {
-                    prefix_ids: int_tensor(&packed.prefix_ids, &device),
-                    prefix_mask: Some(int_tensor(&mask_rows(&packed.prefix_mask), &device)),
+                let input = HostScoringInput {
+                    prefix_ids: packed.prefix_ids.clone(),
+                    prefix_mask: packed.prefix_mask.clone(),
                     pixel_values: Some(pixels),
-                    answer_ids: packed.answer_tensor(&device),
+                    answer_ids: packed.answer_ids.clone(),
                 };
-                Ok(model.score_answers(input)?)
+                Ok(model.score_answers_host(input, &device)?)
             }
             (Self::QwenVl(model), Pixels::Patches { values, grids }) => {
                 let input = QwenScoringInput {
@@ -339,10 +338,7 @@ impl<B: Backend> Model<B> {
         match (self, pixels) {
             (Self::Llava(model), Pixels::Square(pixels)) => {
                 let device = pixels.device();
-                let input = VlmInput::new(int_tensor(&ids, &device))
-                    .with_attention_mask(int_tensor(&mask_rows(&mask), &device))
-                    .with_pixels(pixels);
-                Ok(model.generate(input, config)?)
+                Ok(model.generate_host(ids, mask, Some(pixels), config, &device)?)
             }
             (Self::QwenVl(model), Pixels::Patches { values, grids }) => {
                 let input = QwenVlInput {
@@ -357,10 +353,4 @@ impl<B: Backend> Model<B> {
             (Self::QwenVl(_), pixels) => Err(pixels.family_mismatch("Qwen-VL")),
         }
     }
-}
-
-fn mask_rows(mask: &[Vec<bool>]) -> Vec<Vec<i64>> {
-    mask.iter()
-        .map(|row| row.iter().map(|&m| i64::from(m)).collect())
-        .collect()
 }

@@ -14,7 +14,7 @@ use firempo::stages::sft::{ModelSource, SftStage};
 use firempo::train::TrainerConfig;
 use firempo_models::LoraConfig;
 
-use crate::qwen_checkpoint::qwen_checkpoint;
+use crate::qwen_checkpoint::{qwen_checkpoint, qwen_checkpoint_of};
 
 type B = Autodiff<TestCpu>;
 
@@ -62,6 +62,19 @@ fn qwen_checkpoint_runs_through_sample_sft_align_and_eval() {
         qwen_checkpoint,
         None,
     );
+}
+
+#[test]
+fn qwen2_vl_and_qwen3_vl_checkpoints_run_through_the_stages_too() {
+    // Qwen2-VL: Hub layout, LayerNorm vision blocks; Qwen3-VL: DeepStack, interleaved M-RoPE,
+    // q/k-normed decoder, patch 16 (a 64×64 image: 4 image tokens).
+    for family in ["qwen2_vl", "qwen3_vl"] {
+        crate::hf_checkpoint::runs_through_sample_sft_align_and_eval(
+            &format!("{family}-stages"),
+            |dir: &Path| qwen_checkpoint_of(dir, family),
+            None,
+        );
+    }
 }
 
 /// Answer log-probs of the first records under the model in `dir`.
