@@ -1,20 +1,22 @@
 //! Memory of one LoRA preference step of Qwen2.5-VL-7B-Instruct and Qwen3-VL-4B-Instruct at their
-//! real widths, as `llava_memory` measures LLaVA: 1 and 2 decoder layers measured, extrapolated
-//! linearly to the real depth; the vision tower always at its real depth. Layout as in FiRe-MPO
-//! alignment: two prefixes (a ~1-megapixel image and its lesion-corrupted copy, same grid, plus 40
-//! text tokens each), two answers of 24 tokens per prefix, vision tower and merger frozen, LoRA
-//! (rank 8, alpha 16) on all seven decoder projections; the policy forward, the adapters-off
-//! reference forward without a graph (`firempo align`'s `reference_of`), a log-prob reduction and
-//! the backward.
+//! real widths, as `llava_memory` measures LLaVA. Layout as in FiRe-MPO alignment: two prefixes (a
+//! ~1-megapixel image and its lesion-corrupted copy, same grid, plus 40 text tokens each), two
+//! answers of 24 tokens per prefix, vision tower and merger frozen, LoRA (rank 8, alpha 16) on all
+//! seven decoder projections; the policy forward, the adapters-off reference forward without a
+//! graph (`firempo align`'s `reference_of`), a log-prob reduction and the backward.
+//!
+//! Depth is extrapolated linearly on both stacks: steps with 1 and 2 decoder layers give the
+//! per-layer increment, steps with 3 and 6 vision blocks the per-block one (the frozen tower keeps
+//! no activations, so a block adds its weights; its whole-image attention is a transient of one
+//! block whatever the depth, and the measurement shows both). The tower's weights are also built
+//! at the real depth as a check.
 //!
 //! Counts live heap bytes on ndarray (f32), which is what the tensors need on any backend; a GPU
 //! allocator adds its own pooling on top. The peak is taken per phase (policy forward, reference
-//! forward, backward), each phase is extrapolated on its own and the step's peak is the largest:
-//! at 1–2 layers the reference's vision tower (dense whole-image attention over every patch)
-//! can dominate, at full depth the saved decoder activations do. Run (dev profile: dependencies
-//! are optimized there):
+//! forward, backward), each phase is extrapolated on its own and the step's peak is the largest.
+//! Run (dev profile: dependencies are optimized there; ~30 min on two cores):
 //! `cargo bench -p firempo-models --bench qwen_memory --profile dev` (append `-- qwen2.5` or
-//! `-- qwen3` for one model).
+//! `-- qwen3` for one model, `-- vision` for the vision tower alone, ~1 min).
 
 use std::time::Instant;
 
@@ -38,9 +40,10 @@ const PREFIXES: usize = 2;
 const TEXT_TOKENS: usize = 40;
 const ANSWERS: usize = 2;
 const ANSWER_LEN: usize = 24;
-/// Vision blocks of the cut tower that checks whether the tower's memory grows with depth (it
-/// holds a whole-image attention block in both models: Qwen2.5-VL's 7, Qwen3-VL's all).
-const CUT_VISION_DEPTH: usize = 8;
+/// Vision blocks of the two cut towers ([`cut`]): the decoder is measured with the first, the
+/// difference between them is what each further block adds (a full-depth step at these widths
+/// takes over half an hour on ndarray, almost all of it in the tower's whole-image attention).
+const VISION_BLOCKS: [usize; 2] = [3, 6];
 const GIB: f64 = (1u64 << 30) as f64;
 
 /// Qwen2 vocabulary ids (both checkpoints): `<|vision_start|>`, `<|vision_end|>`, `<|image_pad|>`.
@@ -232,63 +235,71 @@ fn image_tokens(config: &QwenVlConfig, grid: [usize; 3]) -> usize {
     grid.iter().product::<usize>() / (merge * merge)
 }
 
-/// Bytes above the bench's starting point at each phase of one step.
+/// Bytes above the bench's starting point in one step: the weights, then the peak during the
+/// policy forward, the reference forward and the backward (f64 so measurements combine linearly).
 #[derive(Debug, Clone, Copy)]
-struct StepMemory {
-    /// Policy weights with adapters, plus the reference (which shares them).
-    weights: usize,
-    policy_forward: usize,
-    reference_forward: usize,
-    backward: usize,
-}
+struct StepMemory([f64; 4]);
 
 impl StepMemory {
     const PHASES: [&'static str; 3] = ["policy forward", "reference forward", "backward"];
 
-    fn phases(&self) -> [usize; 3] {
-        [self.policy_forward, self.reference_forward, self.backward]
+    fn weights(&self) -> f64 {
+        self.0[0]
     }
 
-    /// `self` (1 layer) + (`full` − 1) × (`next` (2 layers) − `self`), field by field.
-    fn extrapolate(&self, next: &StepMemory, full: usize) -> StepMemory {
-        let line =
-            |a: usize, b: usize| (a as isize + (full as isize - 1) * increment(a, b)) as usize;
-        StepMemory {
-            weights: line(self.weights, next.weights),
-            policy_forward: line(self.policy_forward, next.policy_forward),
-            reference_forward: line(self.reference_forward, next.reference_forward),
-            backward: line(self.backward, next.backward),
-        }
+    /// `self + k · (to − from)`, column by column: a linear extrapolation.
+    fn plus_slope(&self, from: &Self, to: &Self, k: f64) -> Self {
+        Self(std::array::from_fn(|i| {
+            self.0[i] + k * (to.0[i] - from.0[i])
+        }))
     }
 
     /// The step's peak and the phase where it occurs.
-    fn peak(&self) -> (usize, &'static str) {
-        let phases = self.phases();
-        let i = (0..3).max_by_key(|&i| phases[i]).unwrap();
-        (phases[i], Self::PHASES[i])
+    fn peak(&self) -> (f64, &'static str) {
+        let i = (1..4)
+            .max_by(|&a, &b| self.0[a].total_cmp(&self.0[b]))
+            .unwrap();
+        (self.0[i], Self::PHASES[i - 1])
+    }
+
+    fn show(&self, digits: usize) -> String {
+        let [w, p, r, b] = self.0.map(|x| x / GIB);
+        format!("weights {w:.digits$}; peak in policy forward {p:.digits$}, reference forward {r:.digits$}, backward {b:.digits$} GiB")
     }
 }
 
-fn gib(bytes: usize) -> f64 {
-    bytes as f64 / GIB
-}
-
-/// What one more decoder layer adds (signed: a phase the tower dominates may barely move).
-fn increment(one: usize, two: usize) -> isize {
-    two as isize - one as isize
+fn gib(bytes: f64) -> f64 {
+    bytes / GIB
 }
 
 /// Highest live bytes above `base` since the last reset; starts the next phase.
-fn phase_peak(base: usize) -> usize {
+fn phase_peak(base: usize) -> f64 {
     let peak = common::peak_bytes() - base;
     common::reset_peak();
-    peak
+    peak as f64
 }
 
-/// One step of `case` cut to `layers` decoder layers.
-fn measure_step(case: &Case, layers: usize) -> StepMemory {
-    let mut config = case.config.clone();
+/// `config` with `layers` decoder layers and a vision tower of `blocks` blocks that keeps the real
+/// tower's kinds of block: Qwen2.5-VL's last block attends to whole images (the others to
+/// windows, as 28 of the real 32 do), Qwen3-VL's three DeepStack levels read the last blocks.
+fn cut(config: &QwenVlConfig, layers: usize, blocks: usize) -> QwenVlConfig {
+    let mut config = config.clone();
     config.text.n_layers = layers;
+    let vision = &mut config.vision;
+    if blocks < vision.depth {
+        if !vision.fullatt_block_indexes.is_empty() {
+            vision.fullatt_block_indexes = vec![blocks - 1];
+        }
+        let levels = vision.deepstack_visual_indexes.len();
+        vision.deepstack_visual_indexes = (blocks - levels..blocks).collect();
+        vision.depth = blocks;
+    }
+    config
+}
+
+/// One step of `case` cut to `layers` decoder layers and `blocks` vision blocks.
+fn measure_step(case: &Case, layers: usize, blocks: usize) -> StepMemory {
+    let config = cut(&case.config, layers, blocks);
     let device = Default::default();
     let base = common::live_bytes();
     let mut policy = config
@@ -297,7 +308,7 @@ fn measure_step(case: &Case, layers: usize) -> StepMemory {
         .expect("rank 8 fits every projection");
     policy.visual = policy.visual.no_grad();
     let reference = policy.clone().with_adapters(false).valid();
-    let weights = common::live_bytes() - base;
+    let weights = (common::live_bytes() - base) as f64;
 
     let pixels = pixels(&config.vision, case.grid, &device);
     let labels = Tensor::<A, 4, Int>::from_data(
@@ -328,51 +339,51 @@ fn measure_step(case: &Case, layers: usize) -> StepMemory {
     let grads = loss.backward();
     let backward = phase_peak(base);
     drop(grads);
-    let step = StepMemory {
-        weights,
-        policy_forward,
-        reference_forward,
-        backward,
-    };
+    let step = StepMemory([weights, policy_forward, reference_forward, backward]);
     println!(
-        "  {layers} decoder layer(s): weights {:.2} GiB; peak in policy forward {:.2}, reference forward {:.2}, backward {:.2} GiB ({:.0} s)",
-        gib(step.weights),
-        gib(step.policy_forward),
-        gib(step.reference_forward),
-        gib(step.backward),
+        "  {layers} decoder layer(s), {blocks} vision blocks: {} ({:.0} s)",
+        step.show(2),
         started.elapsed().as_secs_f64()
     );
     step
 }
 
-/// The frozen vision tower alone on the step's two images: weights, and the transient of one
-/// forward above them (what the tower adds on top of whatever is live when it runs), at `depth`.
-fn measure_vision(case: &Case, depth: usize) -> (usize, usize) {
-    let mut vision = case.config.vision.clone();
-    vision.depth = depth;
-    vision.deepstack_visual_indexes.retain(|&i| i < depth);
-    let device = Default::default();
+/// A frozen vision tower with its weights in memory (burn initializes parameters lazily; mapping
+/// them, as freezing does, materializes them).
+fn frozen_tower(vision: &QwenVisionConfig) -> QwenVisionTransformer<I> {
+    QwenVisionTransformer::<I>::init(vision, &Default::default()).no_grad()
+}
+
+/// The frozen vision tower alone: its weights at the real depth (built, not run), and the
+/// transient of one forward of the cut tower on the step's two images above its weights and
+/// inputs (what the tower adds on top of whatever is live when it runs).
+fn measure_vision(case: &Case) -> (f64, f64) {
     let base = common::live_bytes();
-    let tower = QwenVisionTransformer::<I>::init(&vision, &device);
-    let weights = common::live_bytes() - base;
-    let pixels = pixels(&vision, case.grid, &device);
+    let tower = frozen_tower(&case.config.vision);
+    let weights = (common::live_bytes() - base) as f64;
+    drop(tower);
+    let vision = cut(&case.config, 1, VISION_BLOCKS[0]).vision;
+    let tower = frozen_tower(&vision);
+    let pixels = pixels(&vision, case.grid, &Default::default());
     let started = Instant::now();
     let live = common::live_bytes();
     common::reset_peak();
     let out = tower.forward(pixels, &[case.grid; PREFIXES]);
-    let transient = common::peak_bytes() - live;
+    let transient = (common::peak_bytes() - live) as f64;
     drop(out);
     println!(
-        "  vision tower, {depth} blocks: weights {:.2} GiB, forward transient {:.2} GiB ({:.0} s)",
+        "  vision tower: weights {:.2} GiB at {} blocks; forward transient {:.2} GiB ({} blocks, {:.0} s)",
         gib(weights),
+        case.config.vision.depth,
         gib(transient),
+        VISION_BLOCKS[0],
         started.elapsed().as_secs_f64()
     );
     (weights, transient)
 }
 
-fn report(case: &Case) {
-    let full = case.config.text.n_layers;
+fn report(case: &Case, vision_only: bool) {
+    let layers = case.config.text.n_layers;
     let depth = case.config.vision.depth;
     let [t, h, w] = case.grid;
     let patch = case.config.vision.patch_size;
@@ -383,53 +394,74 @@ fn report(case: &Case) {
         w * patch,
         image_tokens(&case.config, case.grid)
     );
-    let one = measure_step(case, 1);
-    let two = measure_step(case, 2);
-    let per_layer = |a: usize, b: usize| increment(a, b) as f64 / GIB;
+    if vision_only {
+        measure_vision(case);
+        return;
+    }
+    let [d1, d2] = VISION_BLOCKS;
+    let base = measure_step(case, 1, d1);
+    let deeper = measure_step(case, 2, d1);
+    let wider_tower = measure_step(case, 1, d2);
+    let zero = StepMemory([0.0; 4]);
+    let per_layer = zero.plus_slope(&base, &deeper, 1.0);
+    let per_block = zero.plus_slope(&base, &wider_tower, 1.0 / (d2 - d1) as f64);
+    println!("  per decoder layer: {}", per_layer.show(3));
     println!(
-        "  per decoder layer: weights {:.3} GiB; peak increment in policy forward {:.3}, reference forward {:.3}, backward {:.3} GiB",
-        per_layer(one.weights, two.weights),
-        per_layer(one.policy_forward, two.policy_forward),
-        per_layer(one.reference_forward, two.reference_forward),
-        per_layer(one.backward, two.backward),
+        "  per vision block: {} (frozen: each phase grows by the block's weights only)",
+        per_block.show(3)
     );
-    let (vision_weights, transient) = measure_vision(case, depth);
-    let (cut_weights, cut_transient) = measure_vision(case, CUT_VISION_DEPTH);
+    let (vision_weights, transient) = measure_vision(case);
+    let full = base
+        .plus_slope(&base, &deeper, (layers - 1) as f64)
+        .plus_slope(&base, &wider_tower, (depth - d1) as f64 / (d2 - d1) as f64);
+    let (peak, phase) = full.peak();
     println!(
-        "  vision tower: weights linear in depth ({:.3} GiB per block), forward transient {:.2} GiB at {depth} blocks vs {:.2} GiB at {CUT_VISION_DEPTH} (one block's, not depth-linear: the frozen tower keeps no activations)",
-        gib(vision_weights - cut_weights) / (depth - CUT_VISION_DEPTH) as f64,
-        gib(transient),
-        gib(cut_transient)
-    );
-    let at_full = one.extrapolate(&two, full);
-    let (peak, phase) = at_full.peak();
-    println!(
-        "  {} ({full} layers), f32, LoRA step: weights {:.1} GiB (vision tower {:.1} GiB, {:.0}%), peak {:.1} GiB in the {phase} (vision forward transient {:.1} GiB = {:.0}% of it)",
+        "  {} ({layers} layers, {depth} vision blocks), f32, LoRA step: weights {:.1} GiB (vision tower {:.1} GiB = {:.0}%), peak {:.1} GiB in the {phase} (vision forward transient {:.1} GiB = {:.0}% of it)",
         case.name,
-        gib(at_full.weights),
+        gib(full.weights()),
         gib(vision_weights),
-        100.0 * vision_weights as f64 / at_full.weights as f64,
+        100.0 * vision_weights / full.weights(),
         gib(peak),
         gib(transient),
-        100.0 * transient as f64 / peak as f64,
+        100.0 * transient / peak,
     );
+    // Computed, not measured: ndarray is f32 only, and firempo keeps activations in f32 anyway.
+    let projections = projection_bytes(&case.config.text);
     println!(
-        "  computed, not measured (ndarray is f32 only): frozen base in bf16 halves the weights part: weights {:.1} GiB, peak {:.1} GiB (activations still f32)",
-        gib(at_full.weights) / 2.0,
-        gib(peak) - gib(at_full.weights) / 2.0
+        "  computed, not measured (ndarray is f32 only; activations stay f32): `--dtype bf16` halves the decoder projections ({:.1} GiB f32, {:.0}% of the weights; embeddings, head, tower, norms and adapters stay f32): weights {:.1} GiB, peak {:.1} GiB; the whole frozen base in bf16: weights {:.1} GiB, peak {:.1} GiB",
+        gib(projections),
+        100.0 * projections / full.weights(),
+        gib(full.weights() - projections / 2.0),
+        gib(peak - projections / 2.0),
+        gib(full.weights() / 2.0),
+        gib(peak - full.weights() / 2.0)
     );
+}
+
+/// f32 bytes of the decoder's seven projection matrices at full depth (q/k/v/o, gate/up/down:
+/// what `--dtype bf16` stores in bf16), from the shapes.
+fn projection_bytes(text: &TextConfig) -> f64 {
+    let (d, q, kv) = (
+        text.d_model,
+        text.n_heads * text.head_dim,
+        text.n_kv_heads * text.head_dim,
+    );
+    let per_layer = 2 * d * q + 2 * d * kv + 3 * d * text.d_ff;
+    4.0 * (per_layer * text.n_layers) as f64
 }
 
 fn main() {
     // The decoder's attention trains through its own backward op, as in `firempo align`.
     register_fused_attention::<I>();
-    let only: Vec<String> = std::env::args()
+    let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    let vision_only = args.iter().any(|a| a == "vision");
+    let only: Vec<&String> = args.iter().filter(|a| *a != "vision").collect();
     for case in cases() {
-        if only.is_empty() || only.iter().any(|k| k == case.key) {
-            report(&case);
+        if only.is_empty() || only.iter().any(|k| **k == case.key) {
+            report(&case, vision_only);
         }
     }
 }
