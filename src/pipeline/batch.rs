@@ -48,6 +48,22 @@ pub struct ScoringBatch<B: Backend> {
     pub answer_mask: Tensor<B, 3>,
 }
 
+/// Prompts left-padded with `pad` to the longest (every prompt ends at the last column, where
+/// answers attach and generation continues), and their masks (true = token).
+pub fn left_pad(prompts: &[Vec<i64>], pad: i64) -> (Vec<Vec<i64>>, Vec<Vec<bool>>) {
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    prompts
+        .iter()
+        .map(|p| {
+            let padding = width - p.len();
+            (
+                [vec![pad; padding], p.clone()].concat(),
+                [vec![false; padding], vec![true; p.len()]].concat(),
+            )
+        })
+        .unzip()
+}
+
 /// Builds the batch. `answers[p]` are the answers scored after prompt `p` (same count for every
 /// prompt).
 pub fn scoring_batch<B: Backend>(
@@ -61,16 +77,8 @@ pub fn scoring_batch<B: Backend>(
         answers.iter().all(|a| a.len() == n_answers),
         "every prompt needs the same number of answers"
     );
-    let prefix_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let answer_len = answers.iter().flatten().map(Vec::len).max().unwrap_or(0);
-    let prefix_ids = prompts
-        .iter()
-        .map(|p| [vec![pad; prefix_len - p.len()], p.clone()].concat())
-        .collect();
-    let prefix_mask = prompts
-        .iter()
-        .map(|p| [vec![false; prefix_len - p.len()], vec![true; p.len()]].concat())
-        .collect();
+    let (prefix_ids, prefix_mask) = left_pad(prompts, pad);
     let answer_ids: Vec<Vec<Vec<i64>>> = answers
         .iter()
         .map(|row| {

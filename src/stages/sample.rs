@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::data::read_records;
 use crate::backend::BackendTask;
+use crate::pipeline::batch::left_pad;
 use crate::pipeline::model::Model;
 use crate::pipeline::model_dir::load_model_in;
 use crate::pipeline::processor::Processor;
@@ -114,16 +115,7 @@ pub fn answer_prompts<B: Backend>(
         .chunks(batch.max(1))
         .zip(images.chunks(batch.max(1)))
     {
-        let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let pad = processor.special.pad;
-        let ids = prompts
-            .iter()
-            .map(|p| [vec![pad; width - p.len()], p.clone()].concat())
-            .collect();
-        let mask = prompts
-            .iter()
-            .map(|p| [vec![false; width - p.len()], vec![true; p.len()]].concat())
-            .collect();
+        let (ids, mask) = left_pad(prompts, processor.special.pad);
         let pixels = processor.pixels::<B>(chunk_images, device)?;
         let generation = model.generate(ids, mask, pixels, &config)?;
         for tokens in generation.tokens {
