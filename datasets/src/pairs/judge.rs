@@ -1,6 +1,8 @@
-//! The judge editor: any OpenAI-compatible chat endpoint (`POST {base_url}/chat/completions`)
-//! runs the paper's two-stage JSON prompts. Timeouts, retries with exponential backoff, bounded
-//! concurrency, an on-disk cache of replies, and errors that say which stage failed and why.
+//! The judge: any OpenAI-compatible chat endpoint (`POST {base_url}/chat/completions`).
+//! [`JudgeClient`] sends prompts with timeouts, retries with exponential backoff, a circuit
+//! breaker, bounded concurrency and an on-disk cache of replies, and its errors say which record
+//! and stage failed and why; [`JudgeEditor`] runs the paper's two-stage JSON prompts through it
+//! (`firempo pairs`), and `firempo eval` its grading prompts.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -82,13 +84,39 @@ impl Default for JudgeConfig {
     }
 }
 
-/// The judge editor.
+/// The OpenAI-compatible chat client every judge use shares: one request per prompt (or its
+/// cached reply), retried on timeouts, connection errors, HTTP 429/5xx and replies the caller's
+/// parser refuses; a circuit breaker stops all requests after too many failures in a row.
 #[derive(Debug)]
-pub struct JudgeEditor {
+pub struct JudgeClient {
     config: JudgeConfig,
     api_key: Option<String>,
     agent: ureq::Agent,
     breaker: Breaker,
+}
+
+/// The judge editor: the paper's two-stage prompts through a [`JudgeClient`].
+#[derive(Debug)]
+pub struct JudgeEditor {
+    client: JudgeClient,
+}
+
+impl JudgeEditor {
+    /// Checks the config and reads the API key.
+    pub fn new(config: JudgeConfig) -> Result<Self, DatasetError> {
+        Ok(Self {
+            client: JudgeClient::new(config)?,
+        })
+    }
+
+    fn ask<T: DeserializeOwned>(
+        &self,
+        record: &str,
+        stage: &'static str,
+        prompt: String,
+    ) -> Result<T, DatasetError> {
+        self.client.ask_json(record, stage, prompts::SYSTEM, prompt)
+    }
 }
 
 /// Counts requests that failed in a row; opens (stops all judging) at the configured limit.
@@ -108,7 +136,7 @@ struct CacheEntry {
     content: String,
 }
 
-impl JudgeEditor {
+impl JudgeClient {
     /// Checks the config and reads the API key.
     pub fn new(config: JudgeConfig) -> Result<Self, DatasetError> {
         if !(config.timeout_secs.is_finite() && config.timeout_secs > 0.0) {
@@ -144,6 +172,16 @@ impl JudgeEditor {
         })
     }
 
+    /// The settings.
+    pub fn config(&self) -> &JudgeConfig {
+        &self.config
+    }
+
+    /// Why judging stopped, once `max_consecutive_failures` requests in a row have failed.
+    pub fn stopped(&self) -> Option<DatasetError> {
+        self.breaker_error()
+    }
+
     /// Why judging stopped, once `max_consecutive_failures` requests in a row have failed.
     fn breaker_error(&self) -> Option<DatasetError> {
         let open = self.breaker.open.lock().unwrap_or_else(|e| e.into_inner());
@@ -169,38 +207,108 @@ impl JudgeEditor {
         }
     }
 
-    /// Sends one chat request (or reads it from the cache) and parses the JSON reply; counts
-    /// the outcome for the circuit breaker, and sends nothing once it is open.
-    fn ask<T: DeserializeOwned>(
+    /// Sends `system` + `prompt` (or reads the reply from the cache) and parses the reply as
+    /// JSON `T` (Markdown code fences tolerated), with `response_format: json_object` when
+    /// `json_mode` is on. See [`Self::ask_with`].
+    pub fn ask_json<T: DeserializeOwned>(
         &self,
         record: &str,
         stage: &'static str,
+        system: &str,
         prompt: String,
+    ) -> Result<T, DatasetError> {
+        self.ask_with(
+            record,
+            stage,
+            system,
+            prompt,
+            self.config.json_mode,
+            |content| {
+                serde_json::from_str::<T>(json_body(content))
+                    .map_err(|e| format!("reply is not the expected JSON ({e}): {}", clip(content)))
+            },
+        )
+    }
+
+    /// Sends one chat request (`system` and `prompt` messages; `json_mode`: ask for a JSON
+    /// object) or reads its reply from the cache, and parses the reply's content with `parse`.
+    /// A reply `parse` refuses is retried like a failed request (and never cached); after the
+    /// last attempt the error names `record`, `stage` and shows the reply. Counts the outcome
+    /// for the circuit breaker, and sends nothing once it is open.
+    pub fn ask_with<T>(
+        &self,
+        record: &str,
+        stage: &'static str,
+        system: &str,
+        prompt: String,
+        json_mode: bool,
+        parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<T, DatasetError> {
         if let Some(stopped) = self.breaker_error() {
             return Err(stopped);
         }
-        let outcome = self.request(record, stage, prompt);
+        let outcome = self.request(record, stage, system, prompt, json_mode, &parse);
         self.record_outcome(&outcome);
         outcome
     }
 
-    /// [`Self::ask`] without the breaker.
-    fn request<T: DeserializeOwned>(
+    /// Runs `task` on every item, up to `concurrency` at once; results keep the input order.
+    /// Once the circuit breaker opens, the items not started get its error.
+    pub fn map_concurrent<I: Sync, T: Send>(
+        &self,
+        items: &[I],
+        task: impl Fn(&I) -> Result<T, DatasetError> + Sync,
+    ) -> Vec<Result<T, DatasetError>> {
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<Result<T, DatasetError>>>> =
+            Mutex::new((0..items.len()).map(|_| None).collect());
+        std::thread::scope(|scope| {
+            for _ in 0..self.config.concurrency.min(items.len()) {
+                scope.spawn(|| loop {
+                    if self.breaker_error().is_some() {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(item) = items.get(i) else {
+                        break;
+                    };
+                    let result = task(item);
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
+                });
+            }
+        });
+        // Items left when the breaker opened get its error.
+        results
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(self.breaker_error().expect("only the breaker leaves items"))
+                })
+            })
+            .collect()
+    }
+
+    /// [`Self::ask_with`] without the breaker.
+    fn request<T>(
         &self,
         record: &str,
         stage: &'static str,
+        system: &str,
         prompt: String,
+        json_mode: bool,
+        parse: &impl Fn(&str) -> Result<T, String>,
     ) -> Result<T, DatasetError> {
         let mut request = json!({
             "model": self.config.model,
             "temperature": self.config.temperature,
             "messages": [
-                {"role": "system", "content": prompts::SYSTEM},
+                {"role": "system", "content": system},
                 {"role": "user", "content": prompt},
             ],
         });
-        if self.config.json_mode {
+        if json_mode {
             request["response_format"] = json!({"type": "json_object"});
         }
         let cache_path = self.config.cache_dir.as_ref().map(|dir| {
@@ -211,7 +319,7 @@ impl JudgeEditor {
             if let Ok(text) = std::fs::read_to_string(path) {
                 if let Ok(entry) = serde_json::from_str::<CacheEntry>(&text) {
                     if entry.request == request {
-                        if let Ok(parsed) = serde_json::from_str(json_body(&entry.content)) {
+                        if let Ok(parsed) = parse(&entry.content) {
                             return Ok(parsed);
                         }
                     }
@@ -262,11 +370,7 @@ impl JudgeEditor {
                 }
                 Err(ureq::Error::Transport(t)) => Err(format!("transport error: {t}")),
             };
-            match content.and_then(|c| {
-                serde_json::from_str::<T>(json_body(&c))
-                    .map(|parsed| (parsed, c.clone()))
-                    .map_err(|e| format!("reply is not the expected JSON ({e}): {}", clip(&c)))
-            }) {
+            match content.and_then(|c| parse(&c).map(|parsed| (parsed, c))) {
                 Ok((parsed, content)) => {
                     if let Some(path) = &cache_path {
                         write_cache(path, request, content);
@@ -335,7 +439,7 @@ fn clip(text: &str) -> String {
 
 impl Editor for JudgeEditor {
     fn name(&self) -> String {
-        format!("judge:{}", self.config.model)
+        format!("judge:{}", self.client.config.model)
     }
 
     fn edit(&self, sample: &Sample, record: &Record) -> Result<Edit, DatasetError> {
@@ -371,7 +475,7 @@ impl Editor for JudgeEditor {
             return Err(content_error("the edit changed nothing".into()));
         }
         let (chosen_spans, rejected_spans) =
-            match self.config.phrases {
+            match self.client.config.phrases {
                 PhraseSource::Diff => diff_phrases(&chosen, &rejected),
                 PhraseSource::Judge => {
                     let two: StageTwo = self.ask(
@@ -412,38 +516,11 @@ impl Editor for JudgeEditor {
 
     /// Judges up to `concurrency` samples at once; results keep the input order.
     fn edit_all(&self, items: &[(&Sample, &Record)]) -> Vec<Result<Edit, DatasetError>> {
-        let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Option<Result<Edit, DatasetError>>>> =
-            Mutex::new((0..items.len()).map(|_| None).collect());
-        std::thread::scope(|scope| {
-            for _ in 0..self.config.concurrency.min(items.len()) {
-                scope.spawn(|| loop {
-                    if self.breaker_error().is_some() {
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((sample, record)) = items.get(i) else {
-                        break;
-                    };
-                    let result = self.edit(sample, record);
-                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
-                });
-            }
-        });
-        // Items left when the breaker opened get its error.
-        results
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(self.breaker_error().expect("only the breaker leaves items"))
-                })
-            })
-            .collect()
+        self.client
+            .map_concurrent(items, |(sample, record)| self.edit(sample, record))
     }
 
     fn stopped(&self) -> Option<DatasetError> {
-        self.breaker_error()
+        self.client.stopped()
     }
 }
