@@ -334,7 +334,7 @@ pub struct DeepStack<B: Backend> {
 
 impl<B: Backend> DeepStack<B> {
     /// Row `i` of the `n`-row scatter: 0 (a zero row) or `1 + k` for slot `k`.
-    fn scatter_index(&self, n: usize, device: &B::Device) -> Tensor<B, 1, Int> {
+    pub(crate) fn scatter_index(&self, n: usize, device: &B::Device) -> Tensor<B, 1, Int> {
         let mut source = vec![0i64; n];
         for (k, &slot) in self.slots.iter().enumerate() {
             source[slot] = k as i64 + 1;
@@ -343,7 +343,7 @@ impl<B: Backend> DeepStack<B> {
     }
 
     /// `[n, d]` zeros with `level[k]` at row `slots[k]`.
-    fn scatter(&self, level: Tensor<B, 2>, index: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+    pub(crate) fn scatter(&self, level: Tensor<B, 2>, index: Tensor<B, 1, Int>) -> Tensor<B, 2> {
         let [_, d] = level.dims();
         let zero = Tensor::zeros([1, d], &level.device());
         Tensor::cat(vec![zero, level], 0).select(0, index)

@@ -10,6 +10,7 @@
 
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
+use crate::checkpoint::{FullGraph, Trunk};
 use crate::decoder::Decoder;
 use crate::error::ModelError;
 use crate::mask::{attention_bias, host_ints, int_tensor, positions_from_mask, RowLayout};
@@ -243,6 +244,19 @@ impl<B: Backend> Vlm<B> {
         input: HostScoringInput<B>,
         device: &B::Device,
     ) -> Result<Tensor<B, 4>, ModelError> {
+        self.score_answers_host_with(input, device, &mut FullGraph)
+    }
+
+    /// [`Vlm::score_answers_host`] with the decoder's layers run by `trunk` ([`Checkpointed`]:
+    /// activation checkpointing for training).
+    ///
+    /// [`Checkpointed`]: crate::Checkpointed
+    pub fn score_answers_host_with(
+        &self,
+        input: HostScoringInput<B>,
+        device: &B::Device,
+        trunk: &mut (impl Trunk<B> + ?Sized),
+    ) -> Result<Tensor<B, 4>, ModelError> {
         let device = device.clone();
         let packed = PackedAnswers::new(&input.prefix_ids, &input.prefix_mask, &input.answer_ids)?;
         let prefix_positions = positions_from_mask(&input.prefix_mask);
@@ -257,9 +271,11 @@ impl<B: Backend> Vlm<B> {
         let total = packed.total();
         let embeds = self.embed_inputs(&packed.ids, input.pixel_values, &device)?;
         let bias = attention_bias::<B>(&packed.rows, 0, total, &device);
-        let hidden =
-            self.decoder
-                .forward(embeds, int_tensor::<B>(&positions, &device), bias, &mut []);
+        let tables = self
+            .decoder
+            .rope
+            .tables(int_tensor::<B>(&positions, &device));
+        let hidden = trunk.run(&self.decoder, embeds, &tables, bias, None)?;
         Ok(packed.answer_logits(&self.decoder, hidden))
     }
 

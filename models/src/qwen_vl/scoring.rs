@@ -8,6 +8,7 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use super::model::{QwenVl, QwenVlInput};
 use super::rope_index::rope_index;
+use crate::checkpoint::{FullGraph, Trunk};
 use crate::error::ModelError;
 use crate::mask::attention_bias;
 use crate::scoring::PackedAnswers;
@@ -35,6 +36,18 @@ impl<B: Backend> QwenVl<B> {
     /// distribution of `answer_ids[p][i][t]` (labels need no shift). Gradients flow through the
     /// prefix and the vision tower; images are encoded once.
     pub fn score_answers(&self, input: QwenScoringInput<B>) -> Result<Tensor<B, 4>, ModelError> {
+        self.score_answers_with(input, &mut FullGraph)
+    }
+
+    /// [`QwenVl::score_answers`] with the decoder's layers run by `trunk` ([`Checkpointed`]:
+    /// activation checkpointing for training).
+    ///
+    /// [`Checkpointed`]: crate::Checkpointed
+    pub fn score_answers_with(
+        &self,
+        input: QwenScoringInput<B>,
+        trunk: &mut (impl Trunk<B> + ?Sized),
+    ) -> Result<Tensor<B, 4>, ModelError> {
         let packed = PackedAnswers::new(&input.prefix_ids, &input.prefix_mask, &input.answer_ids)?;
         let image_token = self.config.image_token_id as i64;
         if input
@@ -79,9 +92,7 @@ impl<B: Backend> QwenVl<B> {
         let (embeds, deepstack) = self.embed_with_deepstack(&packed_input)?;
         let bias = attention_bias::<B>(&packed.rows, 0, total, &device);
         let tables = self.rope_tables(positions);
-        let hidden =
-            self.decoder
-                .forward_tables_with(embeds, &tables, bias, &mut [], deepstack.as_ref());
+        let hidden = trunk.run(&self.decoder, embeds, &tables, bias, deepstack.as_ref())?;
         Ok(packed.answer_logits(&self.decoder, hidden))
     }
 }
