@@ -4,8 +4,8 @@
 //! returned log-probs equal that forward's, right padding gives the same tokens as left padding,
 //! and the tokens equal transformers' `generate` (`fixtures/make_qwen_vl_peft_fixtures.py`).
 
-mod common;
-mod qwen_vl_fixture;
+use crate::common;
+use crate::qwen_vl_fixture;
 
 use common::{fixture, Expected, B};
 use firempo_models::{GenerationConfig, QwenVl, QwenVlInput, Sampling};

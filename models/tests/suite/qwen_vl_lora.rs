@@ -4,8 +4,8 @@
 //! base model; vision-tower adapters are refused by name. Fixtures from
 //! `fixtures/make_qwen_vl_peft_fixtures.py` (rank 4, alpha 8, rsLoRA, q/v/o/gate/down, random B).
 
-mod common;
-mod qwen_vl_fixture;
+use crate::common;
+use crate::qwen_vl_fixture;
 
 use std::path::{Path, PathBuf};
 

@@ -25,6 +25,14 @@ pub type B = burn::backend::Wgpu;
 #[cfg(feature = "test-cuda")]
 pub type B = burn::backend::Cuda;
 
+/// The suite's lock for a test that changes process-wide state (seeds burn's RNG, sets an
+/// environment variable): the tests are threads of one process. A failed holder's poison is
+/// ignored, so one failure does not fail the others.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")

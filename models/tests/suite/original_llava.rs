@@ -4,7 +4,7 @@
 //! expected ones (≤ 1e-4), from the expanded ids and from the `-200` ids. Also LLaVA's
 //! `expand2square` on two real non-square crops.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

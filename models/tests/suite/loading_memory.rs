@@ -2,7 +2,7 @@
 //! committed): a LLaMA-style causal LM, d_model 2048, 16 layers, bf16, 4 shards, 1.9 GB.
 //!
 //! Ignored by default (it writes ~2 GB to the temp directory and takes a minute):
-//! `cargo test -p firempo-models --test loading_memory -- --ignored --nocapture`.
+//! `cargo test -p firempo-models --test suite loading_memory:: -- --ignored --nocapture`.
 //! Each load runs in a child process (this test binary again) so its peak RSS (`VmHWM`) is its
 //! own; the report gives the peak minus the loaded model's own bytes: what loading costs on top.
 
@@ -173,7 +173,7 @@ fn loading_peak_rss_is_the_model_plus_about_one_tensor() {
         let out = Command::new(&exe)
             .args([
                 "--exact",
-                "loading_peak_rss_is_the_model_plus_about_one_tensor",
+                "loading_memory::loading_peak_rss_is_the_model_plus_about_one_tensor",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",

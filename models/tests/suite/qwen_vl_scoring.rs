@@ -3,8 +3,8 @@
 //! different lengths) gives every answer the logits of a separate `prefix + answer` forward, and
 //! gradients reach the vision tower through the prefix.
 
-mod common;
-mod qwen_vl_fixture;
+use crate::common;
+use crate::qwen_vl_fixture;
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;

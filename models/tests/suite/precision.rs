@@ -3,7 +3,7 @@
 //! a LoRA step over a bf16 base moves the adapters like f32 does, that an lr-1e-6 AdamW step is
 //! not rounded away, and the errors for ndarray and half-precision full fine-tuning.
 
-mod common;
+use crate::common;
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::module::Param;

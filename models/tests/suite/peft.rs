@@ -2,7 +2,7 @@
 //! logits; adapters firempo cannot apply exactly are refused by name. Fixtures from
 //! `fixtures/make_peft_fixtures.py` (rank 4, alpha 8, rsLoRA, on the tiny llava_llama model).
 
-mod common;
+use crate::common;
 
 use common::{fixture, max_abs_diff, Expected, B};
 use firempo_models::{load_adapter, load_pretrained, VlmInput};

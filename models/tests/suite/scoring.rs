@@ -1,8 +1,7 @@
 //! Shared-prefix scoring gives the log-probs of separate full sequences, and gradients reach the
 //! image encoder through the prefix.
 
-mod common;
-mod qwen_vl_fixture;
+use crate::common;
 
 use burn::backend::Autodiff;
 use burn::tensor::{

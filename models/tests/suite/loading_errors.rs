@@ -1,6 +1,6 @@
 //! Bad checkpoints fail with one clear error naming the file and every problem, never a panic.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -4,7 +4,7 @@
 //! M-RoPE, window, interleaving and DeepStack parts each move the logits (so a missing part fails a test); bad inputs
 //! give errors naming the file and field.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

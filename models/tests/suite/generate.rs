@@ -1,7 +1,7 @@
 //! Cached generation equals recomputing the full sequence at every step; padding side does not
 //! matter; stop tokens and seeds behave.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{activation::log_softmax, Distribution, Int, Tensor, TensorData};
 use common::B;

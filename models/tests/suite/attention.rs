@@ -4,7 +4,7 @@
 //! left padding, shared-prefix answer segments, grouped-query heads, a KV-cache offset and block
 //! sizes that put seams inside every segment.
 
-mod common;
+use crate::common;
 
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::Autodiff;

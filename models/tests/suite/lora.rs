@@ -1,7 +1,7 @@
 //! LoRA on the whole model: fresh adapters change nothing, adapters-off is the base (the reference
 //! model) after training, merging keeps outputs, and PEFT save → load is exact.
 
-mod common;
+use crate::common;
 
 use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module};

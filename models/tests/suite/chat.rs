@@ -1,7 +1,7 @@
 //! Tokenizer, chat templates and image preprocessing against the Python reference, then an image
 //! file and a question run end to end through the LLaVA-LLaMA fixture (greedy answer as HF's).
 
-mod common;
+use crate::common;
 
 use burn::tensor::Tensor;
 use common::{fixture, max_abs_diff, Expected, B};
