@@ -32,6 +32,13 @@ pub enum EvalError {
     /// A statistical comparison got inputs it cannot compare (unpaired, non-finite, bad settings).
     #[error("statistics: {0}")]
     Stats(String),
+    /// A judge request failed (endpoint down, a reply that cannot be read after the retries).
+    #[error("judge at {url}: {source}")]
+    Judge {
+        url: String,
+        #[source]
+        source: firempo_datasets::DatasetError,
+    },
     /// The plotting backend failed (drawing or PNG encoding).
     #[error("plot {path}: {reason}")]
     Plot { path: PathBuf, reason: String },

@@ -2,13 +2,15 @@
 //! sensitivity, paired comparisons (bootstrap CIs, McNemar), results tables (markdown, CSV, JSON)
 //! and PNG plots.
 //!
-//! Pure host-side Rust with no model dependency: callers feed model answers and log-probs in.
+//! Pure host-side Rust with no model dependency: callers feed model answers and log-probs in
+//! (the judged metrics of [`judge`] send them to an OpenAI-compatible endpoint).
 //! Metric definitions follow LLaVA-Med (closed accuracy, open recall), Papineni et al. 2002
 //! (BLEU-4) and Lin 2004 / `pycocoevalcap` (ROUGE-L, β = 1.2); formulas are in each item's docs
 //! and in the README's "Evaluation" section.
 
 pub mod comparison;
 mod error;
+pub mod judge;
 pub mod metrics;
 mod metrics_file;
 pub mod plots;

@@ -552,6 +552,36 @@ mod tests {
         assert!(variance(&bytes) > 0.0);
     }
 
+    /// A panel whose key only some rows have (an evaluation every K steps, as the held-out
+    /// reward accuracy is logged) draws from those rows.
+    #[test]
+    fn training_curves_with_a_sparse_panel() {
+        let mut rows = run(20, 1.0);
+        for row in rows.iter_mut().filter(|r| r["step"] as usize % 5 == 0) {
+            row.insert("held_out/reward_acc".into(), row["step"] / 25.0);
+        }
+        let mut panels = CurvePanel::defaults();
+        panels.push(CurvePanel::new(
+            "held-out reward accuracy",
+            &["held_out/reward_acc"],
+        ));
+        let path = out_dir("sparse").join("curves.png");
+        plot_training_curves(&[("DPO", &rows)], &panels, &path, PlotSize::new(1600, 400)).unwrap();
+        let (w, _, bytes) = decode(&path);
+        assert_eq!(w, 1600);
+        // The fourth panel (the right quarter) holds a coloured line (axes and text are grey).
+        let coloured = |px: &[u8]| px.iter().max().unwrap() - px.iter().min().unwrap() > 60;
+        let line_pixels = bytes
+            .chunks(3)
+            .enumerate()
+            .filter(|(i, px)| i % 1600 >= 1250 && coloured(px))
+            .count();
+        assert!(
+            line_pixels > 100,
+            "{line_pixels} coloured pixels in the held-out panel"
+        );
+    }
+
     #[test]
     fn training_curves_tolerate_missing_keys() {
         let rows = [MetricRow::from([("step".to_string(), 1.0)])];

@@ -45,6 +45,9 @@ impl Cell {
 pub struct ResultsTable {
     metrics: Vec<String>,
     rows: Vec<(String, Vec<Cell>)>,
+    /// Metric → the header the markdown shows (e.g. `open_recall (LLaVA-Med)`); CSV and JSON
+    /// keep the metric names.
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 impl ResultsTable {
@@ -53,7 +56,13 @@ impl ResultsTable {
         Self {
             metrics: metrics.into_iter().map(Into::into).collect(),
             rows: Vec::new(),
+            labels: Default::default(),
         }
+    }
+
+    /// Shows `metric`'s column as `label` in the markdown (saying which metric it is).
+    pub fn set_label(&mut self, metric: &str, label: impl Into<String>) {
+        self.labels.insert(metric.to_string(), label.into());
     }
 
     /// Metric names, in column order.
@@ -103,13 +112,13 @@ impl ResultsTable {
         cells.get(col)
     }
 
-    /// GitHub markdown: a `method` column, then one right-aligned column per metric, cells as
-    /// [`Cell::format`] with `decimals` digits.
+    /// GitHub markdown: a `method` column, then one right-aligned column per metric (headed by
+    /// its label, if set), cells as [`Cell::format`] with `decimals` digits.
     pub fn to_markdown(&self, decimals: usize) -> String {
         let escape = |s: &str| s.replace('|', "\\|");
         let mut out = String::from("| method |");
         for m in &self.metrics {
-            let _ = write!(out, " {} |", escape(m));
+            let _ = write!(out, " {} |", escape(self.labels.get(m).unwrap_or(m)));
         }
         out.push_str("\n| --- |");
         out.push_str(&" ---: |".repeat(self.metrics.len()));
@@ -267,6 +276,18 @@ mod tests {
                         | SFT | 61.2 | – |\n\
                         | FiRe-MPO | 70.0 ± 1.0 | 11.0 ± 1.4 |\n";
         assert_eq!(md, expected);
+    }
+
+    #[test]
+    fn labels_head_the_markdown_columns_only() {
+        let mut t = ResultsTable::new(["open_recall"]);
+        t.insert("SFT", "open_recall", vec![40.0]).unwrap();
+        t.set_label("open_recall", "open_recall (LLaVA-Med)");
+        assert!(t
+            .to_markdown(1)
+            .starts_with("| method | open_recall (LLaVA-Med) |\n"));
+        assert!(t.to_csv().starts_with("method,open_recall,"));
+        assert_eq!(t.to_json()["metrics"][0], "open_recall");
     }
 
     #[test]

@@ -225,15 +225,15 @@ impl JudgeClient {
             self.config.json_mode,
             |content| {
                 serde_json::from_str::<T>(json_body(content))
-                    .map_err(|e| format!("reply is not the expected JSON ({e}): {}", clip(content)))
+                    .map_err(|e| format!("reply is not the expected JSON ({e})"))
             },
         )
     }
 
     /// Sends one chat request (`system` and `prompt` messages; `json_mode`: ask for a JSON
     /// object) or reads its reply from the cache, and parses the reply's content with `parse`.
-    /// A reply `parse` refuses is retried like a failed request (and never cached); after the
-    /// last attempt the error names `record`, `stage` and shows the reply. Counts the outcome
+    /// A reply `parse` refuses (its `Err` says why) is retried like a failed request (and never
+    /// cached); after the last attempt the error names `record`, `stage`, why and the reply. Counts the outcome
     /// for the circuit breaker, and sends nothing once it is open.
     pub fn ask_with<T>(
         &self,
@@ -370,7 +370,10 @@ impl JudgeClient {
                 }
                 Err(ureq::Error::Transport(t)) => Err(format!("transport error: {t}")),
             };
-            match content.and_then(|c| parse(&c).map(|parsed| (parsed, c))) {
+            match content.and_then(|c| match parse(&c) {
+                Ok(parsed) => Ok((parsed, c)),
+                Err(why) => Err(format!("{why}: {}", clip(&c))),
+            }) {
                 Ok((parsed, content)) => {
                     if let Some(path) = &cache_path {
                         write_cache(path, request, content);

@@ -13,14 +13,23 @@ use crate::eval::text::answer_tokens;
 /// as `yes` and `"There is no effusion"` as `no`; a prediction with neither word is wrong. Any
 /// other ground truth (`"left"`, `"ct"`) needs a normalized exact match.
 pub fn closed_match(prediction: &str, answer: &str) -> bool {
+    closed_rule(prediction, answer).unwrap_or(false)
+}
+
+/// What the rules of [`closed_match`] can decide without a judge: for a yes/no ground truth,
+/// `Some(right)` when the prediction has a `yes` or `no` word (the first one decides), `None`
+/// when it has neither; for any other ground truth `Some(true)` on a normalized exact match,
+/// else `None`. `firempo eval --judge-url` asks the judge about the `None`s (the paper's closed
+/// accuracy); without a judge they count as wrong.
+pub fn closed_rule(prediction: &str, answer: &str) -> Option<bool> {
     let truth = answer_tokens(answer);
     let pred = answer_tokens(prediction);
     match truth.as_slice() {
         [t] if t == "yes" || t == "no" => pred
             .iter()
             .find(|w| *w == "yes" || *w == "no")
-            .is_some_and(|w| w == t),
-        _ => pred == truth,
+            .map(|w| w == t),
+        _ => (pred == truth).then_some(true),
     }
 }
 
@@ -77,6 +86,14 @@ mod tests {
         assert!(closed_match("There is no lesion; yes, I am sure.", "No"));
         assert!(!closed_match("No. Yes.", "yes"));
         assert!(!closed_match("There is a lesion.", "yes"));
+    }
+
+    #[test]
+    fn the_rule_leaves_undecided_what_a_judge_must_decide() {
+        assert_eq!(closed_rule("No, it is clear.", "yes"), Some(false));
+        assert_eq!(closed_rule("There is a lesion.", "yes"), None);
+        assert_eq!(closed_rule("CT", "ct"), Some(true));
+        assert_eq!(closed_rule("left lung", "left"), None);
     }
 
     #[test]
