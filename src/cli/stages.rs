@@ -122,6 +122,11 @@ pub struct TrainArgs {
     /// Continue the interrupted run in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Recompute each decoder layer's activations during the backward instead of keeping them:
+    /// much less memory for about one more forward of compute, the same gradients (a resume may
+    /// switch it). Needs LoRA dropout 0 (`--lora-dropout 0`, also with `--preset paper`).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
@@ -205,6 +210,7 @@ impl TrainArgs {
             checkpoint_every: self.checkpoint_every,
             keep_checkpoints: self.keep_checkpoints,
             seed: self.seed,
+            gradient_checkpointing: self.gradient_checkpointing,
             ..TrainerConfig::default()
         }
     }

@@ -14,11 +14,12 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use firempo_datasets::{PhraseSpan, PreferencePair};
 use firempo_losses::{CorruptedAnswers, LossOutput, PreferenceBatch, PreferenceLoss, ScoredAnswer};
+use firempo_models::{Checkpointed, FullGraph, Trunk};
 
 use super::batch::{pad_rows, scoring_batch};
 use super::model::Model;
 use super::processor::Processor;
-use crate::train::Objective;
+use crate::train::{CheckpointedLoss, Objective};
 
 /// One tokenized preference pair.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +114,7 @@ impl<B: AutodiffBackend> AlignObjective<'_, B> {
         model: &Model<B>,
         examples: &[&AlignExample],
         images: &[&Path],
+        trunk: &mut dyn Trunk<B>,
     ) -> anyhow::Result<ScoredPrompts<B>> {
         let prompts: Vec<Vec<i64>> = examples.iter().map(|e| e.prompt.clone()).collect();
         let answers: Vec<Vec<Vec<i64>>> = examples
@@ -127,7 +129,7 @@ impl<B: AutodiffBackend> AlignObjective<'_, B> {
         let pixels = self.processor.pixels::<B>(images, &self.device)?;
         let inner_pixels = pixels.inner();
         let policy_batch = scoring_batch(&prompts, &answers, pad, &self.device);
-        let policy = model.score_answers(&policy_batch.packed, pixels)?;
+        let policy = model.score_answers_with(&policy_batch.packed, pixels, trunk)?;
         let reference = Tensor::from_inner(
             self.reference
                 .score_answers(&policy_batch.packed, inner_pixels)?,
@@ -165,9 +167,35 @@ impl<B: AutodiffBackend> Objective<B> for AlignObjective<'_, B> {
     }
 
     fn loss(&self, model: &Model<B>, indices: &[usize]) -> anyhow::Result<LossOutput<B>> {
+        self.loss_with(model, indices, &mut FullGraph)
+    }
+
+    fn checkpointed_loss(
+        &self,
+        model: &Model<B>,
+        indices: &[usize],
+    ) -> anyhow::Result<CheckpointedLoss<B>> {
+        let mut trunk = Checkpointed::new();
+        let output = self.loss_with(model, indices, &mut trunk)?;
+        Ok(CheckpointedLoss {
+            output,
+            tapes: trunk.into_tapes(),
+        })
+    }
+}
+
+impl<B: AutodiffBackend> AlignObjective<'_, B> {
+    /// The loss with the policy's decoder layers run by `trunk` (the reference runs plain, on
+    /// the inner backend).
+    fn loss_with(
+        &self,
+        model: &Model<B>,
+        indices: &[usize],
+        trunk: &mut dyn Trunk<B>,
+    ) -> anyhow::Result<LossOutput<B>> {
         let examples: Vec<&AlignExample> = indices.iter().map(|&i| &self.examples[i]).collect();
         let clean_images: Vec<&Path> = examples.iter().map(|e| e.image.as_path()).collect();
-        let clean = self.score(model, &examples, &clean_images)?;
+        let clean = self.score(model, &examples, &clean_images, trunk)?;
         let needs = self.loss.requirements();
         let corrupted = if needs.corrupted_chosen || needs.corrupted_rejected {
             // Examples without a corrupted image are scored on the clean one and flagged absent.
@@ -179,7 +207,7 @@ impl<B: AutodiffBackend> Objective<B> for AlignObjective<'_, B> {
                 .iter()
                 .map(|e| f32::from(u8::from(e.corrupted_image.is_some())))
                 .collect();
-            let scored = self.score(model, &examples, &images)?;
+            let scored = self.score(model, &examples, &images, trunk)?;
             Some(CorruptedAnswers {
                 chosen: scored.answer(0),
                 rejected: needs.corrupted_rejected.then(|| scored.answer(1)),

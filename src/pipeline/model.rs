@@ -19,6 +19,7 @@ use firempo_models::{
     HostScoringInput, LoraConfig, QwenScoringInput, QwenVl, QwenVlConfig, QwenVlInput, TextConfig,
     Vlm, VlmConfig,
 };
+use firempo_models::{FullGraph, Trunk};
 use serde_json::Value;
 
 use super::batch::ScoringIds;
@@ -300,6 +301,19 @@ impl<B: Backend> Model<B> {
         packed: &ScoringIds,
         pixels: Pixels<B>,
     ) -> anyhow::Result<Tensor<B, 4>> {
+        self.score_answers_with(packed, pixels, &mut FullGraph)
+    }
+
+    /// [`Model::score_answers`] with the decoder's layers run by `trunk` ([`Checkpointed`]
+    /// for `--gradient-checkpointing`).
+    ///
+    /// [`Checkpointed`]: firempo_models::Checkpointed
+    pub fn score_answers_with(
+        &self,
+        packed: &ScoringIds,
+        pixels: Pixels<B>,
+        trunk: &mut (impl Trunk<B> + ?Sized),
+    ) -> anyhow::Result<Tensor<B, 4>> {
         match (self, pixels) {
             (Self::Llava(model), Pixels::Square(pixels)) => {
                 let device = pixels.device();
@@ -309,7 +323,7 @@ impl<B: Backend> Model<B> {
                     pixel_values: Some(pixels),
                     answer_ids: packed.answer_ids.clone(),
                 };
-                Ok(model.score_answers_host(input, &device)?)
+                Ok(model.score_answers_host_with(input, &device, trunk)?)
             }
             (Self::QwenVl(model), Pixels::Patches { values, grids }) => {
                 let input = QwenScoringInput {
@@ -319,7 +333,7 @@ impl<B: Backend> Model<B> {
                     image_grid_thw: grids,
                     answer_ids: packed.answer_ids.clone(),
                 };
-                Ok(model.score_answers(input)?)
+                Ok(model.score_answers_with(input, trunk)?)
             }
             (Self::Llava(_), pixels) => Err(pixels.family_mismatch("LLaVA-style")),
             (Self::QwenVl(_), pixels) => Err(pixels.family_mismatch("Qwen-VL")),

@@ -7,11 +7,12 @@ use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use firempo_datasets::Record;
 use firempo_losses::{sft_loss, LossOutput};
+use firempo_models::{Checkpointed, FullGraph, Trunk};
 
 use super::batch::scoring_batch;
 use super::model::Model;
 use super::processor::Processor;
-use crate::train::Objective;
+use crate::train::{CheckpointedLoss, Objective};
 
 /// One tokenized training example.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,13 +66,38 @@ impl<B: AutodiffBackend> Objective<B> for SftObjective<'_, B> {
     }
 
     fn loss(&self, model: &Model<B>, indices: &[usize]) -> anyhow::Result<LossOutput<B>> {
+        self.loss_with(model, indices, &mut FullGraph)
+    }
+
+    fn checkpointed_loss(
+        &self,
+        model: &Model<B>,
+        indices: &[usize],
+    ) -> anyhow::Result<CheckpointedLoss<B>> {
+        let mut trunk = Checkpointed::new();
+        let output = self.loss_with(model, indices, &mut trunk)?;
+        Ok(CheckpointedLoss {
+            output,
+            tapes: trunk.into_tapes(),
+        })
+    }
+}
+
+impl<B: AutodiffBackend> SftObjective<'_, B> {
+    /// The loss with the decoder's layers run by `trunk`.
+    fn loss_with(
+        &self,
+        model: &Model<B>,
+        indices: &[usize],
+        trunk: &mut dyn Trunk<B>,
+    ) -> anyhow::Result<LossOutput<B>> {
         let examples: Vec<&SftExample> = indices.iter().map(|&i| &self.examples[i]).collect();
         let prompts: Vec<Vec<i64>> = examples.iter().map(|e| e.prompt.clone()).collect();
         let answers: Vec<Vec<Vec<i64>>> = examples.iter().map(|e| vec![e.answer.clone()]).collect();
         let paths: Vec<&Path> = examples.iter().map(|e| e.image.as_path()).collect();
         let pixels = self.processor.pixels::<B>(&paths, &self.device)?;
         let batch = scoring_batch(&prompts, &answers, self.processor.special.pad, &self.device);
-        let logits = model.score_answers(&batch.packed, pixels)?; // [batch, 1, answer_len, vocab]
+        let logits = model.score_answers_with(&batch.packed, pixels, trunk)?; // [batch, 1, answer_len, vocab]
         let [n, _, t, v] = logits.dims();
         Ok(sft_loss(
             logits.reshape([n, t, v]),

@@ -9,6 +9,7 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use firempo_losses::LossOutput;
+use firempo_models::{backward_checkpointed, DecoderTape};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +49,10 @@ pub struct TrainerConfig {
     pub seed: u64,
     /// Draw a progress bar on a terminal.
     pub progress: bool,
+    /// Recompute each decoder layer's activations in the backward instead of keeping them
+    /// (`--gradient-checkpointing`): less memory, about one more forward of compute, the same
+    /// gradients (so not part of the run's identity: a resume may switch it).
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainerConfig {
@@ -65,6 +70,7 @@ impl Default for TrainerConfig {
             keep_checkpoints: 2,
             seed: 0,
             progress: true,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -119,6 +125,23 @@ pub trait Objective<B: AutodiffBackend> {
     fn num_examples(&self) -> usize;
     /// The loss on the examples with these indices.
     fn loss(&self, model: &Self::Model, examples: &[usize]) -> anyhow::Result<LossOutput<B>>;
+    /// [`Objective::loss`] with the decoder's layers checkpointed (`--gradient-checkpointing`):
+    /// run without their autodiff graph, with the tapes [`backward_checkpointed`] recomputes
+    /// them from. Objectives that cannot checkpoint refuse.
+    fn checkpointed_loss(
+        &self,
+        model: &Self::Model,
+        examples: &[usize],
+    ) -> anyhow::Result<CheckpointedLoss<B>> {
+        let _ = (model, examples);
+        anyhow::bail!("this training objective does not support --gradient-checkpointing")
+    }
+}
+
+/// A loss whose decoder layers ran checkpointed, with their tapes (one per scoring call).
+pub struct CheckpointedLoss<B: AutodiffBackend> {
+    pub output: LossOutput<B>,
+    pub tapes: Vec<DecoderTape<B>>,
 }
 
 /// Result of [`train`].
@@ -214,7 +237,14 @@ where
                 config.micro_batch_size,
                 state.micro_batches,
             );
-            let output = objective.loss(&model, &examples)?;
+            let CheckpointedLoss { output, tapes } = if config.gradient_checkpointing {
+                objective.checkpointed_loss(&model, &examples)?
+            } else {
+                CheckpointedLoss {
+                    output: objective.loss(&model, &examples)?,
+                    tapes: Vec::new(),
+                }
+            };
             for (metric, value) in output.metrics.read().values {
                 if metric == firempo_losses::Metric::Loss && !value.is_finite() {
                     anyhow::bail!(
@@ -227,8 +257,12 @@ where
                 *sums.entry(metric.name().to_string()).or_insert(0.0) +=
                     value / config.grad_accum as f64;
             }
-            let grads = output.loss.div_scalar(config.grad_accum as f64).backward();
-            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+            // One backward without tapes; with them, also one recompute pass per layer.
+            backward_checkpointed(
+                output.loss.div_scalar(config.grad_accum as f64),
+                tapes,
+                |grads| accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model)),
+            );
             state.micro_batches += 1;
         }
         let (grads, grad_norm) = clip_grad_norm(&model, accumulator.grads(), config.max_grad_norm);

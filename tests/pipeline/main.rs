@@ -3,6 +3,7 @@
 //! has its own binary (`tests/trainer_resume.rs`) because the stop flag it sets is process-wide.
 
 mod align;
+mod checkpointing;
 mod common;
 mod convert;
 mod demo;
