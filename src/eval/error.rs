@@ -37,7 +37,7 @@ pub enum EvalError {
     Judge {
         url: String,
         #[source]
-        source: firempo_datasets::DatasetError,
+        source: Box<firempo_datasets::DatasetError>,
     },
     /// The plotting backend failed (drawing or PNG encoding).
     #[error("plot {path}: {reason}")]

@@ -557,7 +557,10 @@ mod tests {
     #[test]
     fn training_curves_with_a_sparse_panel() {
         let mut rows = run(20, 1.0);
-        for row in rows.iter_mut().filter(|r| r["step"] as usize % 5 == 0) {
+        for row in rows
+            .iter_mut()
+            .filter(|r| (r["step"] as usize).is_multiple_of(5))
+        {
             row.insert("held_out/reward_acc".into(), row["step"] / 25.0);
         }
         let mut panels = CurvePanel::defaults();

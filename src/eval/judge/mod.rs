@@ -72,7 +72,7 @@ pub fn judge_answers(
         .collect::<Result<_, _>>()
         .map_err(|source| EvalError::Judge {
             url: client.config().base_url.clone(),
-            source,
+            source: Box::new(source),
         })
 }
 
