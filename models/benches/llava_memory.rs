@@ -8,7 +8,8 @@
 //! GPU allocator adds its own pooling overhead on top. Run (dev profile: dependencies are
 //! optimized there, no release build of burn needed):
 //! `cargo bench -p firempo-models --bench llava_memory --profile dev` (append `-- dense` for the
-//! dense reference attention).
+//! dense reference attention, `-- ckpt` to measure each depth also with per-layer activation
+//! checkpointing, `backward_checkpointed`, LoRA dropout 0 in both).
 
 use std::time::Instant;
 
@@ -16,9 +17,11 @@ mod common;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{activation::log_softmax, Distribution, Int, Tensor, TensorData};
 use firempo_models::{
-    register_fused_attention, AttentionKernel, LoraConfig, ScoringInput, VlmConfig,
+    backward_checkpointed, register_fused_attention, AttentionKernel, Checkpointed, FullGraph,
+    LoraConfig, ScoringInput, Trunk, VlmConfig,
 };
 
 type A = Autodiff<NdArray<f32>>;
@@ -28,15 +31,16 @@ const ANSWERS: usize = 2;
 const ANSWER_LEN: usize = 24;
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// Weights and step peak (both bytes) of LLaVA-1.5-7B cut to `layers` decoder layers.
-fn measure(layers: usize) -> (usize, usize) {
+/// Weights and step peak (both bytes) of LLaVA-1.5-7B cut to `layers` decoder layers, the
+/// decoder checkpointed per layer when `checkpointing`.
+fn measure(layers: usize, checkpointing: bool) -> (usize, usize) {
     let mut config = VlmConfig::llava_1_5_7b();
     config.text.n_layers = layers;
     let device = Default::default();
     let before = common::live_bytes();
     let mut model = config
         .init::<A>(&device)
-        .with_lora(&LoraConfig::default(), &device)
+        .with_lora(&lora(), &device)
         .unwrap();
     model.vision = model.vision.map(|v| v.no_grad());
     model.projector = model.projector.map(|p| p.no_grad());
@@ -73,15 +77,28 @@ fn measure(layers: usize) -> (usize, usize) {
     };
     common::reset_peak();
     let started = Instant::now();
-    let logits = model.score_answers(input).unwrap();
+    let mut checkpointed = Checkpointed::new();
+    let trunk: &mut dyn Trunk<A> = if checkpointing {
+        &mut checkpointed
+    } else {
+        &mut FullGraph
+    };
+    let logits = model
+        .score_answers_host_with(input.host().unwrap(), &device, trunk)
+        .unwrap();
     let loss = log_softmax(logits, 3)
         .slice([0..2, 0..ANSWERS, 0..ANSWER_LEN, 5..6])
         .mean();
-    let grads = loss.backward();
+    // As the trainer does: every pass's gradients into one accumulator.
+    let mut accumulator = GradientsAccumulator::new();
+    backward_checkpointed(loss, checkpointed.into_tapes(), |g| {
+        accumulator.accumulate(&model, GradientsParams::from_grads(g, &model))
+    });
     let peak = common::peak_bytes() - before;
-    drop(grads);
+    drop(accumulator);
+    let mode = if checkpointing { ", checkpointed" } else { "" };
     println!(
-        "{layers} decoder layer(s): weights {:.2} GiB, peak during the step {:.2} GiB ({:.0} s)",
+        "{layers} decoder layer(s){mode}: weights {:.2} GiB, peak during the step {:.2} GiB ({:.0} s)",
         weights as f64 / GIB,
         peak as f64 / GIB,
         started.elapsed().as_secs_f64()
@@ -89,21 +106,43 @@ fn measure(layers: usize) -> (usize, usize) {
     (weights, peak)
 }
 
+/// LoRA as `firempo align` attaches it (rank 8); dropout 0, which checkpointing needs (it does
+/// not change the memory).
+fn lora() -> LoraConfig {
+    LoraConfig {
+        dropout: 0.0,
+        ..LoraConfig::default()
+    }
+}
+
 fn main() {
     // The decoder's attention trains through its own backward op, as in `firempo align`.
     register_fused_attention::<NdArray<f32>>();
-    let (w1, p1) = measure(1);
-    let (w2, p2) = measure(2);
+    report(false);
+    if std::env::args().any(|a| a == "ckpt") {
+        report(true);
+    }
+}
+
+/// Measures at 1 and 2 decoder layers and extrapolates to the full depth.
+fn report(checkpointing: bool) {
+    let (w1, p1) = measure(1, checkpointing);
+    let (w2, p2) = measure(2, checkpointing);
     let full = VlmConfig::llava_1_5_7b().text.n_layers;
+    let mode = if checkpointing {
+        " with per-layer activation checkpointing"
+    } else {
+        ""
+    };
     let per_layer_weights = w2 - w1;
     let per_layer_peak = p2 - p1;
     println!(
-        "per decoder layer: weights {:.2} GiB, peak {:.2} GiB (weights + saved activations)",
+        "per decoder layer{mode}: weights {:.2} GiB, peak {:.2} GiB (weights + saved activations)",
         per_layer_weights as f64 / GIB,
         per_layer_peak as f64 / GIB
     );
     println!(
-        "LLaVA-1.5-7B ({full} layers), f32, LoRA step: weights {:.1} GiB, peak {:.1} GiB",
+        "LLaVA-1.5-7B ({full} layers), f32, LoRA step{mode}: weights {:.1} GiB, peak {:.1} GiB",
         (w1 + (full - 1) * per_layer_weights) as f64 / GIB,
         (p1 + (full - 1) * per_layer_peak) as f64 / GIB
     );

@@ -16,7 +16,9 @@
 //! forward, backward), each phase is extrapolated on its own and the step's peak is the largest.
 //! Run (dev profile: dependencies are optimized there; ~30 min on two cores):
 //! `cargo bench -p firempo-models --bench qwen_memory --profile dev` (append `-- qwen2.5` or
-//! `-- qwen3` for one model, `-- vision` for the vision tower alone, ~1 min).
+//! `-- qwen3` for one model, `-- vision` for the vision tower alone, ~1 min; `-- ckpt` runs the
+//! policy's decoder with per-layer activation checkpointing, `backward_checkpointed`, LoRA
+//! dropout 0).
 
 use std::time::Instant;
 
@@ -24,14 +26,20 @@ mod common;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{
     activation::log_softmax, backend::Backend, Distribution, Int, Tensor, TensorData,
 };
 use firempo_models::qwen_vl::{QwenVisionConfig, QwenVisionTransformer};
 use firempo_models::{
-    register_fused_attention, Activation, LoraConfig, QwenScoringInput, QwenVlConfig, QwenVlFamily,
-    TextConfig,
+    backward_checkpointed, register_fused_attention, Activation, Checkpointed, FullGraph,
+    LoraConfig, QwenScoringInput, QwenVlConfig, QwenVlFamily, TextConfig, Trunk,
 };
+
+/// Whether `-- ckpt` asked for per-layer activation checkpointing.
+fn checkpointing() -> bool {
+    std::env::args().any(|a| a == "ckpt")
+}
 
 type I = NdArray<f32>;
 type A = Autodiff<I>;
@@ -304,7 +312,13 @@ fn measure_step(case: &Case, layers: usize, blocks: usize) -> StepMemory {
     let base = common::live_bytes();
     let mut policy = config
         .init::<A>(&device)
-        .with_lora(&LoraConfig::default(), &device)
+        .with_lora(
+            &LoraConfig {
+                dropout: 0.0,
+                ..LoraConfig::default()
+            },
+            &device,
+        )
         .expect("rank 8 fits every projection");
     policy.visual = policy.visual.no_grad();
     let reference = policy.clone().with_adapters(false).valid();
@@ -320,12 +334,21 @@ fn measure_step(case: &Case, layers: usize, blocks: usize) -> StepMemory {
     );
     let started = Instant::now();
     common::reset_peak();
+    let mut checkpointed = Checkpointed::new();
+    let trunk: &mut dyn Trunk<A> = if checkpointing() {
+        &mut checkpointed
+    } else {
+        &mut FullGraph
+    };
     let policy_logits = policy
-        .score_answers(scoring_input(
-            &config,
-            case.grid,
-            Tensor::<A, 2>::from_inner(pixels.clone()),
-        ))
+        .score_answers_with(
+            scoring_input(
+                &config,
+                case.grid,
+                Tensor::<A, 2>::from_inner(pixels.clone()),
+            ),
+            trunk,
+        )
         .expect("policy scoring");
     let policy_forward = phase_peak(base);
     let reference_logits = reference
@@ -336,9 +359,13 @@ fn measure_step(case: &Case, layers: usize, blocks: usize) -> StepMemory {
     // preference loss (its own cost is a few scalars per answer).
     let logps = |logits: Tensor<A, 4>| log_softmax(logits, 3).gather(3, labels.clone()).sum_dim(2);
     let loss = (logps(policy_logits) - logps(Tensor::from_inner(reference_logits))).mean();
-    let grads = loss.backward();
+    // As the trainer does: every pass's gradients (one without checkpointing) accumulated.
+    let mut accumulator = GradientsAccumulator::new();
+    backward_checkpointed(loss, checkpointed.into_tapes(), |g| {
+        accumulator.accumulate(&policy, GradientsParams::from_grads(g, &policy))
+    });
     let backward = phase_peak(base);
-    drop(grads);
+    drop(accumulator);
     let step = StepMemory([weights, policy_forward, reference_forward, backward]);
     println!(
         "  {layers} decoder layer(s), {blocks} vision blocks: {} ({:.0} s)",
@@ -458,7 +485,10 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let vision_only = args.iter().any(|a| a == "vision");
-    let only: Vec<&String> = args.iter().filter(|a| *a != "vision").collect();
+    let only: Vec<&String> = args
+        .iter()
+        .filter(|a| *a != "vision" && *a != "ckpt")
+        .collect();
     for case in cases() {
         if only.is_empty() || only.iter().any(|k| **k == case.key) {
             report(&case, vision_only);
