@@ -1,6 +1,6 @@
 //! Numerical stability: logits of ±80 and a 32k vocabulary give finite losses and gradients, in f32.
 
-mod common;
+use crate::common;
 
 use burn::backend::Autodiff;
 use common::{all_losses, evaluate, random_batch, CpuF32};

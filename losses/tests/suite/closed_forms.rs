@@ -1,6 +1,6 @@
 //! Hand-derived values, identities and special cases of every loss (ndarray, f64).
 
-mod common;
+use crate::common;
 
 use burn::backend::{Autodiff, NdArray};
 use common::{evaluate, loss_value, random_batch, BatchData, VariantData};

@@ -3,7 +3,7 @@
 //! `--features test-flex`, and on wgpu with `--features test-wgpu` (skipped with a printed
 //! reason when no adapter exists).
 
-mod common;
+use crate::common;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::backend::AutodiffBackend;

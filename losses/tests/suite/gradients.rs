@@ -1,7 +1,7 @@
 //! Gradients of every loss w.r.t. the policy logits of every variant, checked against central
 //! finite differences in f64.
 
-mod common;
+use crate::common;
 
 use burn::backend::{Autodiff, NdArray};
 use common::{all_losses, evaluate, loss_value, random_batch};

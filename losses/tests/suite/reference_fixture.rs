@@ -1,7 +1,7 @@
 //! Compares every loss, metric and gradient with the independent PyTorch reference
-//! (`fixtures/make_reference_losses.py`, float64). Tolerance: 1e-9 absolute + 1e-9 relative.
+//! (`tests/fixtures/make_reference_losses.py`, float64). Tolerance: 1e-9 absolute + 1e-9 relative.
 
-mod common;
+use crate::common;
 
 use burn::backend::{Autodiff, NdArray};
 use common::{evaluate, BatchData};
@@ -38,7 +38,7 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn every_loss_matches_the_pytorch_reference() {
-    let text = include_str!("fixtures/reference_losses.json");
+    let text = include_str!("../fixtures/reference_losses.json");
     let fixture: Fixture = serde_json::from_str(text).expect("fixture parses");
     assert!(
         fixture.cases.len() >= 9,
