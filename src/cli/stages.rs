@@ -14,7 +14,7 @@ use super::LossArgs;
 use crate::backend::{run_on, BackendKind};
 use crate::stages::align::AlignStage;
 use crate::stages::demo::{Demo, DemoSizes};
-use crate::stages::eval::{EvalStage, AVG_METRICS};
+use crate::stages::eval::{AnswerSampling, EvalStage, AVG_METRICS};
 use crate::stages::pairs::PairsStage;
 use crate::stages::sample::SampleStage;
 use crate::stages::sft::{ModelSource, SftStage};
@@ -428,6 +428,7 @@ impl AlignArgs {
             resume: self.train.resume,
             merge: self.lora.merge,
             prompt_format: self.prompt.prompt_format.clone(),
+            held_out: None,
         };
         if let Some(epochs) = epochs {
             let pairs = stage.train_epochs(epochs)?;
@@ -590,7 +591,8 @@ pub struct PairsArgs {
 #[derive(Debug, Clone, Args)]
 pub struct JudgeArgs {
     /// Endpoint base URL, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1 (vLLM);
-    /// without it the rule editor builds the pairs.
+    /// without it the rule editor builds the pairs (pairs) or only rule metrics are computed
+    /// (eval).
     #[arg(long)]
     pub judge_url: Option<String>,
     /// Model name sent to the judge.
@@ -729,9 +731,23 @@ pub struct EvalArgs {
     /// Longest answer in tokens.
     #[arg(long, default_value_t = 32)]
     pub max_new_tokens: usize,
-    /// Seed of the lesion corruption used by the visual-sensitivity probe.
+    /// Seed of the lesion corruption used by the visual-sensitivity probe, and of the answer
+    /// sampler (--samples).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Answers per question; with more than one, every metric is the mean over them (needs
+    /// --temperature > 0).
+    #[arg(long, default_value_t = 1)]
+    pub samples: usize,
+    /// Sampling temperature of the answers (0: greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Nucleus (top-p) mass of the sampled answers, in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// The judge of the paper's metrics (--judge-url; without it, rule metrics only).
+    #[command(flatten)]
+    pub judge: JudgeArgs,
     #[command(flatten)]
     pub no_concept: NoConceptSigmaArgs,
     /// Words report findings are parsed with, for finding_f1: a JSON file `{"sides": [...],
@@ -766,10 +782,19 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         finding_vocabulary: args.finding_vocabulary,
         dtype: args.dtype.resolve(args.backend, false),
         prompt_format: args.prompt.prompt_format,
+        judge: args.judge.config(),
+        sampling: AnswerSampling {
+            samples: args.samples,
+            temperature: args.temperature,
+            top_p: args.top_p,
+            seed: args.seed,
+        },
     };
     let report = run_on(args.backend, stage)?;
+    let width = report.labels.values().map(String::len).max().unwrap_or(14);
     for (name, value) in &report.metrics {
-        println!("{name:<14} {value:>8.2}");
+        let label = report.labels.get(name).unwrap_or(name);
+        println!("{label:<width$} {value:>8.2}");
     }
     if !report.avg_of.is_empty() {
         println!("avg = mean of {}", report.avg_of.join(", "));

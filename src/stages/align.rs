@@ -15,6 +15,7 @@ use firempo_models::LoraConfig;
 use serde::{Deserialize, Serialize};
 
 use super::data::read_records;
+use super::held_out::{HeldOutProbe, WithHeldOut};
 use super::{train_into_model_dir, WeightsOutput};
 use crate::backend::BackendTask;
 use crate::pipeline::align::{
@@ -64,6 +65,10 @@ pub struct AlignStage {
     /// template; `None`: the checkpoint's template (or a model directory's own format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_format: Option<String>,
+    /// Pairs scored every K steps during training (held-out reward accuracy and margin in the
+    /// run's metrics log, [`super::held_out`]); `None`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<super::held_out::HeldOutPairs>,
 }
 
 /// Reads pairs, optionally swapping `y+` for the ground truth.
@@ -228,6 +233,21 @@ impl BackendTask for AlignStage {
             examples,
             loss: self.loss,
             reference: reference_of(&policy),
+            device: device.clone(),
+        };
+        let probe = match &self.held_out {
+            Some(held_out) => Some(HeldOutProbe::new::<B>(
+                held_out,
+                &processor,
+                &objective.reference,
+                self.trainer.steps,
+                &device,
+            )?),
+            None => None,
+        };
+        let objective = WithHeldOut {
+            inner: objective,
+            probe,
             device: device.clone(),
         };
         train_into_model_dir(

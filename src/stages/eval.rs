@@ -1,6 +1,10 @@
 //! `firempo eval`: answers the test records with a model and scores them: closed accuracy, open
 //! recall, report BLEU-4 / ROUGE-L / finding F1, and visual sensitivity (how often the answer
-//! changes, and how much its log-probability drops, when the lesion is corrupted).
+//! changes, and how much its log-probability drops, when the lesion is corrupted). With a judge
+//! (`--judge-url`) also the paper's metrics: closed accuracy with the judge deciding what no
+//! yes/no word does, judged open accuracy, and a GREEN-style report score
+//! ([`crate::eval::judge`]). With `--samples N` every question is answered N times by sampling
+//! and every metric is the mean over the N answers.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,15 +13,17 @@ use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use firempo_datasets::{
     corrupt_records, write_jsonl, AnswerType, BadRecordPolicy, CorruptionConfig, DatasetError,
-    Location, MaskSource, Record,
+    JudgeClient, JudgeConfig, Location, MaskSource, Record,
 };
 use firempo_losses::logps::{masked_sum, token_log_probs};
 use firempo_models::precision::WeightDType;
+use firempo_models::{GenerationConfig, Sampling};
 use serde::{Deserialize, Serialize};
 
 use super::data::{read_records, RecordFile};
-use super::sample::{answer_prompts, record_prompts};
+use super::sample::{answer_prompts_with, record_prompts};
 use crate::backend::BackendTask;
+use crate::eval::judge::{judge_answers, JudgeItem, Judgement};
 use crate::eval::{
     closed_accuracy, corpus_bleu, corpus_rouge_l, finding_scores, mean_open_recall,
     visual_sensitivity, BleuSmoothing, FindingVocabulary, SensitivityRecord,
@@ -59,6 +65,94 @@ pub struct EvalStage {
     /// template; `None`: the checkpoint's template (or a model directory's own format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_format: Option<String>,
+    /// An OpenAI-compatible judge (`--judge-url`, the client and cache `firempo pairs` uses) for
+    /// the paper's metrics: closed answers without a yes/no word, open accuracy, GREEN-style
+    /// report scores. `None`: the rule metrics only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeConfig>,
+    /// How many answers per question, and how they are drawn (default: one greedy answer).
+    #[serde(default)]
+    pub sampling: AnswerSampling,
+}
+
+/// How each question is answered: once greedily (the default), or `samples` times by
+/// temperature + nucleus (top-p) sampling; every metric is then the mean over the samples.
+///
+/// Sample `s` draws with generator seed `seed·2³² + s·2²⁰` (plus the decoding batch's index), the
+/// same for a record's clean and corrupted image: the visual-sensitivity probe compares answers
+/// drawn with the same random numbers, so `answer_change` counts what the image changes, though
+/// sampling can still amplify a small change of the distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnswerSampling {
+    /// Answers per question (`--samples`), ≥ 1.
+    pub samples: usize,
+    /// Softmax temperature (`--temperature`); 0 = greedy.
+    pub temperature: f64,
+    /// Nucleus mass (`--top-p`), in (0, 1].
+    pub top_p: f64,
+    /// Seed of the sampler (`--seed`).
+    pub seed: u64,
+}
+
+impl Default for AnswerSampling {
+    fn default() -> Self {
+        Self {
+            samples: 1,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl AnswerSampling {
+    /// Refuses settings that do not define N answers per question, naming the flag and the fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.samples >= 1,
+            "--samples 0: every question needs at least one answer; fix: --samples 1 (the \
+             default, greedy) or more with --temperature > 0"
+        );
+        anyhow::ensure!(
+            self.temperature.is_finite() && self.temperature >= 0.0,
+            "--temperature {}: must be a number >= 0 (0 = greedy); fix: e.g. --temperature 0.7",
+            self.temperature
+        );
+        anyhow::ensure!(
+            self.samples == 1 || self.temperature > 0.0,
+            "--samples {} with --temperature {}: greedy decoding gives the same answer {} times; \
+             fix: sample with --temperature > 0 (e.g. 0.7), or --samples 1",
+            self.samples,
+            self.temperature,
+            self.samples
+        );
+        anyhow::ensure!(
+            self.top_p > 0.0 && self.top_p <= 1.0,
+            "--top-p {}: the nucleus mass must be in (0, 1]; fix: e.g. --top-p 0.95 (1 = no \
+             nucleus cut)",
+            self.top_p
+        );
+        Ok(())
+    }
+
+    /// Generation settings of sample `sample`.
+    fn generation(&self, sample: usize, max_new_tokens: usize, eos: u32) -> GenerationConfig {
+        let sampling = if self.temperature > 0.0 {
+            Sampling::TopP {
+                temperature: self.temperature,
+                top_p: self.top_p,
+            }
+        } else {
+            Sampling::Greedy
+        };
+        GenerationConfig {
+            max_new_tokens,
+            sampling,
+            seed: (self.seed << 32) ^ ((sample as u64) << 20),
+            stop_token_ids: vec![eos],
+        }
+    }
 }
 
 /// Scores of one model (percentages, except the log-prob drop in nats).
@@ -72,9 +166,32 @@ pub struct EvalReport {
     /// finding_f1).
     #[serde(default)]
     pub avg_of: Vec<String>,
-    /// Why a metric is missing (e.g. `finding_f1` without a declared vocabulary).
+    /// Why a metric is missing (e.g. `finding_f1` without a declared vocabulary), and how the
+    /// answers were drawn and scored.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Metric name → the label tables show (what it measures: [`metric_label`]).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// With `--samples N > 1`: each sample's metrics (the report's are their mean).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_sample: Vec<BTreeMap<String, f64>>,
+}
+
+/// The label a table shows for `metric`, saying which metric it is: the paper's open accuracy
+/// (`open_acc (judge)`) is not LLaVA-Med's token recall (`open_recall (LLaVA-Med)`), and closed
+/// accuracy with a judge lets it decide the answers without a yes/no word. `judged`: the
+/// evaluation had a judge.
+pub fn metric_label(metric: &str, judged: bool) -> String {
+    match (metric, judged) {
+        ("closed_acc", true) => "closed_acc (yes/no word, else judge)",
+        ("closed_acc", false) => "closed_acc (yes/no word)",
+        ("open_recall", _) => "open_recall (LLaVA-Med)",
+        ("open_acc", _) => "open_acc (judge)",
+        ("green", _) => "green (judge)",
+        (other, _) => other,
+    }
+    .to_string()
 }
 
 /// The value of `EvalStage::finding_vocabulary` that selects the synthetic benchmark's words.
@@ -113,13 +230,15 @@ fn finding_vocabulary(
     Ok(Some(vocabulary))
 }
 
-/// Metric names in report order.
-pub const EVAL_METRICS: [&str; 8] = [
+/// Metric names in report order (`open_acc` and `green` need a judge).
+pub const EVAL_METRICS: [&str; 10] = [
     "closed_acc",
     "open_recall",
+    "open_acc",
     "bleu4",
     "rouge_l",
     "finding_f1",
+    "green",
     "answer_change",
     "logp_drop",
     "avg",
@@ -128,9 +247,14 @@ pub const EVAL_METRICS: [&str; 8] = [
 /// The metrics `avg` averages, when measured: one headline number per answer type.
 pub const AVG_METRICS: [&str; 3] = ["closed_acc", "open_recall", "finding_f1"];
 
-/// One prediction line of `predictions.jsonl`.
+/// What `avg` averages with a judge: the paper's metric of each answer type.
+pub const JUDGED_AVG_METRICS: [&str; 3] = ["closed_acc", "open_acc", "green"];
+
+/// One prediction line of `predictions.jsonl` (one per record and sample).
 #[derive(Debug, Clone, Serialize)]
 struct Prediction<'a> {
+    /// Which of the `--samples` answers (0 for the greedy one).
+    sample: usize,
     record_id: &'a str,
     answer_type: AnswerType,
     question: &'a str,
@@ -139,6 +263,9 @@ struct Prediction<'a> {
     corrupted_answer: &'a str,
     logp_clean: f64,
     logp_corrupted: f64,
+    /// With a judge: the grade (and what decided it) or the GREEN-style counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    judgement: Option<Judgement>,
 }
 
 /// Refuses the evaluation when a record's image or mask file is missing, listing them: a
@@ -273,6 +400,13 @@ impl BackendTask for EvalStage {
     type Output = EvalReport;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<EvalReport> {
+        self.sampling.validate()?;
+        let judge = self
+            .judge
+            .clone()
+            .map(JudgeClient::new)
+            .transpose()
+            .context("the judge settings (--judge-*)")?;
         let data = read_records(&self.records, BadRecordPolicy::Skip, self.limit)?;
         let vocabulary = finding_vocabulary(self.finding_vocabulary.as_deref(), &data.root)?;
         check_record_files(&data, &self.records)?;
@@ -290,39 +424,47 @@ impl BackendTask for EvalStage {
         let corrupted_refs: Vec<&Path> = corrupted.iter().map(PathBuf::as_path).collect();
         let prompts = record_prompts(&processor, records, &clean_refs, max_new)?;
         let corrupted_prompts = record_prompts(&processor, records, &corrupted_refs, max_new)?;
-        let answers = answer_prompts(
-            &model,
-            &processor,
-            &prompts,
-            &clean_refs,
-            batch,
-            max_new,
-            &device,
-        )?;
-        let corrupted_answers = answer_prompts(
-            &model,
-            &processor,
-            &corrupted_prompts,
-            &corrupted_refs,
-            batch,
-            max_new,
-            &device,
-        )?;
-        let logps = answer_logps(
-            &model,
-            &processor,
-            records,
-            [&prompts, &corrupted_prompts],
-            &answers,
-            [&clean_refs, &corrupted_refs],
-            batch,
-            &device,
-        )?;
+        // Per sample: (clean answers, corrupted answers, log-probs of the clean answers).
+        let mut drawn = Vec::with_capacity(self.sampling.samples);
+        for sample in 0..self.sampling.samples {
+            let config = self
+                .sampling
+                .generation(sample, max_new, processor.special.eos as u32);
+            let answers = answer_prompts_with(
+                &model,
+                &processor,
+                &prompts,
+                &clean_refs,
+                batch,
+                &config,
+                &device,
+            )?;
+            let corrupted_answers = answer_prompts_with(
+                &model,
+                &processor,
+                &corrupted_prompts,
+                &corrupted_refs,
+                batch,
+                &config,
+                &device,
+            )?;
+            let logps = answer_logps(
+                &model,
+                &processor,
+                records,
+                [&prompts, &corrupted_prompts],
+                &answers,
+                [&clean_refs, &corrupted_refs],
+                batch,
+                &device,
+            )?;
+            drawn.push((answers, corrupted_answers, logps));
+        }
 
-        let predictions: Vec<Prediction> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Prediction {
+        let mut predictions: Vec<Prediction> = Vec::new();
+        for (sample, (answers, corrupted_answers, logps)) in drawn.iter().enumerate() {
+            predictions.extend(records.iter().enumerate().map(|(i, r)| Prediction {
+                sample,
                 record_id: &r.id,
                 answer_type: r.answer_type,
                 question: &r.question,
@@ -331,16 +473,118 @@ impl BackendTask for EvalStage {
                 corrupted_answer: &corrupted_answers[i],
                 logp_clean: logps[i][0],
                 logp_corrupted: logps[i][1],
-            })
-            .collect();
+                judgement: None,
+            }));
+        }
+        if let Some(judge) = &judge {
+            judge_predictions(judge, &mut predictions)?;
+        }
         write_jsonl(&self.out.join("predictions.jsonl"), &predictions)?;
-        let report = score(&predictions, vocabulary.as_ref())?;
+        let per_sample = predictions
+            .chunk_by(|a, b| a.sample == b.sample)
+            .map(|sample| score(sample, vocabulary.as_ref()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let report = mean_over_samples(per_sample, &self.sampling, self.judge.as_ref());
         std::fs::write(
             self.out.join("eval.json"),
             serde_json::to_string_pretty(&report)?,
         )?;
         Ok(report)
     }
+}
+
+/// Asks the judge about every prediction (closed answers the rules decide send no request) and
+/// stores its judgement; a failure is the error, naming the record, the stage and the reply.
+fn judge_predictions(judge: &JudgeClient, predictions: &mut [Prediction]) -> anyhow::Result<()> {
+    let items: Vec<JudgeItem> = predictions
+        .iter()
+        .map(|p| JudgeItem {
+            record_id: p.record_id,
+            answer_type: p.answer_type,
+            question: p.question,
+            truth: p.truth,
+            answer: p.answer,
+        })
+        .collect();
+    let judgements = judge_answers(judge, &items).context(
+        "judging the answers (nothing was scored; replies that arrived are cached with \
+         --judge-cache, so a rerun asks only the rest)",
+    )?;
+    for (prediction, judgement) in predictions.iter_mut().zip(judgements) {
+        prediction.judgement = Some(judgement);
+    }
+    Ok(())
+}
+
+/// The report of several samples: each metric's mean over the samples that define it (all of
+/// them, except `finding_f1` can be undefined in some: then a note says over how many), the
+/// per-sample metrics, the labels, and notes on how the answers were drawn and judged.
+fn mean_over_samples(
+    mut per_sample: Vec<EvalReport>,
+    sampling: &AnswerSampling,
+    judge: Option<&JudgeConfig>,
+) -> EvalReport {
+    let n = per_sample.len();
+    let mut report = per_sample[0].clone();
+    let names: std::collections::BTreeSet<String> = per_sample
+        .iter()
+        .flat_map(|r| r.metrics.keys().cloned())
+        .collect();
+    report.metrics = names
+        .iter()
+        .map(|name| {
+            let values: Vec<f64> = per_sample
+                .iter()
+                .filter_map(|r| r.metrics.get(name).copied())
+                .collect();
+            if values.len() < n {
+                report.notes.push(format!(
+                    "{name}: mean over the {} of {n} samples where it is defined",
+                    values.len()
+                ));
+            }
+            (
+                name.clone(),
+                values.iter().sum::<f64>() / values.len() as f64,
+            )
+        })
+        .collect();
+    for other in &mut per_sample[1..] {
+        for note in other.notes.drain(..) {
+            if !report.notes.contains(&note) {
+                report.notes.push(note);
+            }
+        }
+    }
+    if n > 1 || sampling.temperature > 0.0 {
+        report.notes.push(format!(
+            "every metric is the mean over {n} sampled answer(s) per question (temperature {}, \
+             top-p {}, seed {}); per_sample holds each sample's",
+            sampling.temperature, sampling.top_p, sampling.seed
+        ));
+    }
+    report.notes.push(match judge {
+        Some(judge) => format!(
+            "judge {} at {}: closed answers without a yes/no word (or exact match), open_acc and \
+             green are its grades",
+            judge.model, judge.base_url
+        ),
+        None => "no judge: closed_acc counts an answer without a yes/no word (or exact match) \
+                 as wrong, and open answers get token recall (open_recall, LLaVA-Med's metric), \
+                 not the paper's judged accuracy; pass --judge-url for those"
+            .to_string(),
+    });
+    report.labels = report
+        .metrics
+        .keys()
+        .map(|m| (m.clone(), metric_label(m, judge.is_some())))
+        .collect();
+    report.per_sample = if n > 1 {
+        per_sample.into_iter().map(|r| r.metrics).collect()
+    } else {
+        Vec::new()
+    };
+    report
 }
 
 /// Aggregates predictions into the report's metrics. `finding_f1` needs a vocabulary, and is
@@ -364,11 +608,32 @@ fn score(
     );
     let mut metrics = BTreeMap::new();
     let mut notes = Vec::new();
+    let judged = predictions.iter().all(|p| p.judgement.is_some());
+    // Mean judged score (%) of the predictions of one answer type, when judged and present.
+    let judged_mean = |kind: AnswerType| -> Option<f64> {
+        let scores: Vec<f64> = predictions
+            .iter()
+            .filter(|p| p.answer_type == kind)
+            .filter_map(|p| p.judgement.map(|j| j.score()))
+            .collect();
+        (judged && !scores.is_empty())
+            .then(|| 100.0 * scores.iter().sum::<f64>() / scores.len() as f64)
+    };
     if !closed.is_empty() {
-        metrics.insert("closed_acc".to_string(), 100.0 * closed_accuracy(&closed)?);
+        let closed_acc = match judged_mean(AnswerType::Closed) {
+            Some(judged) => judged,
+            None => 100.0 * closed_accuracy(&closed)?,
+        };
+        metrics.insert("closed_acc".to_string(), closed_acc);
     }
     if !open.is_empty() {
         metrics.insert("open_recall".to_string(), 100.0 * mean_open_recall(&open)?);
+    }
+    if let Some(open_acc) = judged_mean(AnswerType::Open) {
+        metrics.insert("open_acc".to_string(), open_acc);
+    }
+    if let Some(green) = judged_mean(AnswerType::Report) {
+        metrics.insert("green".to_string(), green);
     }
     if !reports.is_empty() {
         metrics.insert(
@@ -395,7 +660,12 @@ fn score(
             },
         }
     }
-    let avg_of: Vec<String> = AVG_METRICS
+    let averaged = if judged {
+        JUDGED_AVG_METRICS
+    } else {
+        AVG_METRICS
+    };
+    let avg_of: Vec<String> = averaged
         .iter()
         .filter(|m| metrics.contains_key(**m))
         .map(|m| m.to_string())
@@ -432,6 +702,8 @@ fn score(
         counts,
         avg_of,
         notes,
+        labels: BTreeMap::new(),
+        per_sample: Vec::new(),
     })
 }
 
@@ -452,6 +724,85 @@ mod tests {
             split: Split::Test,
             meta: Default::default(),
         }
+    }
+
+    #[test]
+    fn bad_sampling_flags_are_clear_errors() {
+        let ok = AnswerSampling::default();
+        ok.validate().unwrap();
+        AnswerSampling {
+            samples: 4,
+            temperature: 0.7,
+            top_p: 0.95,
+            seed: 3,
+        }
+        .validate()
+        .unwrap();
+        let refused = [
+            (AnswerSampling { samples: 0, ..ok }, "--samples 0"),
+            (
+                AnswerSampling {
+                    samples: 3,
+                    temperature: 0.0,
+                    ..ok
+                },
+                "greedy decoding gives the same answer 3 times",
+            ),
+            (
+                AnswerSampling {
+                    temperature: -0.5,
+                    ..ok
+                },
+                "--temperature -0.5",
+            ),
+            (AnswerSampling { top_p: 0.0, ..ok }, "--top-p 0"),
+            (AnswerSampling { top_p: 1.5, ..ok }, "--top-p 1.5"),
+        ];
+        for (sampling, message) in refused {
+            let err = sampling.validate().unwrap_err().to_string();
+            assert!(err.contains(message) && err.contains("fix:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn samples_are_averaged_metric_by_metric_with_labels_and_notes() {
+        let report = |closed: f64, f1: Option<f64>| EvalReport {
+            metrics: [("closed_acc".to_string(), closed)]
+                .into_iter()
+                .chain(f1.map(|f| ("finding_f1".to_string(), f)))
+                .collect(),
+            counts: BTreeMap::new(),
+            avg_of: Vec::new(),
+            notes: Vec::new(),
+            labels: BTreeMap::new(),
+            per_sample: Vec::new(),
+        };
+        let sampling = AnswerSampling {
+            samples: 3,
+            temperature: 0.7,
+            top_p: 0.9,
+            seed: 0,
+        };
+        let mean = mean_over_samples(
+            vec![
+                report(50.0, Some(10.0)),
+                report(60.0, None),
+                report(100.0, Some(30.0)),
+            ],
+            &sampling,
+            None,
+        );
+        assert!((mean.metrics["closed_acc"] - 70.0).abs() < 1e-12);
+        // finding_f1 undefined in one sample: the mean of the two others, with a note.
+        assert!((mean.metrics["finding_f1"] - 20.0).abs() < 1e-12);
+        assert!(mean
+            .notes
+            .iter()
+            .any(|n| n.contains("finding_f1: mean over the 2 of 3")));
+        assert!(mean.notes.iter().any(|n| n.contains("mean over 3 sampled")));
+        assert!(mean.notes.iter().any(|n| n.contains("no judge")));
+        assert_eq!(mean.labels["closed_acc"], "closed_acc (yes/no word)");
+        assert_eq!(mean.per_sample.len(), 3);
     }
 
     fn mean_grey(path: &Path) -> f64 {

@@ -7,6 +7,7 @@ pub mod data;
 pub mod demo;
 pub mod eval;
 pub mod forward;
+pub mod held_out;
 pub mod pairs;
 pub mod sample;
 pub mod sft;

@@ -110,11 +110,31 @@ pub fn answer_prompts<B: Backend>(
         stop_token_ids: vec![processor.special.eos as u32],
         ..GenerationConfig::default()
     };
+    answer_prompts_with(model, processor, prompts, images, batch, &config, device)
+}
+
+/// Answers after `prompts` about `images`, generated with `config` (greedy or sampled), `batch`
+/// prompts at a time; the `k`-th batch samples with seed `config.seed + k`, so batches do not
+/// repeat each other's random numbers.
+pub fn answer_prompts_with<B: Backend>(
+    model: &Model<B>,
+    processor: &Processor,
+    prompts: &[Vec<i64>],
+    images: &[&Path],
+    batch: usize,
+    config: &GenerationConfig,
+    device: &B::Device,
+) -> anyhow::Result<Vec<String>> {
     let mut answers = Vec::with_capacity(prompts.len());
-    for (prompts, chunk_images) in prompts
+    for (k, (prompts, chunk_images)) in prompts
         .chunks(batch.max(1))
         .zip(images.chunks(batch.max(1)))
+        .enumerate()
     {
+        let config = GenerationConfig {
+            seed: config.seed.wrapping_add(k as u64),
+            ..config.clone()
+        };
         let (ids, mask) = left_pad(prompts, processor.special.pad);
         let pixels = processor.pixels::<B>(chunk_images, device)?;
         let generation = model.generate(ids, mask, pixels, &config)?;

@@ -136,6 +136,11 @@ pub trait Objective<B: AutodiffBackend> {
         let _ = (model, examples);
         anyhow::bail!("this training objective does not support --gradient-checkpointing")
     }
+    /// Extra values logged with the row of optimizer step `step` (after its update), e.g. a
+    /// held-out evaluation every K steps; none by default.
+    fn step_metrics(&self, _model: &Self::Model, _step: usize) -> anyhow::Result<MetricRow> {
+        Ok(MetricRow::new())
+    }
 }
 
 /// A loss whose decoder layers ran checkpointed, with their tapes (one per scoring call).
@@ -282,6 +287,7 @@ where
         sums.insert("lr".into(), lr);
         sums.insert("grad_norm".into(), grad_norm);
         sums.insert("examples_per_s".into(), examples / seconds.max(1e-9));
+        sums.extend(objective.step_metrics(&model, state.step)?);
         progress.set_message(progress_message(&sums));
         progress.set_position(state.step as u64);
         log.push(sums)?;

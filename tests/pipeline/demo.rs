@@ -104,6 +104,53 @@ fn quick_demo_runs_every_stage_and_is_deterministic() {
         assert!(out.join(path).exists(), "{path} exists");
     }
 
+    // The plotted runs (first seed) log the held-out reward accuracy every
+    // `held_out_curve_every` steps and after the last, a fraction, for training_curves.png.
+    let sizes = DemoSizes::quick();
+    for method in demo_methods() {
+        let rows = firempo::eval::read_metrics_jsonl(
+            out.join(format!("align/{}-seed-3/run/metrics.jsonl", method.slug)),
+        )
+        .unwrap();
+        let curve: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| Some((r["step"], *r.get(firempo::stages::held_out::HELD_OUT_ACC)?)))
+            .collect();
+        let steps: Vec<f64> = (1..=sizes.align_steps)
+            .filter(|s| s.is_multiple_of(sizes.held_out_curve_every) || *s == sizes.align_steps)
+            .map(|s| s as f64)
+            .collect();
+        assert_eq!(
+            curve.iter().map(|p| p.0).collect::<Vec<_>>(),
+            steps,
+            "{}",
+            method.name
+        );
+        assert!(
+            curve.iter().all(|p| (0.0..=1.0).contains(&p.1)),
+            "{curve:?}"
+        );
+        // The last point scores what the table's pair_acc scores (the saved model against SFT).
+        let table_acc = table.cell(method.name, "pair_acc").unwrap().values[0];
+        assert!(
+            (100.0 * curve.last().unwrap().1 - table_acc).abs() < 1e-6,
+            "{}: curve {curve:?} vs table {table_acc}",
+            method.name
+        );
+        // Later seeds do not pay for the curve.
+        let other = std::fs::read_to_string(
+            out.join(format!("align/{}-seed-4/run/metrics.jsonl", method.slug)),
+        )
+        .unwrap();
+        assert!(!other.contains("held_out/"), "{}", method.name);
+    }
+    assert!(
+        firempo::stages::demo::training_curve_panels()
+            .iter()
+            .any(|p| p.keys == [firempo::stages::held_out::HELD_OUT_ACC]),
+        "training_curves.png has the held-out panel"
+    );
+
     let (again, _) = run("b");
     assert_eq!(
         again.table.to_json(),

@@ -281,6 +281,7 @@ pub fn runs_through_sample_sft_align_and_eval(
         merge: false,
         dtype: Default::default(),
         prompt_format: prompt_format.clone(),
+        held_out: None,
     }
     .run::<B>(device)
     .unwrap();
@@ -318,6 +319,8 @@ pub fn runs_through_sample_sft_align_and_eval(
         finding_vocabulary: None,
         dtype: Default::default(),
         prompt_format: None,
+        judge: None,
+        sampling: Default::default(),
     }
     .run::<B>(device)
     .unwrap();

@@ -7,6 +7,7 @@ mod checkpointing;
 mod common;
 mod convert;
 mod demo;
+mod eval_judge;
 mod forward;
 mod hf_checkpoint;
 mod original_llava;
