@@ -112,4 +112,7 @@ pub enum ModelError {
     ChatTemplate { origin: String, message: String },
     #[error("input: {0}")]
     Input(String),
+    /// A tokenizer, prompt format, image processor and model config that do not fit together.
+    #[error("{0}")]
+    Processor(String),
 }

@@ -13,22 +13,32 @@
 //! use std::path::Path;
 //! use burn::backend::NdArray;
 //! use firempo_models::{
-//!     load_pretrained, prepare_question, ChatTemplate, GenerationConfig, ImagePreprocessor, Tokenizer,
+//!     load_pretrained, processor, read_tokenizer, GenerationConfig, HfChatTemplate,
+//!     ImagePreprocessor, Pixels, Processor, PromptFormat,
 //! };
 //!
 //! # fn main() -> Result<(), firempo_models::ModelError> {
 //! let dir = Path::new("checkpoints/llava-1.5-7b-hf");
 //! let device = Default::default();
 //! let model = load_pretrained::<NdArray>(dir, &device)?;
-//! let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
-//! let preprocessor = ImagePreprocessor::from_file(&dir.join("preprocessor_config.json"))?;
-//! let template = ChatTemplate::Llava15;
-//! let input = prepare_question(&model.config, &tokenizer, template, &preprocessor,
-//!     "Is there a pleural effusion?", Some(Path::new("xray.png")), &device)?;
-//! let stop = template.stop_tokens().iter().filter_map(|t| tokenizer.token_id(t)).collect();
+//! // The processor: tokenizer, the checkpoint's chat template, its image preprocessing.
+//! let tokenizer = read_tokenizer(&dir.join("tokenizer.json"))?;
+//! let format = PromptFormat::from_chat_template(&HfChatTemplate::for_checkpoint(dir, None)?, &tokenizer)?;
+//! let preprocess = ImagePreprocessor::from_file(&dir.join("preprocessor_config.json"))?.config()?;
+//! let processor = Processor::new(&model.config, tokenizer, preprocess, format)?;
+//! let path = Path::new("xray.png");
+//! let image = ImagePreprocessor::open(path)?;
+//! let tokens = processor.image_tokens(image.width(), image.height(), path)?;
+//! let prompt = processor.prompt_ids("Is there a pleural effusion?", tokens)?;
+//! let Pixels::Square(pixels) = processor::batch(&[&processor.process_image(&image, path)?], &device)? else {
+//!     unreachable!("a LLaVA processor makes square images")
+//! };
+//! let stop = vec![processor.special.eos as u32];
 //! let config = GenerationConfig { max_new_tokens: 64, stop_token_ids: stop, ..Default::default() };
-//! let answer = model.generate(input, &config)?;
-//! println!("{}", tokenizer.decode(&answer.tokens[0], true)?);
+//! let mask = vec![vec![true; prompt.len()]];
+//! let answer = model.generate_host(vec![prompt], mask, Some(pixels), &config, &device)?;
+//! let ids: Vec<i64> = answer.tokens[0].iter().map(|&t| i64::from(t)).collect();
+//! println!("{}", processor.decode(&ids)?);
 //! # Ok(())
 //! # }
 //! ```
@@ -37,9 +47,8 @@ mod activation;
 mod attention;
 mod attention_op;
 pub mod causal_attention;
-mod checkpoint;
-mod chat;
 mod chat_template;
+mod checkpoint;
 mod config;
 mod decoder;
 mod error;
@@ -51,20 +60,19 @@ pub mod mask;
 pub mod precision;
 mod preprocess;
 mod preprocessor_config;
+pub mod processor;
 mod projector;
 pub mod qwen_vl;
 mod rope;
 mod scoring;
-mod tokenizer;
 mod vision;
 mod vlm;
 
 pub use activation::*;
 pub use attention::*;
 pub use attention_op::*;
-pub use checkpoint::*;
-pub use chat::*;
 pub use chat_template::*;
+pub use checkpoint::*;
 pub use config::*;
 pub use decoder::*;
 pub use error::*;
@@ -77,6 +85,10 @@ pub use lora::*;
 pub use precision::{check_backend_dtype, check_full_finetune, WeightDType};
 pub use preprocess::*;
 pub use preprocessor_config::*;
+pub use processor::{
+    expand_image_tokens, read_tokenizer, ImageProcessing, Pixels, ProcessedImage, Processor,
+    PromptFormat, SpecialIds, IMAGE_PLACEHOLDER, QWEN_IMAGE_PAD,
+};
 pub use projector::*;
 pub use qwen_vl::{
     is_qwen_vl_config, load_qwen_vl, read_qwen_vl_config, QwenImageProcessor, QwenImages,
@@ -84,6 +96,5 @@ pub use qwen_vl::{
 };
 pub use rope::*;
 pub use scoring::*;
-pub use tokenizer::*;
 pub use vision::*;
 pub use vlm::*;

@@ -8,6 +8,7 @@
 //! differs by at most about one 8-bit level (checked against CLIPImageProcessor's pixel values in
 //! `tests/chat.rs`).
 
+use burn::tensor::{backend::Backend, Tensor, TensorData};
 use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
 use serde::{Deserialize, Serialize};
@@ -214,6 +215,37 @@ pub struct PixelValues {
     pub width: usize,
     /// `C·H·W` values.
     pub data: Vec<f32>,
+}
+
+impl PixelValues {
+    /// A batch `[n_images, C, H, W]`; images of different sizes are an error (a LLaVA tower
+    /// takes one size).
+    pub fn stack<B: Backend>(
+        images: &[&PixelValues],
+        device: &B::Device,
+    ) -> Result<Tensor<B, 4>, ModelError> {
+        let first = images
+            .first()
+            .ok_or_else(|| ModelError::Input("no images given".into()))?;
+        let shape = [first.channels, first.height, first.width];
+        let mut data = Vec::with_capacity(images.len() * first.data.len());
+        for (i, image) in images.iter().enumerate() {
+            let [c, h, w] = [image.channels, image.height, image.width];
+            if [c, h, w] != shape {
+                return Err(ModelError::Input(format!(
+                    "image {i} preprocesses to {c}×{h}×{w} but image 0 to {}×{}×{}; the \
+                     preprocessing must give one size (set `crop_size` or a fixed `size`)",
+                    shape[0], shape[1], shape[2]
+                )));
+            }
+            data.extend_from_slice(&image.data);
+        }
+        let [c, h, w] = shape;
+        Ok(Tensor::from_data(
+            TensorData::new(data, [images.len(), c, h, w]),
+            device,
+        ))
+    }
 }
 
 /// Turns an image into `[C, H, W]` f32 pixel values as `config` says.

@@ -3,13 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Tensor};
 use image::DynamicImage;
 use serde::Deserialize;
 
 use crate::config::ImageAspectRatio;
 use crate::error::ModelError;
-use crate::preprocess::{preprocess, ChannelMode, PreprocessConfig, Resample, Resize};
+use crate::preprocess::{preprocess, ChannelMode, PixelValues, PreprocessConfig, Resample, Resize};
 
 /// `size` / `crop_size` as HF writes them.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -216,28 +216,12 @@ impl ImagePreprocessor {
         device: &B::Device,
     ) -> Result<Tensor<B, 4>, ModelError> {
         let config = self.config()?;
-        let mut data = Vec::new();
-        let mut size = None;
-        for (i, image) in images.iter().enumerate() {
-            let values = preprocess(image, &config)?;
-            let (h, w) = (values.height, values.width);
-            let first = *size.get_or_insert((h, w));
-            if first != (h, w) {
-                return Err(ModelError::Input(format!(
-                    "image {i} preprocesses to {h}×{w} but image 0 to {}×{}; {} must give one \
-                     size (set `crop_size` or a fixed `size`)",
-                    first.0,
-                    first.1,
-                    self.path.display()
-                )));
-            }
-            data.extend(values.data);
-        }
-        let (h, w) = size.ok_or_else(|| ModelError::Input("no images given".into()))?;
-        Ok(Tensor::from_data(
-            TensorData::new(data, [images.len(), 3, h, w]),
-            device,
-        ))
+        let values = images
+            .iter()
+            .map(|image| preprocess(image, &config))
+            .collect::<Result<Vec<_>, _>>()?;
+        PixelValues::stack(&values.iter().collect::<Vec<_>>(), device)
+            .map_err(|e| ModelError::Input(format!("{}: {e}", self.path.display())))
     }
 }
 

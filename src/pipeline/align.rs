@@ -17,8 +17,8 @@ use firempo_losses::{CorruptedAnswers, LossOutput, PreferenceBatch, PreferenceLo
 use firempo_models::{Checkpointed, FullGraph, Trunk};
 
 use super::batch::{pad_rows, scoring_batch};
+use super::file_processor::FileProcessor;
 use super::model::Model;
-use super::processor::Processor;
 use crate::train::{CheckpointedLoss, Objective};
 
 /// One tokenized preference pair.
@@ -38,7 +38,7 @@ pub struct AlignExample {
 
 /// Tokenizes pairs (paths resolved against `root`).
 pub fn align_examples(
-    processor: &Processor,
+    processor: &FileProcessor,
     pairs: &[PreferencePair],
     root: &Path,
 ) -> anyhow::Result<Vec<AlignExample>> {
@@ -47,11 +47,11 @@ pub fn align_examples(
         .map(|pair| -> anyhow::Result<AlignExample> {
             let image = root.join(&pair.image);
             let corrupted_image = pair.corrupted_image.as_ref().map(|p| root.join(p));
-            let prompt = processor.prompt_ids(&pair.question, &image)?;
+            let prompt = processor.prompt_for(&pair.question, &image)?;
             if let Some(corrupted) = &corrupted_image {
                 // Both images are scored after one prompt: they need the same image tokens.
                 anyhow::ensure!(
-                    processor.image_tokens(corrupted)? == processor.image_tokens(&image)?,
+                    processor.image_tokens_of(corrupted)? == processor.image_tokens_of(&image)?,
                     "the corrupted image {} takes another number of image tokens than the clean \
                      {} (a different size, for a model that reads images at their own \
                      resolution); fix: use the corrupted copy `firempo pairs` writes, which keeps the size",
@@ -61,9 +61,9 @@ pub fn align_examples(
             }
             let example = AlignExample {
                 prompt,
-                chosen: processor.answer_ids_with_phrases(&pair.chosen, &pair.chosen_spans)?,
+                chosen: processor.answer_with_spans(&pair.chosen, &pair.chosen_spans)?,
                 rejected: processor
-                    .answer_ids_with_phrases(&pair.rejected, &pair.rejected_spans)?,
+                    .answer_with_spans(&pair.rejected, &pair.rejected_spans)?,
                 image,
                 corrupted_image,
             };
@@ -88,7 +88,7 @@ pub fn whole_answer_spans(answer: &str) -> Vec<PhraseSpan> {
 /// The alignment objective over tokenized pairs.
 pub struct AlignObjective<'a, B: AutodiffBackend> {
     /// Tokenizer and image preprocessing.
-    pub processor: &'a Processor,
+    pub processor: &'a FileProcessor,
     /// The pairs.
     pub examples: Vec<AlignExample>,
     /// The preference loss.

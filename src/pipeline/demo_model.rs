@@ -14,8 +14,9 @@ use firempo_datasets::Record;
 use firempo_models::PreprocessConfig;
 use firempo_models::{FeatureSelect, VlmConfig};
 
-use super::processor::{Processor, PromptFormat};
+use super::file_processor::FileProcessor;
 use super::tokenizer::train_word_level;
+use firempo_models::{Processor, PromptFormat};
 
 /// Image side the demo model sees (the synthetic benchmark's default size).
 pub const DEMO_IMAGE_SIZE: usize = 64;
@@ -45,7 +46,7 @@ pub fn demo_config(vocab_size: usize, image_token_id: usize) -> VlmConfig {
 
 /// The demo's model config and processor for `records`: a word-level tokenizer trained on their
 /// prompts and answers, grayscale 64×64 preprocessing, the LLaVA-1.5 prompt format.
-pub fn demo_processor(records: &[Record]) -> anyhow::Result<(VlmConfig, Processor)> {
+pub fn demo_processor(records: &[Record]) -> anyhow::Result<(VlmConfig, FileProcessor)> {
     let format = PromptFormat::llava15();
     let corpus = records
         .iter()
@@ -57,5 +58,5 @@ pub fn demo_processor(records: &[Record]) -> anyhow::Result<(VlmConfig, Processo
     let config = demo_config(tokenizer.get_vocab_size(true), image_token);
     let preprocess = PreprocessConfig::grayscale(DEMO_IMAGE_SIZE as u32);
     let processor = Processor::new(&config, tokenizer, preprocess, format)?;
-    Ok((config, processor))
+    Ok((config, processor.into()))
 }

@@ -11,11 +11,14 @@ use anyhow::Context;
 use burn::tensor::backend::Backend;
 use firempo_models::loading::{image_preprocessor, LoadOptions};
 use firempo_models::precision::WeightDType;
-use firempo_models::{HfChatTemplate, QwenImageProcessor, IMAGE_PLACEHOLDER};
+use firempo_models::{
+    read_tokenizer, HfChatTemplate, Processor, PromptFormat, QwenImageProcessor, IMAGE_PLACEHOLDER,
+    QWEN_IMAGE_PAD,
+};
 use tokenizers::Tokenizer;
 
+use super::file_processor::FileProcessor;
 use super::model::{is_qwen_vl_checkpoint, Model};
-use super::processor::{Processor, PromptFormat, QWEN_IMAGE_PAD};
 
 /// Files a checkpoint directory needs besides its safetensors weights.
 const REQUIRED: [(&str, &str); 2] = [
@@ -51,7 +54,11 @@ pub fn checkpoint_format(
     image_token: &str,
 ) -> anyhow::Result<PromptFormat> {
     let template = HfChatTemplate::for_checkpoint(dir, prompt_format)?;
-    PromptFormat::from_chat_template_for(&template, tokenizer, image_token)
+    Ok(PromptFormat::from_chat_template_for(
+        &template,
+        tokenizer,
+        image_token,
+    )?)
 }
 
 /// Loads a HF checkpoint directory of any family (decoder projections in `dtype`) and builds its
@@ -61,7 +68,7 @@ pub fn load_hf_checkpoint<B: Backend>(
     prompt_format: Option<&str>,
     dtype: WeightDType,
     device: &B::Device,
-) -> anyhow::Result<(Model<B>, Processor)> {
+) -> anyhow::Result<(Model<B>, FileProcessor)> {
     for (file, what) in REQUIRED {
         anyhow::ensure!(
             dir.join(file).is_file(),
@@ -70,8 +77,7 @@ pub fn load_hf_checkpoint<B: Backend>(
         );
     }
     let tokenizer_path = dir.join("tokenizer.json");
-    let tokenizer = Tokenizer::from_file(&tokenizer_path)
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", tokenizer_path.display()))?;
+    let tokenizer = read_tokenizer(&tokenizer_path)?;
     let image_token = if is_qwen_vl_checkpoint(dir) {
         QWEN_IMAGE_PAD
     } else {
@@ -109,7 +115,7 @@ pub fn load_hf_checkpoint<B: Backend>(
                 .with_context(disagree)?
         }
     };
-    Ok((model, processor))
+    Ok((model, processor.into()))
 }
 
 fn needs_image_settings(dir: &Path) -> String {

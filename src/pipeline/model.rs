@@ -10,14 +10,14 @@ use std::path::Path;
 use anyhow::Context;
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use firempo_models::loading::{load_pretrained_with, LoadOptions};
 use firempo_models::precision::{cast_base_weights, WeightDType};
 use firempo_models::{
     load_adapter, load_qwen_vl, load_record_file, save_adapter, Generation, GenerationConfig,
-    HostScoringInput, LoraConfig, QwenScoringInput, QwenVl, QwenVlConfig, QwenVlInput, TextConfig,
-    Vlm, VlmConfig,
+    HostScoringInput, LoraConfig, Pixels, QwenScoringInput, QwenVl, QwenVlConfig, QwenVlInput,
+    TextConfig, Vlm, VlmConfig,
 };
 use firempo_models::{FullGraph, Trunk};
 use serde_json::Value;
@@ -68,43 +68,13 @@ pub fn is_qwen_vl_checkpoint(dir: &Path) -> bool {
             .any(|a| qwen_vl(a) && a.ends_with("ForConditionalGeneration"))
 }
 
-/// Preprocessed images as a model family takes them.
-#[derive(Debug, Clone)]
-pub enum Pixels<B: Backend> {
-    /// LLaVA: `[n_images, C, H, W]`, every image the vision tower's square.
-    Square(Tensor<B, 4>),
-    /// Qwen-VL: all images' patches `[n_patches, C·T·p·p]`, and one `[t, h, w]` grid (in
-    /// patches) per image; images of different sizes have different grids.
-    Patches {
-        values: Tensor<B, 2>,
-        grids: Vec<[usize; 3]>,
-    },
-}
-
-impl<B: AutodiffBackend> Pixels<B> {
-    /// The same pixels on the inner backend (for the graph-free reference model).
-    pub fn inner(&self) -> Pixels<B::InnerBackend> {
-        match self {
-            Self::Square(t) => Pixels::Square(t.clone().inner()),
-            Self::Patches { values, grids } => Pixels::Patches {
-                values: values.clone().inner(),
-                grids: grids.clone(),
-            },
-        }
-    }
-}
-
-impl<B: Backend> Pixels<B> {
-    fn family_mismatch(&self, model: &str) -> anyhow::Error {
-        let given = match self {
-            Self::Square(_) => "LLaVA-style square images",
-            Self::Patches { .. } => "Qwen-VL image patches",
-        };
-        anyhow::anyhow!(
-            "the processor gave {given} to a {model} model; the model directory's processor.json \
-             and model.json are of different families"
-        )
-    }
+/// The error for pixels of one family given to a model of the other.
+fn family_mismatch<B: Backend>(pixels: &Pixels<B>, model: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the processor gave {} to a {model} model; the model directory's processor.json and \
+         model.json are of different families",
+        pixels.kind()
+    )
 }
 
 /// `model.json`: the architecture of a firempo model directory. A LLaVA-style model is stored as
@@ -335,8 +305,8 @@ impl<B: Backend> Model<B> {
                 };
                 Ok(model.score_answers_with(input, trunk)?)
             }
-            (Self::Llava(_), pixels) => Err(pixels.family_mismatch("LLaVA-style")),
-            (Self::QwenVl(_), pixels) => Err(pixels.family_mismatch("Qwen-VL")),
+            (Self::Llava(_), pixels) => Err(family_mismatch(&pixels, "LLaVA-style")),
+            (Self::QwenVl(_), pixels) => Err(family_mismatch(&pixels, "Qwen-VL")),
         }
     }
 
@@ -363,8 +333,8 @@ impl<B: Backend> Model<B> {
                 };
                 Ok(model.generate(input, config)?)
             }
-            (Self::Llava(_), pixels) => Err(pixels.family_mismatch("LLaVA-style")),
-            (Self::QwenVl(_), pixels) => Err(pixels.family_mismatch("Qwen-VL")),
+            (Self::Llava(_), pixels) => Err(family_mismatch(&pixels, "LLaVA-style")),
+            (Self::QwenVl(_), pixels) => Err(family_mismatch(&pixels, "Qwen-VL")),
         }
     }
 }

@@ -21,12 +21,12 @@ use burn::tensor::backend::Backend;
 use firempo_models::precision::{check_backend_dtype, WeightDType};
 use firempo_models::{PreprocessConfig, QwenImageProcessor};
 use serde::{Deserialize, Serialize};
-use tokenizers::Tokenizer;
 
 use super::base_model::{load_adapter_only, BaseModel};
+use super::file_processor::FileProcessor;
 use super::hf_checkpoint::{is_hf_checkpoint, load_hf_checkpoint};
 use super::model::{Model, ModelConfig};
-use super::processor::{ImageProcessing, Processor, PromptFormat};
+use firempo_models::{read_tokenizer, ImageProcessing, Processor, PromptFormat};
 
 /// `processor.json`: how text and images become model inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +62,7 @@ fn default_eos() -> String {
 }
 
 impl ProcessorConfig {
-    fn of(processor: &Processor) -> Self {
+    fn of(processor: &FileProcessor) -> Self {
         let format = processor.format.clone();
         let (preprocess, image_patches) = match &processor.images {
             ImageProcessing::Square { preprocess, .. } => (Some(preprocess.clone()), None),
@@ -94,7 +94,7 @@ impl ProcessorConfig {
 pub fn load_model<B: Backend>(
     dir: &Path,
     device: &B::Device,
-) -> anyhow::Result<(Model<B>, Processor)> {
+) -> anyhow::Result<(Model<B>, FileProcessor)> {
     load_model_as(dir, None, device)
 }
 
@@ -105,7 +105,7 @@ pub fn load_model_as<B: Backend>(
     dir: &Path,
     prompt_format: Option<&str>,
     device: &B::Device,
-) -> anyhow::Result<(Model<B>, Processor)> {
+) -> anyhow::Result<(Model<B>, FileProcessor)> {
     load_model_in(dir, prompt_format, WeightDType::F32, device)
 }
 
@@ -117,7 +117,7 @@ pub fn load_model_in<B: Backend>(
     prompt_format: Option<&str>,
     dtype: WeightDType,
     device: &B::Device,
-) -> anyhow::Result<(Model<B>, Processor)> {
+) -> anyhow::Result<(Model<B>, FileProcessor)> {
     check_backend_dtype::<B>(dtype, device)?;
     let (model, processor) = load_as_stored(dir, prompt_format, dtype, device)?;
     Ok((model.cast_base_weights(dtype), processor))
@@ -130,7 +130,7 @@ fn load_as_stored<B: Backend>(
     prompt_format: Option<&str>,
     dtype: WeightDType,
     device: &B::Device,
-) -> anyhow::Result<(Model<B>, Processor)> {
+) -> anyhow::Result<(Model<B>, FileProcessor)> {
     if dir.join("model.json").is_file() {
         let (model, processor) = load_model_dir(dir, device)?;
         if let Some(name) = prompt_format {
@@ -160,7 +160,7 @@ fn load_as_stored<B: Backend>(
 pub fn save_model_dir<B: Backend>(
     dir: &Path,
     model: &Model<B>,
-    processor: &Processor,
+    processor: &FileProcessor,
 ) -> anyhow::Result<()> {
     save_description(dir, &model.config(), processor)?;
     model.save_weights(&dir.join("model"))
@@ -171,7 +171,7 @@ pub fn save_model_dir<B: Backend>(
 pub fn save_adapter_only_dir(
     dir: &Path,
     config: &ModelConfig,
-    processor: &Processor,
+    processor: &FileProcessor,
     base: &BaseModel,
 ) -> anyhow::Result<()> {
     save_description(dir, config, processor)?;
@@ -179,7 +179,11 @@ pub fn save_adapter_only_dir(
 }
 
 /// `model.json`, `processor.json` and `tokenizer.json`.
-fn save_description(dir: &Path, config: &ModelConfig, processor: &Processor) -> anyhow::Result<()> {
+fn save_description(
+    dir: &Path,
+    config: &ModelConfig,
+    processor: &FileProcessor,
+) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::write(dir.join("model.json"), config.to_json()?)?;
     fs::write(
@@ -196,15 +200,14 @@ fn save_description(dir: &Path, config: &ModelConfig, processor: &Processor) -> 
 pub fn load_model_dir<B: Backend>(
     dir: &Path,
     device: &B::Device,
-) -> anyhow::Result<(Model<B>, Processor)> {
+) -> anyhow::Result<(Model<B>, FileProcessor)> {
     let config = read_model_config(dir)?;
     let path = dir.join("processor.json");
     let text = fs::read_to_string(&path).with_context(|| not_a_model_dir(&path, dir))?;
     let processor_config: ProcessorConfig =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let tokenizer_path = dir.join("tokenizer.json");
-    let tokenizer = Tokenizer::from_file(&tokenizer_path)
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", tokenizer_path.display()))?;
+    let tokenizer = read_tokenizer(&tokenizer_path)?;
     let format = processor_config.format();
     let processor = match (
         &config,
@@ -212,10 +215,10 @@ pub fn load_model_dir<B: Backend>(
         processor_config.image_patches,
     ) {
         (ModelConfig::Llava(config), Some(preprocess), None) => {
-            Processor::new(config, tokenizer, preprocess, format)
+            Ok(Processor::new(config, tokenizer, preprocess, format)?)
         }
         (ModelConfig::QwenVl(config), None, Some(patches)) => {
-            Processor::for_qwen_vl(config, tokenizer, patches, format)
+            Ok(Processor::for_qwen_vl(config, tokenizer, patches, format)?)
         }
         (ModelConfig::Llava(_), _, _) => Err(anyhow::anyhow!(
             "a LLaVA-style model (model.json) needs field `preprocess` and no `image_patches`"
@@ -225,7 +228,7 @@ pub fn load_model_dir<B: Backend>(
         )),
     }
     .with_context(|| format!("{}", path.display()))?;
-    Ok((load_weights(dir, &config, device)?, processor))
+    Ok((load_weights(dir, &config, device)?, processor.into()))
 }
 
 /// The model of a directory written by [`save_model_dir`], without its tokenizer and processor

@@ -10,8 +10,8 @@ use firempo_losses::{sft_loss, LossOutput};
 use firempo_models::{Checkpointed, FullGraph, Trunk};
 
 use super::batch::scoring_batch;
+use super::file_processor::FileProcessor;
 use super::model::Model;
-use super::processor::Processor;
 use crate::train::{CheckpointedLoss, Objective};
 
 /// One tokenized training example.
@@ -27,7 +27,7 @@ pub struct SftExample {
 
 /// Tokenizes `records` (image paths resolved against `root`).
 pub fn sft_examples(
-    processor: &Processor,
+    processor: &FileProcessor,
     records: &[Record],
     root: &Path,
 ) -> anyhow::Result<Vec<SftExample>> {
@@ -36,7 +36,7 @@ pub fn sft_examples(
         .map(|record| -> anyhow::Result<SftExample> {
             let image = record.image_path(root);
             let example = SftExample {
-                prompt: processor.prompt_ids(&record.question, &image)?,
+                prompt: processor.prompt_for(&record.question, &image)?,
                 answer: processor.answer_ids(&record.answer)?,
                 image,
             };
@@ -51,7 +51,7 @@ pub fn sft_examples(
 /// Mean answer-token NLL over a micro-batch of examples.
 pub struct SftObjective<'a, B: Backend> {
     /// Tokenizer and image preprocessing.
-    pub processor: &'a Processor,
+    pub processor: &'a FileProcessor,
     /// The training examples.
     pub examples: Vec<SftExample>,
     /// Where batches are built.

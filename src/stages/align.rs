@@ -22,10 +22,10 @@ use crate::pipeline::align::{
     align_examples, reference_of, whole_answer_spans, AlignExample, AlignObjective,
 };
 use crate::pipeline::batch::scoring_batch;
+use crate::pipeline::file_processor::FileProcessor;
 use crate::pipeline::image_check::check_images;
 use crate::pipeline::model::Model;
 use crate::pipeline::model_dir::load_model_in;
-use crate::pipeline::processor::Processor;
 use crate::train::{check_resume, RunIdentity, TrainerConfig};
 
 /// Settings of the alignment stage.
@@ -269,7 +269,7 @@ impl BackendTask for AlignStage {
 /// on the clean image, `batch` pairs per forward pass (graph-free: pass an inner-backend model).
 pub fn pair_logps<B: Backend>(
     model: &Model<B>,
-    processor: &Processor,
+    processor: &FileProcessor,
     examples: &[AlignExample],
     batch: usize,
     device: &B::Device,

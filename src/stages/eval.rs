@@ -29,10 +29,10 @@ use crate::eval::{
     visual_sensitivity, BleuSmoothing, FindingVocabulary, SensitivityRecord,
 };
 use crate::pipeline::batch::scoring_batch;
+use crate::pipeline::file_processor::FileProcessor;
 use crate::pipeline::image_check::list_some;
 use crate::pipeline::model::Model;
 use crate::pipeline::model_dir::load_model_in;
-use crate::pipeline::processor::Processor;
 
 /// Settings of the evaluation stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,7 +326,7 @@ fn corrupted_images(
 #[allow(clippy::too_many_arguments)]
 fn answer_logps<B: Backend>(
     model: &Model<B>,
-    processor: &Processor,
+    processor: &FileProcessor,
     records: &[Record],
     prompts: [&[Vec<i64>]; 2],
     answers: &[String],

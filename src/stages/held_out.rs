@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::align::{pair_logps, reward_margins};
 use crate::pipeline::align::{align_examples, AlignExample};
+use crate::pipeline::file_processor::FileProcessor;
 use crate::pipeline::model::Model;
-use crate::pipeline::processor::Processor;
 use crate::train::metrics_log::MetricRow;
 use crate::train::{CheckpointedLoss, Objective};
 
@@ -45,7 +45,7 @@ pub struct HeldOutPairs {
 
 /// Scores the held-out pairs with the policy at the due steps.
 pub struct HeldOutProbe<'a> {
-    processor: &'a Processor,
+    processor: &'a FileProcessor,
     examples: Vec<AlignExample>,
     reference: Vec<[f64; 2]>,
     reference_seconds: f64,
@@ -61,7 +61,7 @@ impl<'a> HeldOutProbe<'a> {
     /// Reads and tokenizes the pairs and scores them once with `reference`.
     pub fn new<B: AutodiffBackend>(
         config: &HeldOutPairs,
-        processor: &'a Processor,
+        processor: &'a FileProcessor,
         reference: &Model<B::InnerBackend>,
         last_step: usize,
         device: &B::Device,

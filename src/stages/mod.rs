@@ -19,9 +19,9 @@ use burn::tensor::backend::AutodiffBackend;
 use firempo_models::precision::WeightDType;
 
 use crate::pipeline::base_model::{BaseModel, BASE_FILE};
+use crate::pipeline::file_processor::FileProcessor;
 use crate::pipeline::model::Model;
 use crate::pipeline::model_dir::{save_adapter_only_dir, save_model_dir};
-use crate::pipeline::processor::Processor;
 use crate::train::storage::explain_write_failure;
 use crate::train::{train, Objective, RunIdentity, TrainerConfig};
 
@@ -66,7 +66,7 @@ pub fn train_into_model_dir<B, T>(
     trainer: &TrainerConfig,
     objective: &T,
     model: Model<B>,
-    processor: &Processor,
+    processor: &FileProcessor,
     out: &Path,
     resume: bool,
     identity: &RunIdentity,

@@ -14,9 +14,9 @@ use serde_json::json;
 use super::data::read_records;
 use crate::backend::BackendTask;
 use crate::pipeline::batch::left_pad;
+use crate::pipeline::file_processor::FileProcessor;
 use crate::pipeline::model::Model;
 use crate::pipeline::model_dir::load_model_in;
-use crate::pipeline::processor::Processor;
 
 /// Settings of the sampling stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ pub struct SampleStage {
 /// Prompt ids of each record's question about `images[i]`, each checked to leave room for
 /// `max_new_tokens` generated tokens in the model's context; an error names the record.
 pub fn record_prompts(
-    processor: &Processor,
+    processor: &FileProcessor,
     records: &[Record],
     images: &[&Path],
     max_new_tokens: usize,
@@ -60,7 +60,7 @@ pub fn record_prompts(
         .zip(images)
         .map(|(record, image)| {
             processor
-                .prompt_ids(&record.question, image)
+                .prompt_for(&record.question, image)
                 .and_then(|prompt| {
                     processor.check_fits(prompt.len(), max_new_tokens)?;
                     Ok(prompt)
@@ -73,7 +73,7 @@ pub fn record_prompts(
 /// Greedy answers of `model` to `records`, `batch` prompts at a time.
 pub fn answer_records<B: Backend>(
     model: &Model<B>,
-    processor: &Processor,
+    processor: &FileProcessor,
     records: &[Record],
     root: &Path,
     batch: usize,
@@ -98,7 +98,7 @@ pub fn answer_records<B: Backend>(
 /// prompt).
 pub fn answer_prompts<B: Backend>(
     model: &Model<B>,
-    processor: &Processor,
+    processor: &FileProcessor,
     prompts: &[Vec<i64>],
     images: &[&Path],
     batch: usize,
@@ -118,7 +118,7 @@ pub fn answer_prompts<B: Backend>(
 /// repeat each other's random numbers.
 pub fn answer_prompts_with<B: Backend>(
     model: &Model<B>,
-    processor: &Processor,
+    processor: &FileProcessor,
     prompts: &[Vec<i64>],
     images: &[&Path],
     batch: usize,

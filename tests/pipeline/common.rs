@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use firempo::pipeline::demo_model::demo_processor;
-use firempo::pipeline::processor::Processor;
+use firempo::pipeline::file_processor::FileProcessor;
 use firempo_datasets::synth::{generate, SynthConfig};
 use firempo_datasets::{read_jsonl, BadRecordPolicy, Record};
 use firempo_models::VlmConfig;
@@ -26,7 +26,7 @@ pub struct TinySetup {
     /// The demo model config.
     pub config: VlmConfig,
     /// Its processor.
-    pub processor: Processor,
+    pub processor: FileProcessor,
 }
 
 /// Builds the setup in a temporary folder named after `name`.

@@ -9,14 +9,13 @@ use burn::backend::Autodiff;
 use firempo::backend::{BackendTask, TestCpu};
 use firempo::losses::{FiReMpoConfig, PreferenceLoss};
 use firempo::pipeline::model_dir::{load_model, load_model_as};
-use firempo::pipeline::processor::PromptFormat;
 use firempo::stages::align::AlignStage;
 use firempo::stages::eval::EvalStage;
 use firempo::stages::sample::SampleStage;
 use firempo::stages::sft::{ModelSource, SftStage};
 use firempo::train::TrainerConfig;
 use firempo_datasets::{write_jsonl, CorruptionConfig};
-use firempo_models::{ChatTemplate, LoraConfig};
+use firempo_models::{LoraConfig, PromptFormat};
 
 type B = Autodiff<TestCpu>;
 
@@ -62,8 +61,12 @@ fn lora() -> Option<LoraConfig> {
 /// The ChatML prompt format the fixture ids were made with, as rendered from `origin`.
 fn chatml(origin: String) -> PromptFormat {
     PromptFormat {
+        template: "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n\
+                   <image>\n{question}<|im_end|>\n<|im_start|>assistant\n"
+            .into(),
+        bos_token: None,
+        eos_token: "<|im_end|>".into(),
         origin: Some(origin),
-        ..PromptFormat::of(ChatTemplate::ChatMl)
     }
 }
 
@@ -100,7 +103,7 @@ fn prompt_ids_match_the_hf_tokenizer_and_chat_template() {
         .collect();
     assert_eq!(
         processor
-            .prompt_ids(question, Path::new("any.png"))
+            .prompt_for(question, Path::new("any.png"))
             .unwrap(),
         ids
     );

@@ -63,7 +63,7 @@ fn prompt_ids_are_llavas_tokenizer_image_token() {
     assert_eq!(processor.format.prompt(question), expected.prompt);
     // LLaVA's count is the tower's, whatever the image (the file is not read).
     let image = Path::new("any.png");
-    let image_tokens = processor.image_tokens(image).unwrap();
+    let image_tokens = processor.image_tokens_of(image).unwrap();
     assert_eq!(image_tokens, 16);
     // LLaVA writes one -200 for the image; firempo one image id per image feature.
     let want: Vec<i64> = expected
@@ -74,7 +74,7 @@ fn prompt_ids_are_llavas_tokenizer_image_token() {
             id => vec![id],
         })
         .collect();
-    assert_eq!(processor.prompt_ids(question, image).unwrap(), want);
+    assert_eq!(processor.prompt_for(question, image).unwrap(), want);
 
     // A tokenizer without `<image>` for a model whose image id is a text token is refused.
     let config = checkpoint.join("config.json");

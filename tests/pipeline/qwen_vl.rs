@@ -8,11 +8,11 @@ use burn::backend::Autodiff;
 use burn::tensor::Tensor;
 use firempo::backend::{BackendTask, TestCpu};
 use firempo::pipeline::batch::scoring_batch;
-use firempo::pipeline::model::{Model, ModelConfig, Pixels};
+use firempo::pipeline::model::{Model, ModelConfig};
 use firempo::pipeline::model_dir::load_model;
 use firempo::stages::sft::{ModelSource, SftStage};
 use firempo::train::TrainerConfig;
-use firempo_models::LoraConfig;
+use firempo_models::{LoraConfig, Pixels};
 
 use crate::qwen_checkpoint::{qwen_checkpoint, qwen_checkpoint_of};
 
@@ -36,9 +36,9 @@ fn qwen_prompts_hold_one_image_pad_per_merged_patch() {
     // A 64×64 image with at most 2240 pixels (longest_edge) and factor 8 (patch 4 · merge 2):
     // smart_resize gives 40×40, a 10×10 patch grid, 25 merged patches.
     let image = setup.records[0].image_path(&setup.root);
-    assert_eq!(processor.image_tokens(&image).unwrap(), 25);
+    assert_eq!(processor.image_tokens_of(&image).unwrap(), 25);
     let ids = processor
-        .prompt_ids(&setup.records[0].question, &image)
+        .prompt_for(&setup.records[0].question, &image)
         .unwrap();
     let start = ids.iter().position(|&id| id == 122).unwrap();
     assert_eq!(ids[start + 1..start + 26], [120; 25]);
@@ -86,7 +86,7 @@ fn scores(dir: &Path, setup: &crate::common::TinySetup) -> Vec<f32> {
     let prompts: Vec<Vec<i64>> = records
         .iter()
         .zip(&images)
-        .map(|(r, image)| processor.prompt_ids(&r.question, image).unwrap())
+        .map(|(r, image)| processor.prompt_for(&r.question, image).unwrap())
         .collect();
     let answers: Vec<Vec<Vec<i64>>> = records
         .iter()
