@@ -3,7 +3,7 @@
 //! and PEFT/TRL's LoRA on a bf16 model).
 //!
 //! What burn 0.21 does with mixed dtypes (measured on flex and `Autodiff<Flex>`,
-//! `models/tests/precision.rs`): no op promotes. `matmul` of an f32 and a bf16 tensor panics
+//! `models/tests/suite/precision.rs`): no op promotes. `matmul` of an f32 and a bf16 tensor panics
 //! ("matmul: dtype mismatch"), so does `+` ("storage: dtype mismatch"); `Tensor::cast` works and
 //! its backward casts the gradient back to the source dtype; `Tensor::from_data` converts to the
 //! default float dtype (f32) unless the creation options name a dtype. ndarray has no f16/bf16

@@ -215,10 +215,10 @@ pub fn load_model_dir<B: Backend>(
         processor_config.image_patches,
     ) {
         (ModelConfig::Llava(config), Some(preprocess), None) => {
-            Ok(Processor::new(config, tokenizer, preprocess, format)?)
+            Processor::new(config, tokenizer, preprocess, format).map_err(anyhow::Error::from)
         }
         (ModelConfig::QwenVl(config), None, Some(patches)) => {
-            Ok(Processor::for_qwen_vl(config, tokenizer, patches, format)?)
+            Processor::for_qwen_vl(config, tokenizer, patches, format).map_err(anyhow::Error::from)
         }
         (ModelConfig::Llava(_), _, _) => Err(anyhow::anyhow!(
             "a LLaVA-style model (model.json) needs field `preprocess` and no `image_patches`"

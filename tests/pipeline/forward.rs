@@ -300,7 +300,7 @@ fn forward_dtype_bf16_tracks_f32_logits_on_flex_and_is_refused_on_ndarray() {
     );
     assert!(!out.exists(), "nothing written");
     // flex: bf16 moves llava_llama's logits (max |logit| 1.14) by 4.5e-3 from transformers'
-    // f32 ones (models/tests/precision.rs): within 1e-2, not within the f32 default 1e-4.
+    // f32 ones (models/tests/suite/precision.rs): within 1e-2, not within the f32 default 1e-4.
     // Without the `flex` feature (or before `--backend flex` exists) the flex half is skipped.
     let unavailable = |e: &anyhow::Error| {
         let msg = e.to_string();
