@@ -14,7 +14,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use firempo_datasets::{PhraseSpan, PreferencePair};
 use firempo_losses::{CorruptedAnswers, LossOutput, PreferenceBatch, PreferenceLoss, ScoredAnswer};
-use firempo_models::{Checkpointed, FullGraph, Trunk};
+use firempo_models::{FullGraph, Trunk};
 
 use super::batch::{pad_rows, scoring_batch};
 use super::file_processor::FileProcessor;
@@ -175,12 +175,7 @@ impl<B: AutodiffBackend> Objective<B> for AlignObjective<'_, B> {
         model: &Model<B>,
         indices: &[usize],
     ) -> anyhow::Result<CheckpointedLoss<B>> {
-        let mut trunk = Checkpointed::new();
-        let output = self.loss_with(model, indices, &mut trunk)?;
-        Ok(CheckpointedLoss {
-            output,
-            tapes: trunk.into_tapes(),
-        })
+        CheckpointedLoss::run(|trunk| self.loss_with(model, indices, trunk))
     }
 }
 

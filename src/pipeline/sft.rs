@@ -7,7 +7,7 @@ use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use firempo_datasets::Record;
 use firempo_losses::{sft_loss, LossOutput};
-use firempo_models::{Checkpointed, FullGraph, Trunk};
+use firempo_models::{FullGraph, Trunk};
 
 use super::batch::scoring_batch;
 use super::file_processor::FileProcessor;
@@ -74,12 +74,7 @@ impl<B: AutodiffBackend> Objective<B> for SftObjective<'_, B> {
         model: &Model<B>,
         indices: &[usize],
     ) -> anyhow::Result<CheckpointedLoss<B>> {
-        let mut trunk = Checkpointed::new();
-        let output = self.loss_with(model, indices, &mut trunk)?;
-        Ok(CheckpointedLoss {
-            output,
-            tapes: trunk.into_tapes(),
-        })
+        CheckpointedLoss::run(|trunk| self.loss_with(model, indices, trunk))
     }
 }
 

@@ -149,6 +149,22 @@ pub struct CheckpointedLoss<B: AutodiffBackend> {
     pub tapes: Vec<DecoderTape<B>>,
 }
 
+impl<B: AutodiffBackend> CheckpointedLoss<B> {
+    /// Runs `loss` with a checkpointing trunk and keeps the trunk's tapes: how an objective that
+    /// computes its loss through a [`firempo_models::Trunk`] implements
+    /// [`Objective::checkpointed_loss`].
+    pub fn run(
+        loss: impl FnOnce(&mut dyn firempo_models::Trunk<B>) -> anyhow::Result<LossOutput<B>>,
+    ) -> anyhow::Result<Self> {
+        let mut trunk = firempo_models::Checkpointed::new();
+        let output = loss(&mut trunk)?;
+        Ok(Self {
+            output,
+            tapes: trunk.into_tapes(),
+        })
+    }
+}
+
 /// Result of [`train`].
 #[derive(Debug)]
 pub struct TrainOutcome<M> {
