@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use burn::module::{Module, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use firempo_losses::{CorruptedAnswers, LossOutput, PreferenceBatch, PreferenceLoss, ScoredAnswer};
+use firempo_losses::{
+    CorruptedAnswers, LossOutput, PreferenceBatch, PreferenceLoss, ReferenceScores, ScoredAnswer,
+};
 
 use crate::backend::BackendTask;
 use crate::train::{train, Objective, RunIdentity, TrainOutcome, TrainerConfig};
@@ -111,7 +113,7 @@ impl<B: Backend> Playground<B> {
             let labels = self.labels[side].clone().select(0, index.clone());
             ScoredAnswer {
                 policy_logits: pick(&policy, variant),
-                reference_logits: pick(&self.reference, variant),
+                reference: ReferenceScores::Logits(pick(&self.reference, variant)),
                 answer_mask: labels.ones_like().float(),
                 labels,
                 phrase_ids: self.phrase_ids[side].clone().select(0, index.clone()),

@@ -13,7 +13,8 @@ use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use firempo_losses::{
-    CorruptedAnswers, DpoConfig, FiReMpoConfig, PreferenceBatch, PreferenceLoss, ScoredAnswer,
+    CorruptedAnswers, DpoConfig, FiReMpoConfig, PreferenceBatch, PreferenceLoss, ReferenceScores,
+    ScoredAnswer,
 };
 
 /// Wraps the system allocator to track current and peak live bytes.
@@ -57,7 +58,7 @@ fn answer(vocab: usize, device: &NdArrayDevice) -> ScoredAnswer<B> {
     };
     ScoredAnswer {
         policy_logits: logits().require_grad(),
-        reference_logits: logits(),
+        reference: ReferenceScores::Logits(logits()),
         labels: Tensor::<B, 2, Int>::random(
             [BATCH, ANSWER_LEN],
             Distribution::Uniform(0.0, vocab as f64),

@@ -11,20 +11,34 @@ use crate::error::{require_shape, LossError};
 use crate::kl::{forward_kl, reverse_kl};
 use crate::logps::{masked_sum, VocabLogProbs};
 
+/// The frozen reference's side of one scored answer variant. Detached inside the loss, so
+/// passing autodiff tensors is safe.
+#[derive(Debug, Clone)]
+pub enum ReferenceScores<B: Backend> {
+    /// Reference-model logits at the answer positions, `[batch, seq_len, vocab]`: what every
+    /// loss can use.
+    Logits(Tensor<B, 3>),
+    /// The reference's label log-probs `log π_ref(y_t)`, `[batch, seq_len]` (any finite value
+    /// at padding), computed once before training (`firempo align --precompute-reference`).
+    /// Enough for the losses that read only the reference's rewards (DPO, mDPO); RRPO and
+    /// FiRe-MPO also read its distribution for their KL and refuse this variant
+    /// ([`PreferenceLoss::reads_reference_distribution`](crate::PreferenceLoss::reads_reference_distribution)).
+    LabelLogProbs(Tensor<B, 2>),
+}
+
 /// One answer variant scored by the policy and by the frozen reference.
 ///
-/// `logits[n, t]` predicts `labels[n, t]` (the caller shifts by one). The reference logits are
-/// detached inside the loss, so passing autodiff tensors is safe.
+/// `logits[n, t]` predicts `labels[n, t]` (the caller shifts by one).
 ///
 /// # Shapes
-/// - `policy_logits`, `reference_logits`: `[batch, seq_len, vocab]`
+/// - `policy_logits`: `[batch, seq_len, vocab]`; `reference`: see [`ReferenceScores`]
 /// - `labels`, `phrase_ids`: `[batch, seq_len]` (Int); `answer_mask`: `[batch, seq_len]` (0/1)
 #[derive(Debug, Clone)]
 pub struct ScoredAnswer<B: Backend> {
     /// Policy logits at the answer positions.
     pub policy_logits: Tensor<B, 3>,
-    /// Reference-model logits at the same positions.
-    pub reference_logits: Tensor<B, 3>,
+    /// The reference at the same positions: its logits, or its precomputed label log-probs.
+    pub reference: ReferenceScores<B>,
     /// Answer token ids; any valid id at padding positions.
     pub labels: Tensor<B, 2, Int>,
     /// 1 for real answer tokens, 0 for padding.
@@ -38,11 +52,14 @@ impl<B: Backend> ScoredAnswer<B> {
     pub fn check(&self, name: &str) -> Result<[usize; 3], LossError> {
         let dims = self.policy_logits.dims();
         let seq = [dims[0], dims[1]];
-        require_shape(
-            format!("{name}.reference_logits"),
-            &dims,
-            &self.reference_logits.dims(),
-        )?;
+        match &self.reference {
+            ReferenceScores::Logits(logits) => {
+                require_shape(format!("{name}.reference_logits"), &dims, &logits.dims())?
+            }
+            ReferenceScores::LabelLogProbs(logps) => {
+                require_shape(format!("{name}.reference_logps"), &seq, &logps.dims())?
+            }
+        }
         require_shape(format!("{name}.labels"), &seq, &self.labels.dims())?;
         require_shape(
             format!("{name}.answer_mask"),
@@ -53,15 +70,23 @@ impl<B: Backend> ScoredAnswer<B> {
         Ok(dims)
     }
 
-    /// Normalizes both logits once and gathers the label log-probs.
+    /// Normalizes both logits once and gathers the label log-probs (the reference's are taken
+    /// as given when precomputed).
     pub(crate) fn score(self) -> AnswerScores<B> {
         let policy = VocabLogProbs::from_logits(self.policy_logits);
-        let reference = VocabLogProbs::from_logits(self.reference_logits.detach());
+        let (reference, reference_label_logps) = match self.reference {
+            ReferenceScores::Logits(logits) => {
+                let reference = VocabLogProbs::from_logits(logits.detach());
+                let logps = reference.label_log_probs(self.labels.clone());
+                (Some(reference), logps)
+            }
+            ReferenceScores::LabelLogProbs(logps) => (None, logps.detach()),
+        };
         let answer_mask = self.answer_mask;
         let phrase_mask = self.phrase_ids.greater_elem(0).float() * answer_mask.clone();
         AnswerScores {
-            policy_logps: policy.label_log_probs(self.labels.clone()) * answer_mask.clone(),
-            reference_logps: reference.label_log_probs(self.labels) * answer_mask.clone(),
+            policy_logps: policy.label_log_probs(self.labels) * answer_mask.clone(),
+            reference_logps: reference_label_logps * answer_mask.clone(),
             policy,
             reference,
             answer_mask,
@@ -129,7 +154,8 @@ impl<B: Backend> PreferenceBatch<B> {
 #[derive(Debug, Clone)]
 pub(crate) struct AnswerScores<B: Backend> {
     pub policy: VocabLogProbs<B>,
-    pub reference: VocabLogProbs<B>,
+    /// The reference's distribution; `None` when only its label log-probs were given.
+    pub reference: Option<VocabLogProbs<B>>,
     /// `log π_θ(y_t)`, zero outside the answer, `[batch, seq_len]`.
     pub policy_logps: Tensor<B, 2>,
     /// `log π_ref(y_t)`, zero outside the answer, `[batch, seq_len]`.
@@ -154,14 +180,41 @@ impl<B: Backend> AnswerScores<B> {
         masked_sum(self.policy_logps.clone(), self.answer_mask.clone())
     }
 
-    /// `Σ_t mask_t KL(π_ref ‖ π_θ)_t`, `[batch]`.
-    pub fn forward_kl_sum(&self, mask: &Tensor<B, 2>) -> Tensor<B, 1> {
-        masked_sum(forward_kl(&self.policy, &self.reference), mask.clone())
+    /// The reference's distribution, which `loss` reads for its KL: an error when the batch
+    /// brought only precomputed label log-probs.
+    fn reference_distribution(&self, loss: &'static str) -> Result<&VocabLogProbs<B>, LossError> {
+        self.reference.as_ref().ok_or(LossError::MissingInput {
+            loss,
+            field: "reference logits",
+            hint: "its KL term reads the reference's distribution over the whole vocabulary, \
+                   which precomputed label log-probs lack; pass ReferenceScores::Logits",
+        })
     }
 
-    /// `Σ_t mask_t KL(π_θ ‖ π_ref)_t`, `[batch]`.
-    pub fn reverse_kl_sum(&self, mask: &Tensor<B, 2>) -> Tensor<B, 1> {
-        masked_sum(reverse_kl(&self.policy, &self.reference), mask.clone())
+    /// `Σ_t mask_t KL(π_ref ‖ π_θ)_t`, `[batch]` (`loss` names the caller in the error).
+    pub fn forward_kl_sum(
+        &self,
+        mask: &Tensor<B, 2>,
+        loss: &'static str,
+    ) -> Result<Tensor<B, 1>, LossError> {
+        let reference = self.reference_distribution(loss)?;
+        Ok(masked_sum(
+            forward_kl(&self.policy, reference),
+            mask.clone(),
+        ))
+    }
+
+    /// `Σ_t mask_t KL(π_θ ‖ π_ref)_t`, `[batch]` (`loss` names the caller in the error).
+    pub fn reverse_kl_sum(
+        &self,
+        mask: &Tensor<B, 2>,
+        loss: &'static str,
+    ) -> Result<Tensor<B, 1>, LossError> {
+        let reference = self.reference_distribution(loss)?;
+        Ok(masked_sum(
+            reverse_kl(&self.policy, reference),
+            mask.clone(),
+        ))
     }
 
     /// The same scores with the policy side detached (for metrics that must not train).

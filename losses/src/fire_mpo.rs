@@ -80,8 +80,8 @@ impl FiReMpoConfig {
         } else {
             chosen.detached()
         };
-        let forward_kl = kl_scores.forward_kl_sum(&chosen.phrase_mask);
-        let reverse_kl = kl_scores.reverse_kl_sum(&chosen.phrase_mask);
+        let forward_kl = kl_scores.forward_kl_sum(&chosen.phrase_mask, "FiRe-MPO")?;
+        let reverse_kl = kl_scores.reverse_kl_sum(&chosen.phrase_mask, "FiRe-MPO")?;
         let kl = forward_kl.clone().mul_scalar(self.lambda)
             + reverse_kl.clone().mul_scalar(1.0 - self.lambda);
         let mut per_example = rank.clone() + kl.clone().mul_scalar(self.alpha);

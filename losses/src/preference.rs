@@ -63,6 +63,13 @@ impl PreferenceLoss {
         matches!(self, PreferenceLoss::Rrpo(_) | PreferenceLoss::FireMpo(_))
     }
 
+    /// Whether the loss reads the reference's distribution over the vocabulary (the KL terms of
+    /// RRPO and FiRe-MPO), not only its label log-probs: such a loss needs
+    /// [`ReferenceScores::Logits`](crate::ReferenceScores::Logits) for every answer variant.
+    pub fn reads_reference_distribution(&self) -> bool {
+        matches!(self, PreferenceLoss::Rrpo(_) | PreferenceLoss::FireMpo(_))
+    }
+
     /// The corrupted variants this loss reads, so the trainer skips forwards it does not need.
     pub fn requirements(&self) -> Requirements {
         match self {

@@ -54,7 +54,7 @@ impl RrpoConfig {
         let chosen_reward = chosen.reward(self.beta, &chosen.phrase_mask);
         let rejected_reward = rejected.reward(self.beta, &rejected.phrase_mask);
         let rank = preference_nll(chosen_reward.clone(), rejected_reward.clone());
-        let forward_kl = chosen.forward_kl_sum(&chosen.answer_mask);
+        let forward_kl = chosen.forward_kl_sum(&chosen.answer_mask, "RRPO")?;
         let per_example = rank.clone() + forward_kl.clone().mul_scalar(self.alpha);
 
         let mut metrics = LossMetrics::default();

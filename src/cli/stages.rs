@@ -393,6 +393,12 @@ pub struct AlignArgs {
     /// Off-policy baseline: use the ground-truth answers of this records file as y+.
     #[arg(long, value_name = "RECORDS")]
     pub ground_truth_chosen: Option<PathBuf>,
+    /// Score the frozen reference on every pair once, before training, and keep its log-probs
+    /// in OUT/run/reference_logps (resumable; scored again when the pairs, model or method
+    /// change), so each step runs the policy only. DPO and mDPO only: RRPO's and FiRe-MPO's KL
+    /// read the reference's whole distribution, which is not cached.
+    #[arg(long)]
+    pub precompute_reference: bool,
     #[command(flatten)]
     pub train: TrainArgs,
     #[command(flatten)]
@@ -429,6 +435,7 @@ impl AlignArgs {
             merge: self.lora.merge,
             prompt_format: self.prompt.prompt_format.clone(),
             held_out: None,
+            precompute_reference: self.precompute_reference,
         };
         if let Some(epochs) = epochs {
             let pairs = stage.train_epochs(epochs)?;

@@ -10,6 +10,7 @@ pub mod hf_checkpoint;
 pub mod image_check;
 pub mod model;
 pub mod model_dir;
+pub mod reference_cache;
 pub mod sft;
 pub mod tensor_file;
 pub mod tokenizer;

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use firempo_datasets::{read_pairs_jsonl, BadRecordPolicy, PreferencePair};
-use firempo_losses::logps::{masked_sum, token_log_probs};
 use firempo_losses::PreferenceLoss;
 use firempo_models::precision::{check_full_finetune, WeightDType};
 use firempo_models::LoraConfig;
@@ -19,13 +18,14 @@ use super::held_out::{HeldOutProbe, WithHeldOut};
 use super::{train_into_model_dir, WeightsOutput};
 use crate::backend::BackendTask;
 use crate::pipeline::align::{
-    align_examples, reference_of, whole_answer_spans, AlignExample, AlignObjective,
+    align_examples, answer_label_logps, reference_model, whole_answer_spans, AlignExample,
+    AlignObjective, PairImage, Reference,
 };
-use crate::pipeline::batch::scoring_batch;
 use crate::pipeline::file_processor::FileProcessor;
 use crate::pipeline::image_check::check_images;
 use crate::pipeline::model::Model;
 use crate::pipeline::model_dir::load_model_in;
+use crate::pipeline::reference_cache::ReferenceCache;
 use crate::train::{check_resume, RunIdentity, TrainerConfig};
 
 /// Settings of the alignment stage.
@@ -69,6 +69,11 @@ pub struct AlignStage {
     /// run's metrics log, [`super::held_out`]); `None`: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_out: Option<super::held_out::HeldOutPairs>,
+    /// Score the reference on every pair once, before training, into
+    /// `out/run/reference_logps` ([`crate::pipeline::reference_cache`]; DPO and mDPO only), so
+    /// the steps run the policy alone. Not part of the run's identity: the result is the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub precompute_reference: bool,
 }
 
 /// Reads pairs, optionally swapping `y+` for the ground truth.
@@ -162,6 +167,7 @@ impl AlignStage {
     fn identity(&self) -> anyhow::Result<RunIdentity> {
         let identity = RunIdentity::of_stage("align", self)
             .without("merge")
+            .without("precompute_reference")
             .without("pairs")
             .without("model")
             .without("ground_truth_chosen")
@@ -171,6 +177,42 @@ impl AlignStage {
             Some(records) => identity.with_file_digest("ground_truth_chosen", records),
             None => Ok(identity.with("ground_truth_chosen", None::<String>)),
         }
+    }
+
+    /// What the reference's scores of the pairs depend on: the pairs (and ground truth), the
+    /// model, where the images are, the base-weight dtype and the prompt format; not the
+    /// trained part (the reference has no adapters) nor the loss's hyperparameters.
+    fn reference_inputs(&self, root: &Path) -> anyhow::Result<RunIdentity> {
+        let inputs = RunIdentity::new("reference-logps")
+            .with_file_digest("pairs", &self.pairs)?
+            .with_model_dir_digest("model", &self.model)?
+            .with("root", root)
+            .with("dtype", self.dtype)
+            .with("prompt_format", &self.prompt_format);
+        match &self.ground_truth_chosen {
+            Some(records) => inputs.with_file_digest("ground_truth_chosen", records),
+            None => Ok(inputs.with("ground_truth_chosen", None::<String>)),
+        }
+    }
+
+    /// Refuses `--precompute-reference` for the losses whose KL reads the reference's whole
+    /// distribution (not cached; README, "Pipeline stages", gives the measurement).
+    fn check_precompute_reference(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.precompute_reference || !self.loss.reads_reference_distribution(),
+            "--precompute-reference stores the reference's log-probs of the answer tokens, all \
+             that DPO and mDPO read; {}'s KL term reads the reference's distribution over the \
+             whole vocabulary at every {} token (128 KB per token at a 32k vocabulary, 608 KB \
+             at 152k), which is not cached. Drop --precompute-reference for --method {}, or use \
+             --method dpo or mdpo",
+            self.loss.name(),
+            match self.loss {
+                PreferenceLoss::Rrpo(_) => "chosen-answer",
+                _ => "edited-phrase",
+            },
+            self.loss.name()
+        );
+        Ok(())
     }
 }
 
@@ -191,6 +233,7 @@ impl BackendTask for AlignStage {
         if self.lora.is_none() {
             check_full_finetune(self.dtype)?;
         }
+        self.check_precompute_reference()?;
         let identity = self.identity()?;
         let weights = WeightsOutput::choose(self.lora.is_some(), self.merge, Some(&self.model))?;
         if self.resume {
@@ -228,22 +271,35 @@ impl BackendTask for AlignStage {
                     .map(|path| (format!("pair {}", pair.id), path))
             }),
         )?;
-        let objective = AlignObjective::<B> {
-            processor: &processor,
-            examples,
-            loss: self.loss,
-            reference: reference_of(&policy),
-            device: device.clone(),
-        };
+        let reference_model = reference_model(&policy);
         let probe = match &self.held_out {
             Some(held_out) => Some(HeldOutProbe::new::<B>(
                 held_out,
                 &processor,
-                &objective.reference,
+                &reference_model,
                 self.trainer.steps,
                 &device,
             )?),
             None => None,
+        };
+        let reference = if self.precompute_reference {
+            let cache = ReferenceCache::new(
+                &self.out.join("run"),
+                self.reference_inputs(&root)?,
+                &self.loss,
+                self.trainer.micro_batch_size,
+            );
+            let logps = cache.load_or_score(&reference_model, &processor, &examples, &device)?;
+            Reference::Precomputed(std::sync::Arc::new(logps))
+        } else {
+            Reference::Model(reference_model)
+        };
+        let objective = AlignObjective::<B> {
+            processor: &processor,
+            examples,
+            loss: self.loss,
+            reference,
+            device: device.clone(),
         };
         let objective = WithHeldOut {
             inner: objective,
@@ -274,33 +330,16 @@ pub fn pair_logps<B: Backend>(
     batch: usize,
     device: &B::Device,
 ) -> anyhow::Result<Vec<[f64; 2]>> {
+    let sum = |tokens: &[f32]| tokens.iter().copied().map(f64::from).sum::<f64>();
     let mut out = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(batch.max(1)) {
-        let prompts: Vec<Vec<i64>> = chunk.iter().map(|e| e.prompt.clone()).collect();
-        let answers: Vec<Vec<Vec<i64>>> = chunk
-            .iter()
-            .map(|e| vec![e.chosen.0.clone(), e.rejected.0.clone()])
-            .collect();
-        let images: Vec<&Path> = chunk.iter().map(|e| e.image.as_path()).collect();
-        let pixels = processor.pixels::<B>(&images, device)?;
-        let scored = scoring_batch(&prompts, &answers, processor.special.pad, device);
-        let logits = model.score_answers(&scored.packed, pixels)?; // [n, 2, T, V]
-        let [n, _, t, v] = logits.dims();
-        let mask = scored.answer_mask.reshape([2 * n, t]);
-        let logps = masked_sum(
-            token_log_probs(
-                logits.reshape([2 * n, t, v]),
-                scored.labels.reshape([2 * n, t]),
-                mask.clone(),
-            ),
-            mask,
-        ); // [2n]: chosen, rejected of each pair
-        let values: Vec<f64> = logps
-            .into_data()
-            .convert::<f64>()
-            .to_vec()
-            .map_err(|e| anyhow::anyhow!("reading log-probs back: {e:?}"))?;
-        out.extend(values.chunks(2).map(|pair| [pair[0], pair[1]]));
+        let chunk: Vec<&AlignExample> = chunk.iter().collect();
+        let logps = answer_label_logps(model, processor, &chunk, PairImage::Clean, device)?;
+        out.extend(
+            logps
+                .iter()
+                .map(|[chosen, rejected]| [sum(chosen), sum(rejected)]),
+        );
     }
     Ok(out)
 }

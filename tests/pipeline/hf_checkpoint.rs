@@ -285,6 +285,7 @@ pub fn runs_through_sample_sft_align_and_eval(
         dtype: Default::default(),
         prompt_format: prompt_format.clone(),
         held_out: None,
+        precompute_reference: false,
     }
     .run::<B>(device)
     .unwrap();

@@ -15,5 +15,6 @@ mod pairs;
 #[path = "../support/qwen_checkpoint.rs"]
 mod qwen_checkpoint;
 mod qwen_vl;
+mod reference_cache;
 mod sft;
 mod trainer_errors;

@@ -9,5 +9,6 @@ mod backends;
 mod closed_forms;
 mod common;
 mod gradients;
+mod precomputed_reference;
 mod reference_fixture;
 mod stability;

@@ -581,6 +581,7 @@ impl Demo {
                     every: self.sizes.held_out_curve_every,
                     beta: PAIR_BETA,
                 }),
+                precompute_reference: false,
             }
             .run::<B>(device.clone())?;
             stage(&format!("evaluate {} (seed {seed})", method.name), started);

@@ -5,7 +5,7 @@
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use firempo_losses::{
-    CorruptedAnswers, MetricValues, PreferenceBatch, PreferenceLoss, ScoredAnswer,
+    CorruptedAnswers, MetricValues, PreferenceBatch, PreferenceLoss, ReferenceScores, ScoredAnswer,
 };
 use serde::Deserialize;
 
@@ -99,7 +99,7 @@ impl BatchData {
         };
         ScoredAnswer {
             policy_logits: float3(&data.policy_logits),
-            reference_logits: float3(&data.reference_logits),
+            reference: ReferenceScores::Logits(float3(&data.reference_logits)),
             labels: int2(&data.labels),
             answer_mask: float2(&data.answer_mask),
             phrase_ids: int2(&data.phrase_ids),
