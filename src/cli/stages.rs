@@ -130,6 +130,12 @@ pub struct TrainArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
+    /// Data-parallel peers, one thread each: a count (`2`: on the CPU backends 2 peers sharing
+    /// the CPU, on CUDA GPUs 0 and 1) or a GPU list (`cuda:0,cuda:1`, `wgpu:0,wgpu:1`). Each
+    /// peer scores its share of every micro-batch; the update equals one device's on the whole
+    /// batch. Needs the `distributed` feature; a resume needs the same number of peers.
+    #[arg(long, default_value = "1", value_name = "N|DEVICES")]
+    pub devices: crate::train::DeviceSpec,
     #[command(flatten)]
     pub dtype: DtypeArgs,
 }
@@ -211,6 +217,7 @@ impl TrainArgs {
             keep_checkpoints: self.keep_checkpoints,
             seed: self.seed,
             gradient_checkpointing: self.gradient_checkpointing,
+            devices: self.devices.clone(),
             ..TrainerConfig::default()
         }
     }
@@ -327,6 +334,7 @@ pub struct PromptFormatArgs {
 
 /// Runs `firempo sft`.
 pub fn sft(args: SftArgs) -> anyhow::Result<()> {
+    args.train.devices.check_backend(args.train.backend)?;
     let lora = args.lora.config(&LoraDefaults::SFT);
     let stage = SftStage {
         dtype: args.train.dtype.resolve(args.train.backend, lora.is_none()),
@@ -419,6 +427,7 @@ impl AlignArgs {
             (None, None) => default_epochs,
         };
         anyhow::ensure!(epochs != Some(0), "--epochs must be at least 1");
+        self.train.devices.check_backend(self.train.backend)?;
         let lora = self.lora.config(&lora_defaults);
         let mut stage = AlignStage {
             dtype: self.train.dtype.resolve(self.train.backend, lora.is_none()),

@@ -311,6 +311,18 @@ impl<B: AutodiffBackend> Objective<B> for AlignObjective<'_, B> {
         self.loss_with(model, indices, &mut FullGraph)
     }
 
+    /// Data-parallel peer: the reference copied to `device` (the losses are means over pairs,
+    /// the default [`Objective::loss_weight`]).
+    fn for_device(&self, device: &B::Device) -> anyhow::Result<Self> {
+        Ok(Self {
+            processor: self.processor,
+            examples: self.examples.clone(),
+            loss: self.loss,
+            reference: self.reference.fork(device),
+            device: device.clone(),
+        })
+    }
+
     fn checkpointed_loss(
         &self,
         model: &Model<B>,

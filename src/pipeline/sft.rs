@@ -69,6 +69,22 @@ impl<B: AutodiffBackend> Objective<B> for SftObjective<'_, B> {
         self.loss_with(model, indices, &mut FullGraph)
     }
 
+    /// The loss is a mean over answer tokens: weigh examples by their answer length.
+    fn loss_weight(&self, indices: &[usize]) -> f64 {
+        indices
+            .iter()
+            .map(|&i| self.examples[i].answer.len())
+            .sum::<usize>() as f64
+    }
+
+    fn for_device(&self, device: &B::Device) -> anyhow::Result<Self> {
+        Ok(Self {
+            processor: self.processor,
+            examples: self.examples.clone(),
+            device: device.clone(),
+        })
+    }
+
     fn checkpointed_loss(
         &self,
         model: &Model<B>,

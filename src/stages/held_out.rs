@@ -148,6 +148,19 @@ impl<B: AutodiffBackend, O: Objective<B, Model = Model<B>>> Objective<B> for Wit
         self.inner.loss(model, examples)
     }
 
+    fn loss_weight(&self, examples: &[usize]) -> f64 {
+        self.inner.loss_weight(examples)
+    }
+
+    /// Data-parallel peers past 0 need no probe: only peer 0 logs [`Objective::step_metrics`].
+    fn for_device(&self, device: &B::Device) -> anyhow::Result<Self> {
+        Ok(Self {
+            inner: self.inner.for_device(device)?,
+            probe: None,
+            device: device.clone(),
+        })
+    }
+
     fn checkpointed_loss(
         &self,
         model: &Model<B>,

@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod clip;
+pub mod data_parallel;
 pub mod interrupt;
 pub mod metrics_log;
 pub mod order;
@@ -16,6 +17,7 @@ pub mod storage;
 pub mod trainable;
 mod trainer;
 
+pub use data_parallel::DeviceSpec;
 pub use run_identity::RunIdentity;
 pub use trainer::*;
 

@@ -16,6 +16,9 @@ use sha2::{Digest, Sha256};
 
 use super::TrainerConfig;
 
+/// Field of the number of data-parallel peers (absent: 1).
+const WORLD_SIZE: &str = "trainer.world_size";
+
 /// File name of the identity inside a run directory.
 pub const RUN_IDENTITY_FILE: &str = "run.json";
 
@@ -83,6 +86,25 @@ impl RunIdentity {
             .without("trainer.keep_checkpoints")
             // Checkpointing gives the same gradients (up to float summation order).
             .without("trainer.gradient_checkpointing")
+            // Which devices does not change the result, how many peers split a batch is
+            // recorded (only when > 1, so single-device runs keep their identity).
+            .without("trainer.devices")
+            .with_world_size(config.devices.world_size())
+    }
+
+    fn with_world_size(self, peers: usize) -> Self {
+        match peers {
+            1 => self,
+            n => self.with(WORLD_SIZE, n),
+        }
+    }
+
+    /// The data-parallel peers of the run (`--devices`; 1 when not recorded).
+    pub fn world_size(&self) -> usize {
+        self.fields
+            .get(WORLD_SIZE)
+            .and_then(Value::as_u64)
+            .map_or(1, |n| n as usize)
     }
 
     /// The fields whose values differ, as `field: RUN (in run.json) vs NOW` lines.

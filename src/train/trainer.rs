@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, TrainerState};
 use super::clip::clip_grad_norm;
+use super::data_parallel::{shard, DeviceSpec};
 use super::interrupt;
 use super::metrics_log::{MetricRow, MetricsLog};
 use super::order::{micro_batch, splitmix64};
@@ -53,6 +54,10 @@ pub struct TrainerConfig {
     /// (`--gradient-checkpointing`): less memory, about one more forward of compute, the same
     /// gradients (so not part of the run's identity: a resume may switch it).
     pub gradient_checkpointing: bool,
+    /// Data-parallel peers (`--devices`): a count (`2`) or a GPU list (`cuda:0,cuda:1`); one
+    /// trains on the run's device as always. The number of peers is part of the run's
+    /// identity, the device names are not ([`super::data_parallel`]).
+    pub devices: DeviceSpec,
 }
 
 impl Default for TrainerConfig {
@@ -71,6 +76,7 @@ impl Default for TrainerConfig {
             seed: 0,
             progress: true,
             gradient_checkpointing: false,
+            devices: DeviceSpec::default(),
         }
     }
 }
@@ -97,6 +103,15 @@ impl TrainerConfig {
             self.weight_decay.is_finite() && self.weight_decay >= 0.0,
             "trainer: `weight_decay` must be >= 0"
         );
+        let peers = self.devices.world_size();
+        anyhow::ensure!(
+            self.micro_batch_size >= peers,
+            "trainer: a micro-batch of {} example(s) (--batch) cannot be split over the {peers} \
+             data-parallel peers of --devices {}: every peer needs at least one example; raise \
+             --batch to at least {peers} or lower --devices",
+            self.micro_batch_size,
+            self.devices
+        );
         if let Some(norm) = self.max_grad_norm {
             anyhow::ensure!(
                 norm.is_finite() && norm > 0.0,
@@ -118,7 +133,9 @@ impl TrainerConfig {
 }
 
 /// What the trainer optimizes: a model and a loss over numbered examples.
-pub trait Objective<B: AutodiffBackend> {
+///
+/// `Send`: a data-parallel run moves each peer's copy ([`Objective::for_device`]) to its thread.
+pub trait Objective<B: AutodiffBackend>: Send {
     /// The trained module (frozen parts excluded from gradients by the module itself).
     type Model: AutodiffModule<B>;
     /// Examples in one epoch.
@@ -135,6 +152,26 @@ pub trait Objective<B: AutodiffBackend> {
     ) -> anyhow::Result<CheckpointedLoss<B>> {
         let _ = (model, examples);
         anyhow::bail!("this training objective does not support --gradient-checkpointing")
+    }
+    /// The weight of `examples` in the mean loss of a micro-batch that holds them (the loss is
+    /// the `loss_weight`-weighted mean of its parts' losses): a data-parallel peer scales its
+    /// share's loss by `weight(share) / weight(micro-batch)`, so the peers' summed gradients
+    /// are the whole micro-batch's. Default: the example count (a mean over examples, as the
+    /// preference losses); a token mean (SFT) weighs by tokens.
+    fn loss_weight(&self, examples: &[usize]) -> f64 {
+        examples.len() as f64
+    }
+    /// A copy of this objective that builds its batches (and keeps any frozen model it scores
+    /// with) on `device`: a data-parallel peer's objective (`--devices` > 1). Objectives that
+    /// cannot be copied refuse.
+    fn for_device(&self, device: &B::Device) -> anyhow::Result<Self>
+    where
+        Self: Sized,
+    {
+        let _ = device;
+        anyhow::bail!(
+            "this training objective does not support data-parallel training; use --devices 1"
+        )
     }
     /// Extra values logged with the row of optimizer step `step` (after its update), e.g. a
     /// held-out evaluation every K steps; none by default.
@@ -189,6 +226,9 @@ pub struct TrainOutcome<M> {
 /// `identity`, naming every field that differs; on ndarray the result is bit-identical to an
 /// uninterrupted run. Without `resume`, a `run_dir` that already holds checkpoints is an error
 /// (nothing is overwritten by accident).
+///
+/// With `config.devices` > 1 the steps run data-parallel (see [`super::data_parallel`]): the
+/// objective is copied to each peer's device with [`Objective::for_device`].
 pub fn train<B, T>(
     config: &TrainerConfig,
     objective: &T,
@@ -218,7 +258,7 @@ where
     } else {
         checkpoint::latest(run_dir)?
     };
-    let (mut model, mut optimizer, mut state) = match (resume, existing) {
+    let (model, optimizer, state) = match (resume, existing) {
         (true, Some(path)) => {
             let (model, optimizer, state) = checkpoint::load(&path, model, optimizer, device)?;
             tracing::info!("resuming from {} at step {}", path.display(), state.step);
@@ -241,62 +281,183 @@ where
             (model, optimizer, state)
         }
     };
-    let mut log = MetricsLog::open(run_dir, state.step)?;
-    let mut last_checkpoint = None;
-    let schedule = config.schedule();
-    let progress = progress_bar(config, state.step);
+    let report = Report {
+        run_dir: run_dir.to_path_buf(),
+        log: MetricsLog::open(run_dir, state.step)?,
+        progress: progress_bar(config, state.step),
+        last_checkpoint: None,
+    };
+    if config.devices.is_single() {
+        return run_steps(
+            config,
+            objective,
+            model,
+            optimizer,
+            state,
+            Some(report),
+            &Alone,
+            device,
+        );
+    }
+    super::data_parallel::train_peers(config, objective, model, optimizer, state, report, device)
+}
 
+/// How the peers of a run combine their work each step. A run on one device is its own only
+/// peer ([`Alone`]): nothing to combine.
+pub(crate) trait Peers {
+    /// This peer's index (0 logs and checkpoints).
+    fn rank(&self) -> usize;
+    /// Number of peers.
+    fn world_size(&self) -> usize;
+    /// `values` summed over the peers (every peer gets the sums).
+    fn sum_values(&self, values: Vec<f64>) -> anyhow::Result<Vec<f64>>;
+    /// The gradients summed over the peers.
+    fn sum_gradients(&self, grads: GradientsParams) -> anyhow::Result<GradientsParams>;
+}
+
+/// The only peer of a single-device run.
+pub(crate) struct Alone;
+
+impl Peers for Alone {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world_size(&self) -> usize {
+        1
+    }
+    fn sum_values(&self, values: Vec<f64>) -> anyhow::Result<Vec<f64>> {
+        Ok(values)
+    }
+    fn sum_gradients(&self, grads: GradientsParams) -> anyhow::Result<GradientsParams> {
+        Ok(grads)
+    }
+}
+
+/// What the peer that reports (peer 0) keeps: the metrics log, the progress bar, checkpoints.
+pub(crate) struct Report {
+    run_dir: PathBuf,
+    log: MetricsLog,
+    progress: ProgressBar,
+    last_checkpoint: Option<PathBuf>,
+}
+
+/// The optimizer steps from `state` to the end (or a stop request), on one peer of the run:
+/// each micro-batch's loss on the peer's share of it, gradients accumulated, then summed over
+/// the peers, clipped and applied. Only the peer with a [`Report`] logs and checkpoints; it
+/// returns the outcome (the others' is empty).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_steps<B, T, O, P>(
+    config: &TrainerConfig,
+    objective: &T,
+    mut model: T::Model,
+    mut optimizer: O,
+    mut state: TrainerState,
+    mut report: Option<Report>,
+    peers: &P,
+    device: &B::Device,
+) -> anyhow::Result<TrainOutcome<T::Model>>
+where
+    B: AutodiffBackend,
+    T: Objective<B>,
+    O: Optimizer<T::Model, B>,
+    P: Peers,
+{
+    let (rank, world) = (peers.rank(), peers.world_size());
+    let num_examples = objective.num_examples();
+    let schedule = config.schedule();
+    let mut interrupted = false;
+    let last_checkpoint = |report: &Option<Report>| {
+        describe(&report.as_ref().and_then(|r| r.last_checkpoint.clone()))
+    };
     while state.step < config.steps {
         let started = Instant::now();
-        B::seed(device, step_seed(config.seed, state.step));
+        B::seed(device, peer_seed(step_seed(config.seed, state.step), rank));
         let mut accumulator = GradientsAccumulator::<T::Model>::new();
         let mut sums = MetricRow::new();
         for _ in 0..config.grad_accum {
-            let examples = micro_batch(
+            let batch = micro_batch(
                 config.seed,
                 num_examples,
                 config.micro_batch_size,
                 state.micro_batches,
             );
+            let examples = shard(&batch, world, rank);
+            // This peer's weight in the micro-batch's mean loss (1 alone).
+            let share = match world {
+                1 => 1.0,
+                _ => objective.loss_weight(examples) / objective.loss_weight(&batch),
+            };
             let CheckpointedLoss { output, tapes } = if config.gradient_checkpointing {
-                objective.checkpointed_loss(&model, &examples)?
+                objective.checkpointed_loss(&model, examples)?
             } else {
                 CheckpointedLoss {
-                    output: objective.loss(&model, &examples)?,
+                    output: objective.loss(&model, examples)?,
                     tapes: Vec::new(),
                 }
             };
             for (metric, value) in output.metrics.read().values {
                 if metric == firempo_losses::Metric::Loss && !value.is_finite() {
+                    let peer = match world {
+                        1 => String::new(),
+                        _ => format!(" on data-parallel peer {rank}"),
+                    };
                     anyhow::bail!(
-                        "loss is {value} at step {} (examples {examples:?}); last good checkpoint: {}. \
+                        "loss is {value} at step {}{peer} (examples {examples:?}); last good checkpoint: {}. \
                          Lower the learning rate or inspect these examples, then --resume",
                         state.step + 1,
-                        describe(&last_checkpoint)
+                        last_checkpoint(&report)
                     );
                 }
                 *sums.entry(metric.name().to_string()).or_insert(0.0) +=
-                    value / config.grad_accum as f64;
+                    value * share / config.grad_accum as f64;
+            }
+            let mut loss = output.loss.div_scalar(config.grad_accum as f64);
+            if world > 1 {
+                loss = loss.mul_scalar(share);
             }
             // One backward without tapes; with them, also one recompute pass per layer.
-            backward_checkpointed(
-                output.loss.div_scalar(config.grad_accum as f64),
-                tapes,
-                |grads| accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model)),
-            );
+            backward_checkpointed(loss, tapes, |grads| {
+                accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model))
+            });
             state.micro_batches += 1;
         }
-        let (grads, grad_norm) = clip_grad_norm(&model, accumulator.grads(), config.max_grad_norm);
+        let grads = accumulator.grads();
+        // One agreement per step: peer 0's stop request, every peer's gradient count, the
+        // metrics (each peer's share-weighted part, so the sums are the whole batch's).
+        let stop = rank == 0 && interrupt::take_stop_request();
+        let mut values = vec![f64::from(u8::from(stop)), grads.len() as f64];
+        values.extend(sums.values().copied());
+        let agreed = peers.sum_values(values)?;
+        anyhow::ensure!(
+            agreed[1] == (world * grads.len()) as f64,
+            "data-parallel peer {rank}: the peers computed gradients for different parameters \
+             ({} here, {} in all over {world} peers); every peer must train the same parameters",
+            grads.len(),
+            agreed[1]
+        );
+        let stop = agreed[0] > 0.0;
+        for (value, agreed) in sums.values_mut().zip(&agreed[2..]) {
+            *value = *agreed;
+        }
+        let grads = peers.sum_gradients(grads)?;
+        let (grads, grad_norm) = clip_grad_norm(&model, grads, config.max_grad_norm);
         anyhow::ensure!(
             grad_norm.is_finite(),
             "gradient norm is {grad_norm} at step {}; last good checkpoint: {}",
             state.step + 1,
-            describe(&last_checkpoint)
+            last_checkpoint(&report)
         );
         let lr = schedule.lr(state.step);
         model = optimizer.step(lr, model, grads);
         state.step += 1;
 
+        interrupted = stop;
+        let Some(report) = report.as_mut() else {
+            if stop {
+                break;
+            }
+            continue;
+        };
         let seconds = started.elapsed().as_secs_f64();
         let examples = (config.micro_batch_size * config.grad_accum) as f64;
         sums.insert("step".into(), state.step as f64);
@@ -304,45 +465,49 @@ where
         sums.insert("grad_norm".into(), grad_norm);
         sums.insert("examples_per_s".into(), examples / seconds.max(1e-9));
         sums.extend(objective.step_metrics(&model, state.step)?);
-        progress.set_message(progress_message(&sums));
-        progress.set_position(state.step as u64);
-        log.push(sums)?;
+        report.progress.set_message(progress_message(&sums));
+        report.progress.set_position(state.step as u64);
+        report.log.push(sums)?;
 
-        let stop = interrupt::take_stop_request();
-        let due = config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0;
+        let due = config.checkpoint_every > 0 && state.step.is_multiple_of(config.checkpoint_every);
         if due || stop || state.step == config.steps {
-            last_checkpoint = Some(checkpoint::save(
-                run_dir,
+            report.last_checkpoint = Some(checkpoint::save(
+                &report.run_dir,
                 &model,
                 &optimizer,
                 &state,
                 config.keep_checkpoints,
             )?);
-            log.write_csv()?;
+            report.log.write_csv()?;
         }
         if stop {
-            progress.abandon_with_message(format!(
+            report.progress.abandon_with_message(format!(
                 "stopped at step {}; checkpoint {}",
                 state.step,
-                describe(&last_checkpoint)
+                describe(&report.last_checkpoint)
             ));
-            return Ok(TrainOutcome {
-                model,
-                steps_done: state.step,
-                last_checkpoint,
-                interrupted: true,
-                rows: log.rows().to_vec(),
-            });
+            break;
         }
     }
-    progress.finish();
-    log.write_csv().context("writing the final metrics CSV")?;
+    let (last_checkpoint, rows) = match report {
+        Some(report) => {
+            if !interrupted {
+                report.progress.finish();
+                report
+                    .log
+                    .write_csv()
+                    .context("writing the final metrics CSV")?;
+            }
+            (report.last_checkpoint, report.log.rows().to_vec())
+        }
+        None => (None, Vec::new()),
+    };
     Ok(TrainOutcome {
         model,
         steps_done: state.step,
         last_checkpoint,
-        interrupted: false,
-        rows: log.rows().to_vec(),
+        interrupted,
+        rows,
     })
 }
 
@@ -369,6 +534,14 @@ fn check_resume_identity(run_dir: &Path, now: &RunIdentity) -> anyhow::Result<()
         }
         return Ok(());
     };
+    let (was, asked) = (run.world_size(), now.world_size());
+    anyhow::ensure!(
+        was == asked,
+        "cannot resume {}: it was trained on {was} data-parallel peer(s) and --devices now gives \
+         {asked}; how each batch is split over the peers depends on their number. Resume with \
+         --devices {was} (a count or a list of {was} devices), or start a new run in another --out",
+        run_dir.display()
+    );
     let differences = run.differences(now);
     anyhow::ensure!(
         differences.is_empty(),
@@ -384,6 +557,18 @@ fn check_resume_identity(run_dir: &Path, now: &RunIdentity) -> anyhow::Result<()
 fn step_seed(seed: u64, step: usize) -> u64 {
     let mut state = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     splitmix64(&mut state)
+}
+
+/// Peer `rank`'s seed of a step: peer 0 (and a single-device run) uses the step's seed, the
+/// others their own streams, so peers do not draw the same dropout masks.
+fn peer_seed(step_seed: u64, rank: usize) -> u64 {
+    match rank {
+        0 => step_seed,
+        _ => {
+            let mut state = step_seed ^ (rank as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+            splitmix64(&mut state)
+        }
+    }
 }
 
 fn describe(checkpoint: &Option<PathBuf>) -> String {

@@ -6,6 +6,7 @@ mod align;
 mod checkpointing;
 mod common;
 mod convert;
+mod data_parallel;
 mod demo;
 mod eval_judge;
 mod forward;
