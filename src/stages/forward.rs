@@ -13,9 +13,8 @@ use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use firempo_models::loading::LoadOptions;
-use firempo_models::mask::int_tensor;
 use firempo_models::precision::{check_backend_dtype, WeightDType};
-use firempo_models::{QwenVlInput, VlmInput};
+use firempo_models::QwenVlInput;
 
 use crate::backend::BackendTask;
 use crate::pipeline::hf_checkpoint::is_hf_checkpoint;
@@ -213,16 +212,13 @@ impl ForwardInputs {
                     inputs.image_grid_thw.is_none(),
                     "{path} has `image_grid_thw`, a Qwen-VL input, but the model is LLaVA-style"
                 );
-                let mut input = VlmInput::new(int_tensor::<B>(&inputs.input_ids.rows(), device));
-                if let Some(mask) = &inputs.attention_mask {
-                    input = input.with_attention_mask(int_tensor::<B>(&mask.rows(), device));
-                }
+                // Host ids straight to the model: nothing uploaded is read back.
+                let (ids, attended) =
+                    model.expand_host_ids(inputs.input_ids.rows(), inputs.mask_rows())?;
                 let layout = "[n_images, channels, height, width]";
-                if let Some(pixels) = inputs.pixels::<B, 4>(layout, device)? {
-                    input = input.with_pixels(pixels);
-                }
-                let (_, attended) = model.host_input(&input)?;
-                Ok((model.forward(input)?, attended))
+                let pixels = inputs.pixels::<B, 4>(layout, device)?;
+                let hidden = model.forward_hidden_host(&ids, &attended, pixels, &mut [], device)?;
+                Ok((model.decoder.logits(hidden), attended))
             }
             Model::QwenVl(model) => {
                 let layout = "[n_patches, channels · temporal_patch · patch · patch]";
