@@ -9,7 +9,9 @@
 //! optimized there, no release build of burn needed):
 //! `cargo bench -p firempo-models --bench llava_memory --profile dev` (append `-- dense` for the
 //! dense reference attention, `-- ckpt` to measure each depth also with per-layer activation
-//! checkpointing, `backward_checkpointed`, LoRA dropout 0 in both).
+//! checkpointing, `backward_checkpointed`, LoRA dropout 0 in both). `-- bf16` measures on flex
+//! with the decoder projections' frozen base weights in bf16 (adapters, norms, activations and
+//! the loss in f32, as `--dtype bf16` trains): add `--features test-flex`.
 
 use std::time::Instant;
 
@@ -18,30 +20,33 @@ mod common;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::backend::Backend;
 use burn::tensor::{activation::log_softmax, Distribution, Int, Tensor, TensorData};
+use firempo_models::precision::{cast_base_weights, WeightDType};
 use firempo_models::{
     backward_checkpointed, register_fused_attention, AttentionKernel, Checkpointed, FullGraph,
     LoraConfig, ScoringInput, Trunk, VlmConfig,
 };
-
-type A = Autodiff<NdArray<f32>>;
 
 const TEXT_TOKENS: usize = 40;
 const ANSWERS: usize = 2;
 const ANSWER_LEN: usize = 24;
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// Weights and step peak (both bytes) of LLaVA-1.5-7B cut to `layers` decoder layers, the
-/// decoder checkpointed per layer when `checkpointing`.
-fn measure(layers: usize, checkpointing: bool) -> (usize, usize) {
+/// Weights and step peak (both bytes) of LLaVA-1.5-7B cut to `layers` decoder layers on
+/// `Autodiff<I>`, the base weights of the decoder projections in `dtype`, the decoder
+/// checkpointed per layer when `checkpointing`.
+fn measure<I: Backend>(layers: usize, checkpointing: bool, dtype: WeightDType) -> (usize, usize) {
+    type A<I> = Autodiff<I>;
     let mut config = VlmConfig::llava_1_5_7b();
     config.text.n_layers = layers;
     let device = Default::default();
     let before = common::live_bytes();
     let mut model = config
-        .init::<A>(&device)
+        .init::<A<I>>(&device)
         .with_lora(&lora(), &device)
         .unwrap();
+    model.decoder = cast_base_weights(model.decoder, dtype);
     model.vision = model.vision.map(|v| v.no_grad());
     model.projector = model.projector.map(|p| p.no_grad());
     // `-- dense`: the dense reference attention, for a before/after comparison.
@@ -59,8 +64,8 @@ fn measure(layers: usize, checkpointing: bool) -> (usize, usize) {
         .map(|i| 200 + i as i64)
         .collect();
     let size = config.vision.as_ref().unwrap().image_size;
-    let input = ScoringInput::<A> {
-        prefix_ids: Tensor::<A, 2, Int>::from_data(
+    let input = ScoringInput::<A<I>> {
+        prefix_ids: Tensor::<A<I>, 2, Int>::from_data(
             TensorData::new(prefix.repeat(2), [2, len]),
             &device,
         ),
@@ -70,7 +75,7 @@ fn measure(layers: usize, checkpointing: bool) -> (usize, usize) {
             Distribution::Normal(0.0, 1.0),
             &device,
         )),
-        answer_ids: Tensor::<A, 3, Int>::from_data(
+        answer_ids: Tensor::<A<I>, 3, Int>::from_data(
             TensorData::new(answers, [2, ANSWERS, ANSWER_LEN]),
             &device,
         ),
@@ -78,7 +83,7 @@ fn measure(layers: usize, checkpointing: bool) -> (usize, usize) {
     common::reset_peak();
     let started = Instant::now();
     let mut checkpointed = Checkpointed::new();
-    let trunk: &mut dyn Trunk<A> = if checkpointing {
+    let trunk: &mut dyn Trunk<A<I>> = if checkpointing {
         &mut checkpointed
     } else {
         &mut FullGraph
@@ -116,18 +121,44 @@ fn lora() -> LoraConfig {
 }
 
 fn main() {
+    let checkpointing = std::env::args().any(|a| a == "ckpt");
+    if std::env::args().any(|a| a == "bf16") {
+        report_bf16(checkpointing);
+        return;
+    }
     // The decoder's attention trains through its own backward op, as in `firempo align`.
     register_fused_attention::<NdArray<f32>>();
-    report(false);
-    if std::env::args().any(|a| a == "ckpt") {
-        report(true);
+    report::<NdArray<f32>>(false, WeightDType::F32);
+    if checkpointing {
+        report::<NdArray<f32>>(true, WeightDType::F32);
     }
 }
 
+/// `-- bf16`: the f32 and bf16 steps on flex (ndarray has no bf16), with checkpointing too
+/// when asked.
+#[cfg(feature = "test-flex")]
+fn report_bf16(checkpointing: bool) {
+    use burn::backend::Flex;
+    register_fused_attention::<Flex>();
+    for ckpt in [false].into_iter().chain(checkpointing.then_some(true)) {
+        report::<Flex>(ckpt, WeightDType::F32);
+        report::<Flex>(ckpt, WeightDType::Bf16);
+    }
+}
+
+#[cfg(not(feature = "test-flex"))]
+fn report_bf16(_: bool) {
+    eprintln!(
+        "`-- bf16` runs on flex: cargo bench -p firempo-models --bench llava_memory \
+         --profile dev --features test-flex -- bf16"
+    );
+    std::process::exit(2);
+}
+
 /// Measures at 1 and 2 decoder layers and extrapolates to the full depth.
-fn report(checkpointing: bool) {
-    let (w1, p1) = measure(1, checkpointing);
-    let (w2, p2) = measure(2, checkpointing);
+fn report<I: Backend>(checkpointing: bool, dtype: WeightDType) {
+    let (w1, p1) = measure::<I>(1, checkpointing, dtype);
+    let (w2, p2) = measure::<I>(2, checkpointing, dtype);
     let full = VlmConfig::llava_1_5_7b().text.n_layers;
     let mode = if checkpointing {
         " with per-layer activation checkpointing"
@@ -142,7 +173,9 @@ fn report(checkpointing: bool) {
         per_layer_peak as f64 / GIB
     );
     println!(
-        "LLaVA-1.5-7B ({full} layers), f32, LoRA step{mode}: weights {:.1} GiB, peak {:.1} GiB",
+        "LLaVA-1.5-7B ({full} layers), {} base weights on {}, LoRA step{mode}: weights {:.1} GiB, peak {:.1} GiB",
+        dtype.name(),
+        I::name(&Default::default()),
         (w1 + (full - 1) * per_layer_weights) as f64 / GIB,
         (p1 + (full - 1) * per_layer_peak) as f64 / GIB
     );
