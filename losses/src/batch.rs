@@ -197,11 +197,7 @@ impl<B: Backend> AnswerScores<B> {
         mask: &Tensor<B, 2>,
         loss: &'static str,
     ) -> Result<Tensor<B, 1>, LossError> {
-        let reference = self.reference_distribution(loss)?;
-        Ok(masked_sum(
-            forward_kl(&self.policy, reference),
-            mask.clone(),
-        ))
+        self.masked_kl_sum(forward_kl, mask, loss)
     }
 
     /// `Σ_t mask_t KL(π_θ ‖ π_ref)_t`, `[batch]` (`loss` names the caller in the error).
@@ -210,11 +206,18 @@ impl<B: Backend> AnswerScores<B> {
         mask: &Tensor<B, 2>,
         loss: &'static str,
     ) -> Result<Tensor<B, 1>, LossError> {
+        self.masked_kl_sum(reverse_kl, mask, loss)
+    }
+
+    /// `Σ_t mask_t kl(policy, reference)_t`, `[batch]`, for either direction of the KL.
+    fn masked_kl_sum(
+        &self,
+        kl: fn(&VocabLogProbs<B>, &VocabLogProbs<B>) -> Tensor<B, 2>,
+        mask: &Tensor<B, 2>,
+        loss: &'static str,
+    ) -> Result<Tensor<B, 1>, LossError> {
         let reference = self.reference_distribution(loss)?;
-        Ok(masked_sum(
-            reverse_kl(&self.policy, reference),
-            mask.clone(),
-        ))
+        Ok(masked_sum(kl(&self.policy, reference), mask.clone()))
     }
 
     /// The same scores with the policy side detached (for metrics that must not train).
