@@ -191,15 +191,10 @@ fn checkpointed_fire_mpo_and_sft_steps_give_the_plain_gradients() {
 /// The trained (adapter) tensors after two FiRe-MPO steps, with or without checkpointing.
 fn two_align_steps(setup: &crate::common::TinySetup, checkpointing: bool) -> Vec<Vec<f32>> {
     let device = Default::default();
-    <B as burn::tensor::backend::Backend>::seed(&device, 0);
-    let pairs = presence_pairs(&setup.records, &setup.root);
-    let policy = Model::from(setup.config.init::<B>(&device))
-        .freeze_vision()
-        .with_lora(&lora(), &device)
-        .unwrap();
+    let (policy, examples) = crate::common::policy_and_examples(setup, &lora());
     let objective = AlignObjective::<B> {
         processor: &setup.processor,
-        examples: align_examples(&setup.processor, &pairs, &setup.root).unwrap(),
+        examples,
         loss: fire_mpo(),
         reference: reference_of(&policy),
         device,

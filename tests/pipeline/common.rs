@@ -53,3 +53,25 @@ pub fn tiny_setup(name: &str) -> TinySetup {
         processor,
     }
 }
+
+/// The demo model of `setup`, seeded (backend seed 0), vision frozen, with `lora` adapters, and
+/// the tokenized presence pairs of its records.
+pub fn policy_and_examples(
+    setup: &TinySetup,
+    lora: &firempo_models::LoraConfig,
+) -> (
+    firempo::pipeline::model::Model<burn::backend::Autodiff<firempo::backend::TestCpu>>,
+    Vec<firempo::pipeline::align::AlignExample>,
+) {
+    type B = burn::backend::Autodiff<firempo::backend::TestCpu>;
+    let device = Default::default();
+    <B as burn::tensor::backend::Backend>::seed(&device, 0);
+    let pairs = crate::align::presence_pairs(&setup.records, &setup.root);
+    let policy = firempo::pipeline::model::Model::from(setup.config.init::<B>(&device))
+        .freeze_vision()
+        .with_lora(lora, &device)
+        .unwrap();
+    let examples =
+        firempo::pipeline::align::align_examples(&setup.processor, &pairs, &setup.root).unwrap();
+    (policy, examples)
+}

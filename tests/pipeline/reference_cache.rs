@@ -10,8 +10,7 @@ use burn::backend::Autodiff;
 use firempo::backend::{BackendTask, TestCpu};
 use firempo::losses::{DpoConfig, FiReMpoConfig, MdpoConfig, PreferenceLoss, RrpoConfig};
 use firempo::pipeline::align::{
-    align_examples, reference_model, reference_of, AlignExample, AlignObjective, PairImage,
-    Reference,
+    reference_model, reference_of, AlignExample, AlignObjective, PairImage, Reference,
 };
 use firempo::pipeline::model::Model;
 use firempo::pipeline::reference_cache::{ReferenceCache, ReferenceLogps, LABEL_LOGPS_FILE};
@@ -20,7 +19,6 @@ use firempo::train::trainable::trainable_params;
 use firempo::train::{train, RunIdentity, TrainerConfig};
 use firempo_models::LoraConfig;
 
-use crate::align::presence_pairs;
 use crate::common::TinySetup;
 
 type B = Autodiff<TestCpu>;
@@ -34,19 +32,6 @@ fn lora() -> LoraConfig {
         dropout: 0.0,
         ..LoraConfig::default()
     }
-}
-
-/// The seeded LoRA policy of the demo model and the tokenized presence pairs.
-fn policy_and_examples(setup: &TinySetup) -> (Model<B>, Vec<AlignExample>) {
-    let device = Default::default();
-    <B as burn::tensor::backend::Backend>::seed(&device, 0);
-    let pairs = presence_pairs(&setup.records, &setup.root);
-    let policy = Model::from(setup.config.init::<B>(&device))
-        .freeze_vision()
-        .with_lora(&lora(), &device)
-        .unwrap();
-    let examples = align_examples(&setup.processor, &pairs, &setup.root).unwrap();
-    (policy, examples)
 }
 
 fn precompute(
@@ -74,7 +59,7 @@ fn three_steps(
     loss: PreferenceLoss,
     precomputed: bool,
 ) -> (Vec<Vec<f32>>, Vec<f64>) {
-    let (policy, examples) = policy_and_examples(setup);
+    let (policy, examples) = crate::common::policy_and_examples(setup, &lora());
     let run = format!("{}-precomputed-{precomputed}", loss.name());
     let reference = if precomputed {
         let logps = precompute(
@@ -194,7 +179,7 @@ fn assert_same_scores(got: &ReferenceLogps, want: &ReferenceLogps, pairs: std::o
 fn cache_continues_an_interrupted_precompute_and_rescores_another_runs() {
     let _serial = crate::common::exclusive();
     let setup = crate::common::tiny_setup("precompute-cache");
-    let (policy, examples) = policy_and_examples(&setup);
+    let (policy, examples) = crate::common::policy_and_examples(&setup, &lora());
     let n = examples.len();
     assert!(n > PRECOMPUTE_BATCH, "{n} pairs");
     let dpo = PreferenceLoss::Dpo(DpoConfig::default());
