@@ -136,6 +136,10 @@ pub struct TrainArgs {
     /// batch. Needs the `distributed` feature; a resume needs the same number of peers.
     #[arg(long, default_value = "1", value_name = "N|DEVICES")]
     pub devices: crate::train::DeviceSpec,
+    /// With --resume: go on with another number of peers (--devices) than the run had. The data
+    /// order and position stay; the peers' dropout draws and the summation order change.
+    #[arg(long)]
+    pub reshard: bool,
     #[command(flatten)]
     pub dtype: DtypeArgs,
 }
@@ -218,6 +222,7 @@ impl TrainArgs {
             seed: self.seed,
             gradient_checkpointing: self.gradient_checkpointing,
             devices: self.devices.clone(),
+            reshard: self.reshard,
             ..TrainerConfig::default()
         }
     }

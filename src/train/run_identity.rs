@@ -89,6 +89,7 @@ impl RunIdentity {
             // Which devices does not change the result, how many peers split a batch is
             // recorded (only when > 1, so single-device runs keep their identity).
             .without("trainer.devices")
+            .without("trainer.reshard")
             .with_world_size(config.devices.world_size())
     }
 
@@ -97,6 +98,11 @@ impl RunIdentity {
             1 => self,
             n => self.with(WORLD_SIZE, n),
         }
+    }
+
+    /// The identity without its number of peers (what `--reshard` lets change).
+    pub(crate) fn without_world_size(self) -> Self {
+        self.without(WORLD_SIZE)
     }
 
     /// The data-parallel peers of the run (`--devices`; 1 when not recorded).

@@ -58,6 +58,9 @@ pub struct TrainerConfig {
     /// trains on the run's device as always. The number of peers is part of the run's
     /// identity, the device names are not ([`super::data_parallel`]).
     pub devices: DeviceSpec,
+    /// Allow `--resume` with another number of peers than the run had (`--reshard`): the data
+    /// position does not depend on it, the peers' dropout draws and summation order do.
+    pub reshard: bool,
 }
 
 impl Default for TrainerConfig {
@@ -77,6 +80,7 @@ impl Default for TrainerConfig {
             progress: true,
             gradient_checkpointing: false,
             devices: DeviceSpec::default(),
+            reshard: false,
         }
     }
 }
@@ -253,7 +257,9 @@ where
         .init::<B, T::Model>();
     let identity = identity.clone().with_trainer(config);
     let existing = if resume {
-        check_resume_identity(run_dir, &identity)?;
+        if check_resume_identity(run_dir, &identity, config.reshard)? {
+            identity.save(run_dir)?;
+        }
         checkpoint::latest_intact(run_dir)?
     } else {
         checkpoint::latest(run_dir)?
@@ -519,10 +525,17 @@ pub fn check_resume(
     identity: &RunIdentity,
     config: &TrainerConfig,
 ) -> anyhow::Result<()> {
-    check_resume_identity(run_dir, &identity.clone().with_trainer(config))
+    check_resume_identity(
+        run_dir,
+        &identity.clone().with_trainer(config),
+        config.reshard,
+    )
+    .map(drop)
 }
 
-fn check_resume_identity(run_dir: &Path, now: &RunIdentity) -> anyhow::Result<()> {
+/// Whether the run in `run_dir` may be resumed as `now` (with `reshard`, on another number of
+/// peers); returns whether it is resharded (its `run.json` then gets the new number).
+fn check_resume_identity(run_dir: &Path, now: &RunIdentity, reshard: bool) -> anyhow::Result<bool> {
     let Some(run) = RunIdentity::load(run_dir)? else {
         if checkpoint::latest(run_dir)?.is_some() {
             anyhow::bail!(
@@ -532,17 +545,21 @@ fn check_resume_identity(run_dir: &Path, now: &RunIdentity) -> anyhow::Result<()
                 run_dir.display()
             );
         }
-        return Ok(());
+        return Ok(false);
     };
     let (was, asked) = (run.world_size(), now.world_size());
+    let resharded = was != asked;
     anyhow::ensure!(
-        was == asked,
+        !resharded || reshard,
         "cannot resume {}: it was trained on {was} data-parallel peer(s) and --devices now gives \
-         {asked}; how each batch is split over the peers depends on their number. Resume with \
-         --devices {was} (a count or a list of {was} devices), or start a new run in another --out",
+         {asked}; each peer's dropout draws and the summation order depend on their number. Resume with --devices {was} (a count or a list of {was} devices), pass \
+         --reshard to go on with {asked} (the data order and position stay), or start a new run \
+         in another --out",
         run_dir.display()
     );
-    let differences = run.differences(now);
+    let differences = run
+        .without_world_size()
+        .differences(&now.clone().without_world_size());
     anyhow::ensure!(
         differences.is_empty(),
         "cannot resume {}: it was started with other settings or inputs than given now:\n  {}\n\
@@ -550,7 +567,13 @@ fn check_resume_identity(run_dir: &Path, now: &RunIdentity) -> anyhow::Result<()
         run_dir.display(),
         differences.join("\n  ")
     );
-    Ok(())
+    if resharded {
+        tracing::warn!(
+            "--reshard: resuming {} on {asked} data-parallel peer(s) (it ran on {was})",
+            run_dir.display()
+        );
+    }
+    Ok(resharded)
 }
 
 /// A distinct, reproducible backend seed for each step (so dropout does not depend on resumes).

@@ -1,7 +1,7 @@
 //! Data-parallel training (`--devices`) on 2 local CPU peers (threads on ndarray, through burn's
 //! collective): 3 steps end at the weights of a single-device run on the same batches (full SFT
 //! of the demo VLM; FiRe-MPO with LoRA), with the same logged loss and gradient norm; a resume
-//! with another number of peers is refused naming `--devices`.
+//! with another number of peers is refused naming `--devices` and `--reshard`, which allows it.
 
 use burn::backend::Autodiff;
 use burn::module::{Module, ModuleVisitor, Param};
@@ -191,9 +191,19 @@ fn two_cpu_peers_train_sft_and_fire_mpo_lora_as_one_device() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("2 data-parallel peer(s)") && err.contains("--devices 2"),
+        err.contains("2 data-parallel peer(s)")
+            && err.contains("--devices 2")
+            && err.contains("--reshard"),
         "{err}"
     );
+    // With --reshard it resumes on 1 peer, and the run now records 1: a plain resume follows.
+    let reshard = TrainerConfig {
+        reshard: true,
+        ..trainer(1)
+    };
+    let resumed = align_run(&setup, &reshard, "align-2", true).unwrap();
+    assert_eq!(resumed.steps_done, 3);
+    align_run(&setup, &trainer(1), "align-2", true).unwrap();
     std::fs::remove_dir_all(&setup.dir).ok();
 }
 
