@@ -541,9 +541,30 @@ pub struct SampleArgs {
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
     #[command(flatten)]
+    pub decoding: DecodingDevicesArgs,
+    #[command(flatten)]
     pub dtype: DtypeArgs,
     #[command(flatten)]
     pub prompt: PromptFormatArgs,
+}
+
+/// `--devices` of the stages that generate (`sample`, `eval`).
+#[derive(Debug, Clone, Args)]
+pub struct DecodingDevicesArgs {
+    /// Devices that generate, one thread each, the prompt batches dealt out among them: a count
+    /// (`2`: on the CPU backends 2 threads, on CUDA GPUs 0 and 1) or a GPU list
+    /// (`cuda:0,cuda:1`). Each batch is decoded whole on one device with its own seed, so the
+    /// answers are the same for any count.
+    #[arg(long, default_value = "1", value_name = "N|DEVICES")]
+    pub devices: crate::train::DeviceSpec,
+}
+
+impl DecodingDevicesArgs {
+    /// The devices, checked against `--backend`.
+    fn resolve(&self, backend: BackendKind) -> anyhow::Result<crate::train::DeviceSpec> {
+        self.devices.check_backend(backend)?;
+        Ok(self.devices.clone())
+    }
 }
 
 /// Parses answer-type names (`closed`, `open`, `report`).
@@ -570,6 +591,7 @@ pub fn sample(args: SampleArgs) -> anyhow::Result<()> {
         max_new_tokens: args.max_new_tokens,
         dtype: args.dtype.resolve(args.backend, false),
         prompt_format: args.prompt.prompt_format,
+        devices: args.decoding.resolve(args.backend)?,
     };
     let count = run_on(args.backend, stage)?;
     println!("{count} samples written to {}", args.out.display());
@@ -781,6 +803,8 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
     #[command(flatten)]
+    pub decoding: DecodingDevicesArgs,
+    #[command(flatten)]
     pub dtype: DtypeArgs,
     #[command(flatten)]
     pub prompt: PromptFormatArgs,
@@ -810,6 +834,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
             top_p: args.top_p,
             seed: args.seed,
         },
+        devices: args.decoding.resolve(args.backend)?,
     };
     let report = run_on(args.backend, stage)?;
     let width = report.labels.values().map(String::len).max().unwrap_or(14);
@@ -856,6 +881,22 @@ pub struct DemoArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
+    /// Devices that generate the answers when sampling and evaluating (the batches dealt out
+    /// among them; the tables do not change). Default: on ndarray one thread per CPU core (at
+    /// most 4), else 1. Training runs on one device.
+    #[arg(long, value_name = "N|DEVICES")]
+    pub devices: Option<crate::train::DeviceSpec>,
+}
+
+/// The demo's decoding devices without `--devices`: on ndarray (single-threaded ops) one
+/// thread per core, at most 4; flex already spreads each op over its threads, and a GPU is one
+/// device.
+fn default_decoders(backend: BackendKind) -> crate::train::DeviceSpec {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match backend {
+        BackendKind::Ndarray => crate::train::DeviceSpec::Count(cores.clamp(1, 4)),
+        _ => crate::train::DeviceSpec::Count(1),
+    }
 }
 
 /// Runs `firempo demo`.
@@ -871,6 +912,13 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         seed: args.seed,
         align_seeds: (args.seed..args.seed + args.seeds as u64).collect(),
         ablations: args.ablations,
+        decoders: match args.devices {
+            Some(devices) => {
+                devices.check_backend(args.backend)?;
+                devices
+            }
+            None => default_decoders(args.backend),
+        },
     };
     let removed = claim_output_dir(&demo.out, "demo", &demo.output_entries())?;
     if !removed.is_empty() {

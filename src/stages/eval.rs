@@ -21,6 +21,7 @@ use firempo_models::{GenerationConfig, Sampling};
 use serde::{Deserialize, Serialize};
 
 use super::data::{read_records, RecordFile};
+use super::decoders::Decoders;
 use super::sample::{answer_prompts_with, record_prompts};
 use crate::backend::BackendTask;
 use crate::eval::judge::{judge_answers, JudgeItem, Judgement};
@@ -33,6 +34,7 @@ use crate::pipeline::file_processor::FileProcessor;
 use crate::pipeline::image_check::list_some;
 use crate::pipeline::model::Model;
 use crate::pipeline::model_dir::load_model_in;
+use crate::train::DeviceSpec;
 
 /// Settings of the evaluation stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +75,10 @@ pub struct EvalStage {
     /// How many answers per question, and how they are drawn (default: one greedy answer).
     #[serde(default)]
     pub sampling: AnswerSampling,
+    /// Devices that generate the answers, each a share of the batches (`--devices`); the
+    /// answers and metrics do not depend on it.
+    #[serde(default, skip_serializing_if = "DeviceSpec::is_single")]
+    pub devices: DeviceSpec,
 }
 
 /// How each question is answered: once greedily (the default), or `samples` times by
@@ -424,39 +430,33 @@ impl BackendTask for EvalStage {
         let corrupted_refs: Vec<&Path> = corrupted.iter().map(PathBuf::as_path).collect();
         let prompts = record_prompts(&processor, records, &clean_refs, max_new)?;
         let corrupted_prompts = record_prompts(&processor, records, &corrupted_refs, max_new)?;
+        let decoders = Decoders::new(model, &device, &self.devices);
+        let (model, device) = decoders.first();
         // Per sample: (clean answers, corrupted answers, log-probs of the clean answers).
         let mut drawn = Vec::with_capacity(self.sampling.samples);
         for sample in 0..self.sampling.samples {
             let config = self
                 .sampling
                 .generation(sample, max_new, processor.special.eos as u32);
-            let answers = answer_prompts_with(
-                &model,
-                &processor,
-                &prompts,
-                &clean_refs,
-                batch,
-                &config,
-                &device,
-            )?;
+            let answers =
+                answer_prompts_with(&decoders, &processor, &prompts, &clean_refs, batch, &config)?;
             let corrupted_answers = answer_prompts_with(
-                &model,
+                &decoders,
                 &processor,
                 &corrupted_prompts,
                 &corrupted_refs,
                 batch,
                 &config,
-                &device,
             )?;
             let logps = answer_logps(
-                &model,
+                model,
                 &processor,
                 records,
                 [&prompts, &corrupted_prompts],
                 &answers,
                 [&clean_refs, &corrupted_refs],
                 batch,
-                &device,
+                device,
             )?;
             drawn.push((answers, corrupted_answers, logps));
         }

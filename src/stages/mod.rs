@@ -4,6 +4,7 @@
 pub mod align;
 pub mod convert;
 pub mod data;
+pub mod decoders;
 pub mod demo;
 pub mod eval;
 pub mod forward;

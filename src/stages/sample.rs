@@ -12,11 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::data::read_records;
+use super::decoders::Decoders;
 use crate::backend::BackendTask;
 use crate::pipeline::batch::left_pad;
 use crate::pipeline::file_processor::FileProcessor;
 use crate::pipeline::model::Model;
 use crate::pipeline::model_dir::load_model_in;
+use crate::train::DeviceSpec;
 
 /// Settings of the sampling stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +47,10 @@ pub struct SampleStage {
     /// template; `None`: the checkpoint's template (or a model directory's own format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_format: Option<String>,
+    /// Devices that decode, each a share of the batches (`--devices`: a count of CPU threads or
+    /// GPUs, or `cuda:0,cuda:1`); the answers do not depend on it.
+    #[serde(default, skip_serializing_if = "DeviceSpec::is_single")]
+    pub devices: DeviceSpec,
 }
 
 /// Prompt ids of each record's question about `images[i]`, each checked to leave room for
@@ -70,67 +76,73 @@ pub fn record_prompts(
         .collect()
 }
 
-/// Greedy answers of `model` to `records`, `batch` prompts at a time.
+/// Greedy answers of the model to `records`, `batch` prompts at a time.
 pub fn answer_records<B: Backend>(
-    model: &Model<B>,
+    decoders: &Decoders<B>,
     processor: &FileProcessor,
     records: &[Record],
     root: &Path,
     batch: usize,
     max_new_tokens: usize,
-    device: &B::Device,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<String>>
+where
+    Model<B>: Sync,
+{
     let images: Vec<PathBuf> = records.iter().map(|r| r.image_path(root)).collect();
     let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
     let prompts = record_prompts(processor, records, &image_refs, max_new_tokens)?;
     answer_prompts(
-        model,
+        decoders,
         processor,
         &prompts,
         &image_refs,
         batch,
         max_new_tokens,
-        device,
     )
 }
 
 /// Greedy answers after `prompts` (from [`record_prompts`]) about `images` (one image per
 /// prompt).
 pub fn answer_prompts<B: Backend>(
-    model: &Model<B>,
+    decoders: &Decoders<B>,
     processor: &FileProcessor,
     prompts: &[Vec<i64>],
     images: &[&Path],
     batch: usize,
     max_new_tokens: usize,
-    device: &B::Device,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<String>>
+where
+    Model<B>: Sync,
+{
     let config = GenerationConfig {
         max_new_tokens,
         stop_token_ids: vec![processor.special.eos as u32],
         ..GenerationConfig::default()
     };
-    answer_prompts_with(model, processor, prompts, images, batch, &config, device)
+    answer_prompts_with(decoders, processor, prompts, images, batch, &config)
 }
 
 /// Answers after `prompts` about `images`, generated with `config` (greedy or sampled), `batch`
-/// prompts at a time; the `k`-th batch samples with seed `config.seed + k`, so batches do not
-/// repeat each other's random numbers.
+/// prompts at a time, the batches spread over the `decoders`; the `k`-th batch samples with seed
+/// `config.seed + k`, so batches do not repeat each other's random numbers and the answers do not
+/// depend on how many devices decode them.
 pub fn answer_prompts_with<B: Backend>(
-    model: &Model<B>,
+    decoders: &Decoders<B>,
     processor: &FileProcessor,
     prompts: &[Vec<i64>],
     images: &[&Path],
     batch: usize,
     config: &GenerationConfig,
-    device: &B::Device,
-) -> anyhow::Result<Vec<String>> {
-    let mut answers = Vec::with_capacity(prompts.len());
-    for (k, (prompts, chunk_images)) in prompts
+) -> anyhow::Result<Vec<String>>
+where
+    Model<B>: Sync,
+{
+    let batches: Vec<(&[Vec<i64>], &[&Path])> = prompts
         .chunks(batch.max(1))
         .zip(images.chunks(batch.max(1)))
-        .enumerate()
-    {
+        .collect();
+    let answers = decoders.map(batches.len(), |k, model, device| {
+        let (prompts, chunk_images) = batches[k];
         let config = GenerationConfig {
             seed: config.seed.wrapping_add(k as u64),
             ..config.clone()
@@ -138,12 +150,16 @@ pub fn answer_prompts_with<B: Backend>(
         let (ids, mask) = left_pad(prompts, processor.special.pad);
         let pixels = processor.pixels::<B>(chunk_images, device)?;
         let generation = model.generate(ids, mask, pixels, &config)?;
-        for tokens in generation.tokens {
-            let ids: Vec<i64> = tokens.into_iter().map(i64::from).collect();
-            answers.push(processor.decode(&ids)?);
-        }
-    }
-    Ok(answers)
+        generation
+            .tokens
+            .into_iter()
+            .map(|tokens| {
+                let ids: Vec<i64> = tokens.into_iter().map(i64::from).collect();
+                Ok(processor.decode(&ids)?)
+            })
+            .collect::<anyhow::Result<Vec<String>>>()
+    })?;
+    Ok(answers.into_iter().flatten().collect())
 }
 
 impl BackendTask for SampleStage {
@@ -168,14 +184,14 @@ impl BackendTask for SampleStage {
             self.dtype,
             &device,
         )?;
+        let decoders = Decoders::new(model, &device, &self.devices);
         let answers = answer_records(
-            &model,
+            &decoders,
             &processor,
             &data.records,
             &data.root,
             self.batch,
             self.max_new_tokens,
-            &device,
         )?;
         let model_name = self.model.display().to_string();
         let samples: Vec<Sample> = data

@@ -32,7 +32,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;
@@ -215,6 +217,24 @@ pub fn shard(batch: &[usize], world: usize, rank: usize) -> &[usize] {
     &batch[start..start + len]
 }
 
+/// Initializes every lazily initialized parameter of `model` (reading one does): burn draws
+/// them at first use, so copies made before would each draw other values.
+pub(crate) fn materialize<B: Backend, M: Module<B>>(model: &M) {
+    struct Read;
+    impl<B: Backend> ModuleVisitor<B> for Read {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+        fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
+            let _ = param.val();
+        }
+        fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<B, D, Bool>>) {
+            let _ = param.val();
+        }
+    }
+    model.visit(&mut Read);
+}
+
 #[cfg(feature = "distributed")]
 pub(crate) use collective::train_peers;
 
@@ -250,10 +270,10 @@ mod collective {
         all_reduce, finish_collective, register, reset_collective, CollectiveConfig, PeerId,
         ReduceOperation,
     };
-    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::module::Module;
     use burn::optim::{GradientsParams, Optimizer};
     use burn::tensor::backend::{AutodiffBackend, Backend};
-    use burn::tensor::{Bool, Int, Tensor, TensorData, TensorPrimitive};
+    use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
     use super::super::checkpoint::TrainerState;
     use super::super::trainer::{run_steps, Peers, Report};
@@ -262,21 +282,6 @@ mod collective {
     /// burn's local collective is one per backend type and process: one data-parallel run at a
     /// time (tests in one binary would otherwise register into each other's collective).
     static SESSION: Mutex<()> = Mutex::new(());
-
-    /// Initializes every lazily initialized parameter (reading it does).
-    struct Materialize;
-
-    impl<B: Backend> ModuleVisitor<B> for Materialize {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let _ = param.val();
-        }
-        fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
-            let _ = param.val();
-        }
-        fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<B, D, Bool>>) {
-            let _ = param.val();
-        }
-    }
 
     /// Why a peer stopped because another one did (a collective call failed once the failing
     /// peer reset the collective); the run reports the other peer's error instead.
@@ -391,7 +396,7 @@ mod collective {
         let _session = SESSION.lock().unwrap_or_else(|p| p.into_inner());
         // burn initializes parameters lazily, at first use: a copy made now would draw other
         // random weights than the original at its first forward. Every peer must start equal.
-        model.visit(&mut Materialize);
+        super::materialize::<B, _>(&model);
         // Every copy is made before any peer joins: a failure here leaves nobody waiting.
         let mut copies = Vec::with_capacity(world);
         for (rank, device) in devices.iter().enumerate() {

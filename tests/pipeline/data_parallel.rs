@@ -229,3 +229,54 @@ fn bad_device_specs_are_clear_errors() {
         "{err}"
     );
 }
+
+/// `sample`/`eval --devices 2`: the decoding batches dealt out over 2 CPU threads give the
+/// answers of one device, greedy and sampled (each batch decodes whole on one peer with the seed
+/// of its index), in record order.
+#[test]
+fn two_decoding_peers_answer_like_one_device() {
+    use firempo::stages::decoders::Decoders;
+    use firempo::stages::sample::{answer_prompts_with, record_prompts};
+    use firempo_models::{GenerationConfig, Sampling};
+
+    let _serial = crate::common::exclusive();
+    let setup = crate::common::tiny_setup("decoding-peers");
+    let device = Default::default();
+    <TestCpu as burn::tensor::backend::Backend>::seed(&device, 1);
+    let model = Model::from(setup.config.init::<TestCpu>(&device));
+    let images: Vec<std::path::PathBuf> = setup
+        .records
+        .iter()
+        .map(|r| r.image_path(&setup.root))
+        .collect();
+    let images: Vec<&std::path::Path> = images.iter().map(|p| p.as_path()).collect();
+    let prompts = record_prompts(&setup.processor, &setup.records, &images, 6).unwrap();
+    assert!(prompts.len() >= 5, "{} records", prompts.len());
+    // Two peers first: that materializes the lazily initialized weights, which one device then
+    // shares (a clone made before would draw its own).
+    let two = Decoders::new(model, &device, &DeviceSpec::Count(2));
+    let one = Decoders::single(two.first().0.clone(), &device);
+    assert_eq!(two.len(), 2);
+    let sampled = Sampling::TopP {
+        temperature: 1.0,
+        top_p: 0.9,
+    };
+    for sampling in [Sampling::Greedy, sampled] {
+        let config = GenerationConfig {
+            max_new_tokens: 6,
+            sampling,
+            seed: 7,
+            ..GenerationConfig::default()
+        };
+        // Batches of 2: 3 or more batches, so both peers decode and one decodes two.
+        let a = answer_prompts_with(&one, &setup.processor, &prompts, &images, 2, &config).unwrap();
+        let b = answer_prompts_with(&two, &setup.processor, &prompts, &images, 2, &config).unwrap();
+        assert_eq!(a.len(), prompts.len());
+        assert!(
+            a.iter().any(|s| !s.is_empty()),
+            "no tokens generated: {a:?}"
+        );
+        assert_eq!(a, b, "{sampling:?}");
+    }
+    std::fs::remove_dir_all(&setup.dir).ok();
+}

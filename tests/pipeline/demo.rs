@@ -1,13 +1,14 @@
 //! End to end: `firempo demo --quick` on ndarray runs every stage, writes the tables and plots,
-//! and the same seed gives the same tables.
+//! and the same seed gives the same tables (also with the answers generated on 2 threads).
 
 use std::path::PathBuf;
 
 use firempo::backend::{run_on, BackendKind, TEST_CPU};
 use firempo::stages::demo::{demo_methods, Demo, DemoSizes, TABLE_METRICS};
 
-fn run(name: &str) -> (firempo::stages::demo::DemoOutcome, PathBuf) {
-    run_with(name, vec![3, 4], false)
+/// The quick demo, answers generated on `decoders` CPU threads.
+fn run(name: &str, decoders: usize) -> (firempo::stages::demo::DemoOutcome, PathBuf) {
+    run_on_backend(TEST_CPU, name, vec![3, 4], false, decoders)
 }
 
 fn run_with(
@@ -15,7 +16,7 @@ fn run_with(
     align_seeds: Vec<u64>,
     ablations: bool,
 ) -> (firempo::stages::demo::DemoOutcome, PathBuf) {
-    run_on_backend(TEST_CPU, name, align_seeds, ablations)
+    run_on_backend(TEST_CPU, name, align_seeds, ablations, 1)
 }
 
 fn run_on_backend(
@@ -23,6 +24,7 @@ fn run_on_backend(
     name: &str,
     align_seeds: Vec<u64>,
     ablations: bool,
+    decoders: usize,
 ) -> (firempo::stages::demo::DemoOutcome, PathBuf) {
     let out = std::env::temp_dir().join(format!("firempo-demo-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
@@ -32,6 +34,7 @@ fn run_on_backend(
         seed: 3,
         align_seeds,
         ablations,
+        decoders: firempo::train::DeviceSpec::Count(decoders),
     };
     let outcome = run_on(backend, demo).expect("quick demo runs");
     (outcome, out)
@@ -40,7 +43,7 @@ fn run_on_backend(
 #[test]
 fn quick_demo_runs_every_stage_and_is_deterministic() {
     let _serial = crate::common::exclusive();
-    let (outcome, out) = run("a");
+    let (outcome, out) = run("a", 1);
     let (table, files) = (&outcome.table, &outcome.files);
     let methods: Vec<&str> = table.methods().collect();
     assert_eq!(
@@ -160,11 +163,12 @@ fn quick_demo_runs_every_stage_and_is_deterministic() {
         "training_curves.png has the held-out panel"
     );
 
-    let (again, _) = run("b");
+    // Again with the answers generated on 2 threads: the same tables.
+    let (again, _) = run("b", 2);
     assert_eq!(
         again.table.to_json(),
         table.to_json(),
-        "same seed, same table"
+        "same seed, same table (1 and 2 decoding threads)"
     );
     assert_eq!(
         again.differences, outcome.differences,
@@ -238,7 +242,7 @@ fn quick_demo_ablations_table_compares_each_ablation_with_fire_mpo() {
 #[test]
 fn quick_demo_runs_every_stage_on_wgpu() {
     let _serial = crate::common::exclusive();
-    let (gpu, out) = run_on_backend(BackendKind::Wgpu, "wgpu", vec![6], false);
+    let (gpu, out) = run_on_backend(BackendKind::Wgpu, "wgpu", vec![6], false, 1);
     let methods: Vec<&str> = gpu.table.methods().collect();
     assert_eq!(methods.len(), 1 + demo_methods().len(), "{methods:?}");
     for method in &methods {

@@ -274,6 +274,7 @@ fn eval(
             top_p: 0.95,
             seed: 1,
         },
+        devices: Default::default(),
     }
     .run::<B>(Default::default())
     .unwrap()

@@ -240,6 +240,7 @@ pub fn runs_through_sample_sft_align_and_eval(
         max_new_tokens: 4,
         dtype: Default::default(),
         prompt_format: prompt_format.clone(),
+        devices: Default::default(),
     }
     .run::<B>(device)
     .unwrap();
@@ -325,6 +326,7 @@ pub fn runs_through_sample_sft_align_and_eval(
         prompt_format: None,
         judge: None,
         sampling: Default::default(),
+        devices: Default::default(),
     }
     .run::<B>(device)
     .unwrap();

@@ -44,7 +44,7 @@ use crate::eval::{
 };
 use crate::pipeline::align::align_examples;
 use crate::pipeline::model_dir::load_model_as;
-use crate::train::TrainerConfig;
+use crate::train::{DeviceSpec, TrainerConfig};
 
 /// Sizes of a demo run.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,6 +235,9 @@ pub struct Demo {
     pub align_seeds: Vec<u64>,
     /// Also train and compare the paper's ablations ([`ablations::ablations`]).
     pub ablations: bool,
+    /// Devices (CPU threads) that generate the answers of the sampling and evaluation stages
+    /// (`--devices`); the answers, and so the tables, do not depend on it. Training runs on one.
+    pub decoders: DeviceSpec,
 }
 
 /// What a demo produced.
@@ -438,6 +441,7 @@ impl Demo {
             prompt_format: None,
             judge: None,
             sampling: Default::default(),
+            devices: self.decoders.clone(),
         }
         .run::<B>(device.clone())?;
         let questions = QuestionScores::read(&out.join("predictions.jsonl"))?;
@@ -500,6 +504,7 @@ impl Demo {
             max_new_tokens: 24,
             dtype: Default::default(),
             prompt_format: None,
+            devices: self.decoders.clone(),
         }
         .run::<B>(device.clone())?;
 
