@@ -210,7 +210,8 @@ fn sum_of_ones<B: burn::tensor::backend::Backend>() -> String {
     format!("{device:?}")
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+/// The text a panic carried (`panic!` with a message, or a string), for an error message.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<String>()
         .cloned()

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 
+use crate::backend::panic_message;
 use crate::pipeline::model::Model;
 use crate::train::data_parallel::materialize;
 use crate::train::DeviceSpec;
@@ -99,11 +100,7 @@ impl<B: Backend> Decoders<B> {
                 .enumerate()
                 .flat_map(|(peer, handle)| {
                     handle.join().unwrap_or_else(|panic| {
-                        let why = panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_else(|| "unknown panic".into());
+                        let why = panic_message(&*panic);
                         vec![(
                             peer,
                             Err(anyhow::anyhow!("decoding peer {peer} panicked: {why}")),

@@ -463,11 +463,7 @@ mod collective {
                         Err(anyhow::anyhow!(
                             "data-parallel peer {} panicked: {}",
                             i + 1,
-                            panic
-                                .downcast_ref::<String>()
-                                .cloned()
-                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                                .unwrap_or_else(|| "unknown panic".into())
+                            crate::backend::panic_message(&*panic)
                         ))
                     })
                 })
