@@ -5,7 +5,9 @@
 //!
 //! Segments are gathered into a padded batch `[n_segments, heads, max_len, head_dim]` so every
 //! segment runs in one batched matmul with padding keys masked, instead of a dense
-//! `n_patches²` block-diagonal mask.
+//! `n_patches²` block-diagonal mask. Long segments (whole images in the full-attention blocks)
+//! are attended in blocks of query rows ([`segment_attention`]), so the scores never need more
+//! than [`MAX_SCORE_ELEMENTS`] at once.
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -13,6 +15,39 @@ use burn::tensor::{activation::softmax, backend::Backend, Int, Tensor, TensorDat
 
 use crate::mask::MASKED;
 use crate::rope::{apply_rope, RopeTables};
+
+/// Most f32 scores one query block of [`segment_attention`] computes (128 MiB): a ~1-megapixel
+/// Qwen2.5-VL image (72×72 patches, 16 heads) would otherwise hold 1.7 GiB of scores and as much
+/// again of their softmax in each full-attention block, per image.
+pub const MAX_SCORE_ELEMENTS: usize = 1 << 25;
+
+/// Softmax attention of `q` over `k` and `v` (`[segments, heads, len, head_dim]`, scores scaled by
+/// `scale` plus the additive key `bias` `[segments, 1, 1, len]`), computed for blocks of query
+/// rows so that no block's scores exceed `max_scores` elements. Each row's softmax is its own, so
+/// the blocks concatenated are the unblocked result; short segments run as one block.
+pub fn segment_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    bias: Tensor<B, 4>,
+    scale: f64,
+    max_scores: usize,
+) -> Tensor<B, 4> {
+    let [s, h, len, _] = q.dims();
+    let k_t = k.swap_dims(2, 3);
+    let attend = |q: Tensor<B, 4>| {
+        softmax(q.matmul(k_t.clone()) * scale + bias.clone(), 3).matmul(v.clone())
+    };
+    let rows = (max_scores / (s * h * k_t.dims()[3]).max(1)).max(1);
+    if rows >= len {
+        return attend(q);
+    }
+    let blocks = (0..len)
+        .step_by(rows)
+        .map(|start| attend(q.clone().narrow(2, start, rows.min(len - start))))
+        .collect();
+    Tensor::cat(blocks, 2)
+}
 
 /// Where each patch sits in the padded segment batch; built once per forward and segmentation.
 #[derive(Debug, Clone)]
@@ -100,10 +135,9 @@ impl<B: Backend> VisionAttention<B> {
         let q = to_segments(apply_rope(part(0), rope));
         let k = to_segments(apply_rope(part(1), rope));
         let v = to_segments(part(2));
-        let scores =
-            q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt()) + segments.bias.clone();
-        // [n_segments, heads, max_len, max_len]
-        let out = softmax(scores, 3).matmul(v);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let out = segment_attention(q, k, v, segments.bias.clone(), scale, MAX_SCORE_ELEMENTS);
+        // [n_segments, heads, max_len, head_dim]
         let out = out
             .swap_dims(1, 2)
             .reshape([s * len, h * hd])

@@ -359,3 +359,45 @@ fn every_missing_unexpected_and_misshaped_tensor_is_named_in_one_error() {
         "{msg}"
     );
 }
+
+/// The vision tower's segment attention in blocks of query rows (what bounds a whole-image
+/// block's scores) equals the attention in one block: 3 segments whose padding keys are masked,
+/// in blocks of 7 rows (the last one ragged).
+#[test]
+fn segment_attention_in_query_blocks_equals_one_block() {
+    use burn::tensor::{Distribution, TensorData};
+    use firempo_models::mask::MASKED;
+    use firempo_models::qwen_vl::segment_attention;
+
+    let device = Default::default();
+    let [s, h, len, hd] = [3, 2, 50, 8];
+    let random =
+        || Tensor::<B, 4>::random([s, h, len, hd], Distribution::Normal(0.0, 1.0), &device);
+    let (q, k, v) = (random(), random(), random());
+    // Segment i has 50 − 9i real keys.
+    let bias: Vec<f32> = (0..s)
+        .flat_map(|i| (0..len).map(move |j| if j < len - 9 * i { 0.0 } else { MASKED }))
+        .collect();
+    let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [s, 1, 1, len]), &device);
+    let attend = |max_scores| {
+        segment_attention(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            bias.clone(),
+            0.35,
+            max_scores,
+        )
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap()
+    };
+    let whole = attend(usize::MAX);
+    let blocked = attend(s * h * len * 7);
+    let worst = whole
+        .iter()
+        .zip(&blocked)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert_eq!(whole.len(), s * h * len * hd);
+    assert!(worst <= 1e-6, "max |Δ| {worst:e} between blocked and whole");
+}
