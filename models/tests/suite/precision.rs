@@ -1,7 +1,9 @@
 //! Mixed precision on the `flex` CPU backend: decoder projections' base weights in bf16/f16,
 //! adapters, norms and logits in f32. Checks bf16 logits against f32 on the parity fixtures, that
 //! a LoRA step over a bf16 base moves the adapters like f32 does, that an lr-1e-6 AdamW step is
-//! not rounded away, and the errors for ndarray and half-precision full fine-tuning.
+//! not rounded away, and the errors for ndarray and half-precision full fine-tuning. The same
+//! logit and LoRA-step checks run on the suite's backend (`common::B`: wgpu through lavapipe in
+//! CI) for each half dtype it has; one it lacks must be refused by name.
 
 use crate::common;
 
@@ -9,15 +11,13 @@ use burn::backend::{Autodiff, Flex, NdArray};
 use burn::module::Param;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{activation::log_softmax, backend::Backend, DType, FloatDType, Int, Tensor};
-use common::{fixture, Expected};
+use common::{fixture, Expected, B};
 use firempo_models::loading::LoadOptions;
 use firempo_models::precision::cast_base_weights;
 use firempo_models::{
-    check_full_finetune, load_pretrained, load_pretrained_with, LoraConfig, Vlm, VlmInput,
-    WeightDType,
+    check_backend_dtype, check_full_finetune, load_pretrained, load_pretrained_with, LoraConfig,
+    Vlm, VlmInput, WeightDType,
 };
-
-type AF = Autodiff<Flex>;
 
 /// Left padding of row 1 in the parity fixtures: those positions are garbage in every run.
 const PAD: usize = 3;
@@ -46,7 +46,7 @@ fn fixture_input<Bk: Backend>(dir: &str) -> VlmInput<Bk> {
 }
 
 /// Host logits of `[batch, seq, vocab]` with row 1's padding dropped, as one flat list.
-fn attended(logits: Tensor<Flex, 3>) -> Vec<f32> {
+fn attended<Bk: Backend>(logits: Tensor<Bk, 3>) -> Vec<f32> {
     let [_, seq, vocab] = logits.dims();
     let row0 = logits.clone().slice([0..1, 0..seq, 0..vocab]);
     let row1 = logits.slice([1..2, PAD..seq, 0..vocab]);
@@ -71,10 +71,10 @@ fn deviation(got: &[f32], want: &[f32]) -> Deviation {
     Deviation { max_abs, scale }
 }
 
-/// bf16 (or f16) logits against f32 on one parity fixture, both on flex; returns the deviation.
-fn half_vs_f32(dir: &str, dtype: WeightDType) -> Deviation {
-    let f32_model = load::<Flex>(dir, WeightDType::F32);
-    let half_model = load::<Flex>(dir, dtype);
+/// bf16 (or f16) logits against f32 on one parity fixture, both on `Bk`; returns the deviation.
+fn half_vs_f32<Bk: Backend>(dir: &str, dtype: WeightDType) -> Deviation {
+    let f32_model = load::<Bk>(dir, WeightDType::F32);
+    let half_model = load::<Bk>(dir, dtype);
     let q = &half_model.decoder.layers[0].self_attn.q_proj.base.weight;
     assert_eq!(
         q.val().dtype(),
@@ -87,12 +87,16 @@ fn half_vs_f32(dir: &str, dtype: WeightDType) -> Deviation {
     let got = attended(logits);
     // The f32 run on flex itself matches transformers as on ndarray.
     let exp = Expected::open(fixture(dir).join("expected.safetensors"));
-    let hf = attended(floats(exp.floats::<3>("logits")));
+    let hf = attended::<Bk>(floats(exp.floats::<3>("logits")));
     let parity = deviation(&want, &hf).max_abs;
-    assert!(parity <= 1e-4, "{dir}: flex f32 vs transformers {parity:e}");
+    let backend = Bk::name(&Default::default());
+    assert!(
+        parity <= 1e-4,
+        "{dir}: {backend} f32 vs transformers {parity:e}"
+    );
     let d = deviation(&got, &want);
     eprintln!(
-        "{dir} {dtype}: max |Δlogit| vs f32 {:.3e}, max |logit| {:.3}, relative {:.3e}",
+        "{dir} {dtype} on {backend}: max |Δlogit| vs f32 {:.3e}, max |logit| {:.3}, relative {:.3e}",
         d.max_abs,
         d.scale,
         d.max_abs / d.scale
@@ -107,24 +111,32 @@ fn half_vs_f32(dir: &str, dtype: WeightDType) -> Deviation {
 const BF16_REL_TOL: f32 = 1e-2;
 const F16_REL_TOL: f32 = 1.5e-3;
 
-#[test]
-fn bf16_and_f16_logits_track_f32_on_the_parity_fixtures() {
+/// The logit bound of `dtype`.
+fn rel_tol(dtype: WeightDType) -> f32 {
+    match dtype {
+        WeightDType::Bf16 => BF16_REL_TOL,
+        _ => F16_REL_TOL,
+    }
+}
+
+/// `dtype`'s logits on `Bk` track f32's on both fixtures within [`rel_tol`] (and differ: the
+/// weights were really rounded).
+fn check_half_logits<Bk: Backend>(dtype: WeightDType) {
     for dir in ["llava_llama", "llava_qwen2"] {
-        let d = half_vs_f32(dir, WeightDType::Bf16);
+        let d = half_vs_f32::<Bk>(dir, dtype);
         assert!(
-            d.max_abs <= BF16_REL_TOL * d.scale && d.max_abs > 0.0,
-            "{dir} bf16: {:e} vs scale {}",
-            d.max_abs,
-            d.scale
-        );
-        let d = half_vs_f32(dir, WeightDType::F16);
-        assert!(
-            d.max_abs <= F16_REL_TOL * d.scale,
-            "{dir} f16: {:e} vs scale {}",
+            d.max_abs <= rel_tol(dtype) * d.scale && d.max_abs > 0.0,
+            "{dir} {dtype}: {:e} vs scale {}",
             d.max_abs,
             d.scale
         );
     }
+}
+
+#[test]
+fn bf16_and_f16_logits_track_f32_on_the_parity_fixtures() {
+    check_half_logits::<Flex>(WeightDType::Bf16);
+    check_half_logits::<Flex>(WeightDType::F16);
 }
 
 #[test]
@@ -219,7 +231,7 @@ fn half_precision_full_finetuning_is_refused() {
 
 /// The fixture model with rank-4 adapters whose A and B are set to fixed non-zero values (so both
 /// get gradients; no RNG, so both dtypes start identical).
-fn adapted(dtype: WeightDType) -> Vlm<AF> {
+fn adapted<Bk: Backend>(dtype: WeightDType) -> Vlm<Autodiff<Bk>> {
     let config = LoraConfig {
         rank: 4,
         alpha: 8.0,
@@ -227,7 +239,7 @@ fn adapted(dtype: WeightDType) -> Vlm<AF> {
         ..LoraConfig::default()
     };
     let device = Default::default();
-    let model = load::<AF>("llava_llama", dtype)
+    let model = load::<Autodiff<Bk>>("llava_llama", dtype)
         .with_lora(&config, &device)
         .unwrap();
     let mut k = 0f32;
@@ -237,7 +249,7 @@ fn adapted(dtype: WeightDType) -> Vlm<AF> {
         let v: Vec<f32> = (0..n)
             .map(|i| 0.2 * ((i as f32 * 0.37 + k * 1.3).sin()))
             .collect();
-        Param::from_tensor(Tensor::<AF, 2>::from_data(
+        Param::from_tensor(Tensor::<Autodiff<Bk>, 2>::from_data(
             burn::tensor::TensorData::new(v, shape),
             &device,
         ))
@@ -253,8 +265,8 @@ fn adapted(dtype: WeightDType) -> Vlm<AF> {
 }
 
 /// Next-token cross-entropy on the fixture's first row (log-softmax in f32).
-fn loss(model: &Vlm<AF>) -> Tensor<AF, 1> {
-    let input = fixture_input::<AF>("llava_llama");
+fn loss<Bk: Backend>(model: &Vlm<Autodiff<Bk>>) -> Tensor<Autodiff<Bk>, 1> {
+    let input = fixture_input::<Autodiff<Bk>>("llava_llama");
     let ids = input.input_ids.clone();
     let logits = model.forward(input).unwrap();
     let [_, seq, _] = logits.dims();
@@ -264,7 +276,7 @@ fn loss(model: &Vlm<AF>) -> Tensor<AF, 1> {
 }
 
 /// Every adapter value, flattened in layer and projection order.
-fn adapter_values(model: &Vlm<AF>) -> Vec<f32> {
+fn adapter_values<Bk: Backend>(model: &Vlm<Autodiff<Bk>>) -> Vec<f32> {
     let mut v = Vec::new();
     for layer in &model.decoder.layers {
         for (_, p) in layer.projections() {
@@ -279,9 +291,9 @@ fn adapter_values(model: &Vlm<AF>) -> Vec<f32> {
 }
 
 /// Gradients of every adapter value, in [`adapter_values`] order.
-fn adapter_grads(
-    model: &Vlm<AF>,
-    grads: &<AF as burn::tensor::backend::AutodiffBackend>::Gradients,
+fn adapter_grads<Bk: Backend>(
+    model: &Vlm<Autodiff<Bk>>,
+    grads: &<Autodiff<Bk> as burn::tensor::backend::AutodiffBackend>::Gradients,
 ) -> Vec<f32> {
     let mut v = Vec::new();
     for layer in &model.decoder.layers {
@@ -298,15 +310,15 @@ fn adapter_grads(
 }
 
 /// (gradients, update of one AdamW step at `lr`) of the adapters.
-fn lora_step(dtype: WeightDType, lr: f64) -> (Vec<f32>, Vec<f32>) {
-    let model = adapted(dtype);
+fn lora_step<Bk: Backend>(dtype: WeightDType, lr: f64) -> (Vec<f32>, Vec<f32>) {
+    let model = adapted::<Bk>(dtype);
     let before = adapter_values(&model);
     let grads = loss(&model).backward();
     let g = adapter_grads(&model, &grads);
     let q = &model.decoder.layers[0].self_attn.q_proj.base.weight;
     assert!(q.grad(&grads).is_none(), "the base is frozen");
     let params = GradientsParams::from_grads(grads, &model);
-    let mut optim = AdamWConfig::new().init::<AF, Vlm<AF>>();
+    let mut optim = AdamWConfig::new().init::<Autodiff<Bk>, Vlm<Autodiff<Bk>>>();
     let model = optim.step(lr, model, params);
     let after = adapter_values(&model);
     let update = after.iter().zip(&before).map(|(a, b)| a - b).collect();
@@ -321,11 +333,12 @@ fn norm(v: &[f32]) -> f32 {
 /// |g| above 1 % of the largest keeps f32's sign (3173 of them). Bound 3 %.
 const BF16_GRAD_REL_TOL: f32 = 3e-2;
 
-#[test]
-fn a_lora_step_on_a_bf16_base_moves_the_adapters_like_f32_and_keeps_tiny_updates() {
+/// A LoRA step on a `dtype` base on `Bk` against f32's: gradients within
+/// [`BF16_GRAD_REL_TOL`], every clear update with f32's sign, lr-1e-6 steps kept.
+fn check_half_lora_step<Bk: Backend>(dtype: WeightDType) {
     let lr = 1e-6;
-    let (g32, u32) = lora_step(WeightDType::F32, lr);
-    let (g16, u16) = lora_step(WeightDType::Bf16, lr);
+    let (g32, u32) = lora_step::<Bk>(WeightDType::F32, lr);
+    let (g16, u16) = lora_step::<Bk>(dtype, lr);
     let diff: Vec<f32> = g16.iter().zip(&g32).map(|(a, b)| a - b).collect();
     let rel = norm(&diff) / norm(&g32);
     let big = g32.iter().fold(0f32, |m, g| m.max(g.abs())) * 1e-2;
@@ -335,15 +348,16 @@ fn a_lora_step_on_a_bf16_base_moves_the_adapters_like_f32_and_keeps_tiny_updates
         .filter(|&&i| u16[i].signum() == u32[i].signum() && u16[i] != 0.0)
         .count();
     eprintln!(
-        "LoRA step, bf16 base vs f32: gradient relative L2 error {rel:.3e}; update sign agrees \
-         on {same_sign}/{} adapter values with |g| > 1 % of max",
+        "LoRA step on {}, {dtype} base vs f32: gradient relative L2 error {rel:.3e}; update sign \
+         agrees on {same_sign}/{} adapter values with |g| > 1 % of max",
+        Bk::name(&Default::default()),
         considered.len()
     );
     assert!(rel <= BF16_GRAD_REL_TOL, "gradients differ by {rel:e}");
     assert_eq!(same_sign, considered.len(), "every update has f32's sign");
     // lr 1e-6: AdamW's first step moves each value by ~lr (m̂/√v̂ = ±1); in f32 adapters none
     // is lost. (In bf16, 0.2 + 1e-6 rounds back to 0.2: the step would vanish.)
-    for (name, u) in [("f32", &u32), ("bf16", &u16)] {
+    for (name, u) in [("f32", &u32), (dtype.name(), &u16)] {
         for &i in &considered {
             let step = u[i].abs() as f64;
             assert!(
@@ -352,6 +366,11 @@ fn a_lora_step_on_a_bf16_base_moves_the_adapters_like_f32_and_keeps_tiny_updates
             );
         }
     }
+}
+
+#[test]
+fn a_lora_step_on_a_bf16_base_moves_the_adapters_like_f32_and_keeps_tiny_updates() {
+    check_half_lora_step::<Flex>(WeightDType::Bf16);
     let w = Tensor::<Flex, 1>::from_floats([0.2f32], &Default::default());
     let bumped = (w.clone().cast(FloatDType::BF16) + 1e-6).cast(FloatDType::F32);
     assert_eq!(
@@ -359,4 +378,28 @@ fn a_lora_step_on_a_bf16_base_moves_the_adapters_like_f32_and_keeps_tiny_updates
         w.cast(FloatDType::BF16).cast(FloatDType::F32).into_data(),
         "why the adapters must be f32: bf16 loses a 1e-6 step"
     );
+}
+
+/// Half precision on the suite's backend (`common::B`; CI runs this on wgpu through lavapipe):
+/// each half dtype it stores passes the logit and LoRA-step checks flex passes; a dtype it lacks
+/// is refused naming the dtype and the fix, never run in f32 silently.
+#[test]
+fn half_precision_on_the_suite_backend_tracks_f32_or_is_refused() {
+    let device = Default::default();
+    let backend = B::name(&device);
+    for dtype in [WeightDType::Bf16, WeightDType::F16] {
+        if B::supports_dtype(&device, dtype.dtype()) {
+            check_half_logits::<B>(dtype);
+            check_half_lora_step::<B>(dtype);
+        } else {
+            let err = check_backend_dtype::<B>(dtype, &device)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(dtype.name()) && err.contains("--dtype f32"),
+                "{err}"
+            );
+            eprintln!("{backend} has no {dtype} tensors: refused ({err})");
+        }
+    }
 }
