@@ -21,6 +21,7 @@ use super::metrics_log::{MetricRow, MetricsLog};
 use super::order::{micro_batch, splitmix64};
 use super::run_identity::{RunIdentity, RUN_IDENTITY_FILE};
 use super::schedule::LrSchedule;
+use super::trainable::trainable_shapes;
 
 /// Optimization settings of one training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -371,6 +372,7 @@ where
     let (rank, world) = (peers.rank(), peers.world_size());
     let num_examples = objective.num_examples();
     let schedule = config.schedule();
+    let reduced_mib = reduced_gradient_mib(&model, world);
     let mut interrupted = false;
     let last_checkpoint = |report: &Option<Report>| {
         describe(&report.as_ref().and_then(|r| r.last_checkpoint.clone()))
@@ -433,6 +435,7 @@ where
         let stop = rank == 0 && interrupt::take_stop_request();
         let mut values = vec![f64::from(u8::from(stop)), grads.len() as f64];
         values.extend(sums.values().copied());
+        let communicating = Instant::now();
         let agreed = peers.sum_values(values)?;
         anyhow::ensure!(
             agreed[1] == (world * grads.len()) as f64,
@@ -446,6 +449,7 @@ where
             *value = *agreed;
         }
         let grads = peers.sum_gradients(grads)?;
+        let collective_s = communicating.elapsed().as_secs_f64();
         let (grads, grad_norm) = clip_grad_norm(&model, grads, config.max_grad_norm);
         anyhow::ensure!(
             grad_norm.is_finite(),
@@ -470,6 +474,10 @@ where
         sums.insert("lr".into(), lr);
         sums.insert("grad_norm".into(), grad_norm);
         sums.insert("examples_per_s".into(), examples / seconds.max(1e-9));
+        if world > 1 {
+            sums.insert("allreduce_s".into(), collective_s);
+            sums.insert("allreduce_mib".into(), reduced_mib);
+        }
         sums.extend(objective.step_metrics(&model, state.step)?);
         report.progress.set_message(progress_message(&sums));
         report.progress.set_position(state.step as u64);
@@ -613,6 +621,19 @@ fn progress_bar(config: &TrainerConfig, start: usize) -> ProgressBar {
     );
     bar.set_position(start as u64);
     bar
+}
+
+/// MiB of gradients the peers of a `world`-peer run all-reduce per step (0 alone): one f32 value
+/// per trainable parameter element, the same on every step.
+fn reduced_gradient_mib<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, world: usize) -> f64 {
+    if world == 1 {
+        return 0.0;
+    }
+    let elements: usize = trainable_shapes(model)
+        .iter()
+        .map(|shape| shape.iter().product::<usize>())
+        .sum();
+    (elements * std::mem::size_of::<f32>()) as f64 / (1u64 << 20) as f64
 }
 
 fn progress_message(row: &MetricRow) -> String {

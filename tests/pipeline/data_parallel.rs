@@ -12,7 +12,7 @@ use firempo::pipeline::align::{align_examples, reference_of, AlignObjective};
 use firempo::pipeline::model::Model;
 use firempo::pipeline::sft::{sft_examples, SftObjective};
 use firempo::train::metrics_log::MetricRow;
-use firempo::train::trainable::trainable_params;
+use firempo::train::trainable::{trainable_params, trainable_shapes};
 use firempo::train::{train, DeviceSpec, RunIdentity, TrainOutcome, TrainerConfig};
 use firempo_models::LoraConfig;
 
@@ -152,6 +152,19 @@ fn assert_same_training(name: &str, one: &TrainOutcome<Model<B>>, two: &TrainOut
             worst_metric = worst_metric.max((v1 - v2).abs() / v1.abs());
         }
         moved = moved.max(get(r1, "grad_norm") as f32);
+        // The collective's cost is logged on several peers only: the f32 gradients of every
+        // trained element, and the seconds the step's all-reduces took.
+        assert!(!r1.contains_key("allreduce_mib") && !r1.contains_key("allreduce_s"));
+        let trained: usize = trainable_shapes(&two.model)
+            .iter()
+            .map(|s| s.iter().product::<usize>())
+            .sum();
+        assert_eq!(get(r2, "allreduce_mib"), (4 * trained) as f64 / 1048576.0);
+        let seconds = get(r2, "allreduce_s");
+        assert!(
+            seconds > 0.0 && seconds < 60.0,
+            "{name}: allreduce_s {seconds}"
+        );
     }
     eprintln!(
         "{name}: 1 vs 2 peers, max |Δweight| {worst:e} over {} tensors, max relative \
