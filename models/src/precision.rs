@@ -95,13 +95,28 @@ pub fn check_backend_dtype<B: Backend>(
     if B::supports_dtype(device, dtype.dtype()) {
         return Ok(());
     }
+    let name = B::name(device);
+    // wgpu's WGSL shaders have f16 but no bf16: point at the dtype the backend does have.
+    let other = [WeightDType::Bf16, WeightDType::F16]
+        .into_iter()
+        .find(|&d| d != dtype && B::supports_dtype(device, d.dtype()));
+    let fix = match other {
+        Some(other) => format!(
+            "pass `--dtype {other}` (this backend has it), run with `--backend flex` (CPU) or \
+             `--backend cuda` for {dtype}, or pass `--dtype f32`"
+        ),
+        None => "run with `--backend flex` (CPU), `--backend wgpu` (f16) or `--backend cuda`, \
+                 or pass `--dtype f32`"
+            .to_string(),
+    };
+    let only_f32 = if other.is_none() && name.contains("ndarray") {
+        " (ndarray is f32-only)"
+    } else {
+        ""
+    };
     Err(ModelError::InvalidConfig {
         field: "dtype".into(),
-        message: format!(
-            "the {} backend has no {dtype} tensors (ndarray is f32-only); run with \
-             `--backend flex` (CPU), `--backend wgpu` or `--backend cuda`, or pass `--dtype f32`",
-            B::name(device)
-        ),
+        message: format!("the {name} backend has no {dtype} tensors{only_f32}; {fix}"),
     })
 }
 

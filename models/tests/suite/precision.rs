@@ -399,6 +399,12 @@ fn half_precision_on_the_suite_backend_tracks_f32_or_is_refused() {
                 err.contains(dtype.name()) && err.contains("--dtype f32"),
                 "{err}"
             );
+            // A backend with the other half dtype (wgpu: f16, no bf16) points at it.
+            for other in [WeightDType::Bf16, WeightDType::F16] {
+                if other != dtype && B::supports_dtype(&device, other.dtype()) {
+                    assert!(err.contains(&format!("--dtype {other}")), "{err}");
+                }
+            }
             eprintln!("{backend} has no {dtype} tensors: refused ({err})");
         }
     }
