@@ -16,9 +16,13 @@
 //! forward, backward), each phase is extrapolated on its own and the step's peak is the largest.
 //! Run (dev profile: dependencies are optimized there; ~30 min on two cores):
 //! `cargo bench -p firempo-models --bench qwen_memory --profile dev` (append `-- qwen2.5` or
-//! `-- qwen3` for one model, `-- vision` for the vision tower alone, ~1 min; `-- ckpt` runs the
-//! policy's decoder with per-layer activation checkpointing, `backward_checkpointed`, LoRA
-//! dropout 0).
+//! `-- qwen3` for one model, `-- vision` for the vision tower alone, ~1 min). Modes, combinable:
+//! `-- ckpt` runs the policy's decoder with per-layer activation checkpointing
+//! (`backward_checkpointed`, LoRA dropout 0 in every mode); `-- bf16` (or `f16`) stores the decoder
+//! projections' frozen base weights in that dtype on flex, as `--dtype bf16` trains (add
+//! `--features test-flex`); `-- pairs` also measures micro-batches of 2 pairs and extrapolates
+//! to 4. Outside the default mode the vision blocks' increment is taken as their weights, which
+//! is what the default mode measures it to be (a 6-block step costs as much as the rest).
 
 use std::time::Instant;
 
@@ -30,21 +34,63 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{
     activation::log_softmax, backend::Backend, Distribution, Int, Tensor, TensorData,
 };
+use firempo_models::precision::{cast_base_weights, WeightDType};
 use firempo_models::qwen_vl::{QwenVisionConfig, QwenVisionTransformer};
 use firempo_models::{
     backward_checkpointed, register_fused_attention, Activation, Checkpointed, FullGraph,
     LoraConfig, QwenScoringInput, QwenVlConfig, QwenVlFamily, TextConfig, Trunk,
 };
 
-/// Whether `-- ckpt` asked for per-layer activation checkpointing.
-fn checkpointing() -> bool {
-    std::env::args().any(|a| a == "ckpt")
+/// What a run measures, from the command line's words (`ckpt`, `bf16`/`f16`, `pairs`).
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    /// The decoder projections' frozen base weights (`--dtype`).
+    dtype: WeightDType,
+    /// Per-layer activation checkpointing of the policy's decoder.
+    checkpointing: bool,
+    /// Also micro-batches of 2 pairs, extrapolated to [`PAIRS_SHOWN`].
+    pairs: bool,
 }
 
-type I = NdArray<f32>;
-type A = Autodiff<I>;
+impl Mode {
+    /// The words this mode reads; every other word selects a model or `vision`.
+    const WORDS: [&'static str; 4] = ["ckpt", "bf16", "f16", "pairs"];
 
-const PREFIXES: usize = 2;
+    fn from_args(args: &[String]) -> Self {
+        let has = |w: &str| args.iter().any(|a| a == w);
+        let dtype = if has("bf16") {
+            WeightDType::Bf16
+        } else if has("f16") {
+            WeightDType::F16
+        } else {
+            WeightDType::F32
+        };
+        Self {
+            dtype,
+            checkpointing: has("ckpt"),
+            pairs: has("pairs"),
+        }
+    }
+
+    /// The default mode (f32, no checkpointing) also measures the vision blocks' increment.
+    fn is_default(&self) -> bool {
+        !self.dtype.is_half() && !self.checkpointing
+    }
+
+    fn describe(&self) -> String {
+        let ckpt = if self.checkpointing {
+            ", per-layer activation checkpointing"
+        } else {
+            ""
+        };
+        format!("{} base weights{ckpt}", self.dtype.name())
+    }
+}
+
+/// Pairs per micro-batch the `-- pairs` extrapolation reports.
+const PAIRS_SHOWN: [usize; 2] = [2, 4];
+/// Prefixes of one pair: the clean and the lesion-corrupted image.
+const PREFIXES_PER_PAIR: usize = 2;
 const TEXT_TOKENS: usize = 40;
 const ANSWERS: usize = 2;
 const ANSWER_LEN: usize = 24;
@@ -188,13 +234,14 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// Random pixel values `[n_patches, C·T·p·p]` for `PREFIXES` images of `grid`.
-fn pixels(
+/// Random pixel values `[n_patches, C·T·p·p]` for `prefixes` images of `grid`.
+fn pixels<B: Backend>(
     vision: &QwenVisionConfig,
     grid: [usize; 3],
-    device: &burn::backend::ndarray::NdArrayDevice,
-) -> Tensor<I, 2> {
-    let patches = PREFIXES * grid.iter().product::<usize>();
+    prefixes: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let patches = prefixes * grid.iter().product::<usize>();
     Tensor::random(
         [patches, vision.patch_dim()],
         Distribution::Normal(0.0, 1.0),
@@ -202,8 +249,8 @@ fn pixels(
     )
 }
 
-/// `ANSWERS` answers of `ANSWER_LEN` tokens after each prefix, `[prefix][answer][token]`.
-fn answer_ids() -> Vec<Vec<Vec<i64>>> {
+/// `ANSWERS` answers of `ANSWER_LEN` tokens after each of `prefixes`, `[prefix][answer][token]`.
+fn answer_ids(prefixes: usize) -> Vec<Vec<Vec<i64>>> {
     let answers: Vec<Vec<i64>> = (0..ANSWERS)
         .map(|a| {
             (0..ANSWER_LEN)
@@ -211,7 +258,7 @@ fn answer_ids() -> Vec<Vec<Vec<i64>>> {
                 .collect()
         })
         .collect();
-    vec![answers; PREFIXES]
+    vec![answers; prefixes]
 }
 
 /// The alignment layout: each prefix is `<|vision_start|> <|image_pad|>×N <|vision_end|>` and
@@ -219,6 +266,7 @@ fn answer_ids() -> Vec<Vec<Vec<i64>>> {
 fn scoring_input<B: Backend>(
     config: &QwenVlConfig,
     grid: [usize; 3],
+    prefixes: usize,
     pixel_values: Tensor<B, 2>,
 ) -> QwenScoringInput<B> {
     let mut prefix = vec![VISION_START as i64];
@@ -229,11 +277,11 @@ fn scoring_input<B: Backend>(
     prefix.push(VISION_END as i64);
     prefix.extend((0..TEXT_TOKENS).map(|i| 100 + i as i64));
     QwenScoringInput {
-        prefix_mask: vec![vec![true; prefix.len()]; PREFIXES],
-        prefix_ids: vec![prefix; PREFIXES],
+        prefix_mask: vec![vec![true; prefix.len()]; prefixes],
+        prefix_ids: vec![prefix; prefixes],
         pixel_values: Some(pixel_values),
-        image_grid_thw: vec![grid; PREFIXES],
-        answer_ids: answer_ids(),
+        image_grid_thw: vec![grid; prefixes],
+        answer_ids: answer_ids(prefixes),
     }
 }
 
@@ -305,13 +353,22 @@ fn cut(config: &QwenVlConfig, layers: usize, blocks: usize) -> QwenVlConfig {
     config
 }
 
-/// One step of `case` cut to `layers` decoder layers and `blocks` vision blocks.
-fn measure_step(case: &Case, layers: usize, blocks: usize) -> StepMemory {
+/// One step of `case` cut to `layers` decoder layers and `blocks` vision blocks, on a micro-batch
+/// of `pairs` pairs, on backend `I` in `mode`.
+fn measure_step<I: Backend>(
+    case: &Case,
+    layers: usize,
+    blocks: usize,
+    pairs: usize,
+    mode: Mode,
+) -> StepMemory {
+    type A<I> = Autodiff<I>;
     let config = cut(&case.config, layers, blocks);
+    let prefixes = pairs * PREFIXES_PER_PAIR;
     let device = Default::default();
     let base = common::live_bytes();
     let mut policy = config
-        .init::<A>(&device)
+        .init::<A<I>>(&device)
         .with_lora(
             &LoraConfig {
                 dropout: 0.0,
@@ -321,21 +378,22 @@ fn measure_step(case: &Case, layers: usize, blocks: usize) -> StepMemory {
         )
         .expect("rank 8 fits every projection");
     policy.visual = policy.visual.no_grad();
+    policy.decoder = cast_base_weights(policy.decoder, mode.dtype);
     let reference = policy.clone().with_adapters(false).valid();
     let weights = (common::live_bytes() - base) as f64;
 
-    let pixels = pixels(&config.vision, case.grid, &device);
-    let labels = Tensor::<A, 4, Int>::from_data(
+    let pixels = pixels::<I>(&config.vision, case.grid, prefixes, &device);
+    let labels = Tensor::<A<I>, 4, Int>::from_data(
         TensorData::new(
-            answer_ids().concat().concat(),
-            [PREFIXES, ANSWERS, ANSWER_LEN, 1],
+            answer_ids(prefixes).concat().concat(),
+            [prefixes, ANSWERS, ANSWER_LEN, 1],
         ),
         &device,
     );
     let started = Instant::now();
     common::reset_peak();
     let mut checkpointed = Checkpointed::new();
-    let trunk: &mut dyn Trunk<A> = if checkpointing() {
+    let trunk: &mut dyn Trunk<A<I>> = if mode.checkpointing {
         &mut checkpointed
     } else {
         &mut FullGraph
@@ -345,19 +403,21 @@ fn measure_step(case: &Case, layers: usize, blocks: usize) -> StepMemory {
             scoring_input(
                 &config,
                 case.grid,
-                Tensor::<A, 2>::from_inner(pixels.clone()),
+                prefixes,
+                Tensor::<A<I>, 2>::from_inner(pixels.clone()),
             ),
             trunk,
         )
         .expect("policy scoring");
     let policy_forward = phase_peak(base);
     let reference_logits = reference
-        .score_answers(scoring_input(&config, case.grid, pixels))
+        .score_answers(scoring_input(&config, case.grid, prefixes, pixels))
         .expect("reference scoring");
     let reference_forward = phase_peak(base);
     // Sequence log-probs `[prefixes, answers, 1, 1]`; their mean difference stands in for the
     // preference loss (its own cost is a few scalars per answer).
-    let logps = |logits: Tensor<A, 4>| log_softmax(logits, 3).gather(3, labels.clone()).sum_dim(2);
+    let logps =
+        |logits: Tensor<A<I>, 4>| log_softmax(logits, 3).gather(3, labels.clone()).sum_dim(2);
     let loss = (logps(policy_logits) - logps(Tensor::from_inner(reference_logits))).mean();
     // As the trainer does: every pass's gradients (one without checkpointing) accumulated.
     let mut accumulator = GradientsAccumulator::new();
@@ -368,7 +428,7 @@ fn measure_step(case: &Case, layers: usize, blocks: usize) -> StepMemory {
     drop(accumulator);
     let step = StepMemory([weights, policy_forward, reference_forward, backward]);
     println!(
-        "  {layers} decoder layer(s), {blocks} vision blocks: {} ({:.0} s)",
+        "  {layers} decoder layer(s), {blocks} vision blocks, {pairs} pair(s): {} ({:.0} s)",
         step.show(2),
         started.elapsed().as_secs_f64()
     );
@@ -377,85 +437,159 @@ fn measure_step(case: &Case, layers: usize, blocks: usize) -> StepMemory {
 
 /// A frozen vision tower with its weights in memory (burn initializes parameters lazily; mapping
 /// them, as freezing does, materializes them).
-fn frozen_tower(vision: &QwenVisionConfig) -> QwenVisionTransformer<I> {
+fn frozen_tower<I: Backend>(vision: &QwenVisionConfig) -> QwenVisionTransformer<I> {
     QwenVisionTransformer::<I>::init(vision, &Default::default()).no_grad()
 }
 
-/// The frozen vision tower alone: its weights at the real depth (built, not run), and the
-/// transient of one forward of the cut tower on the step's two images above its weights and
-/// inputs (what the tower adds on top of whatever is live when it runs).
-fn measure_vision(case: &Case) -> (f64, f64) {
-    let base = common::live_bytes();
-    let tower = frozen_tower(&case.config.vision);
-    let weights = (common::live_bytes() - base) as f64;
-    drop(tower);
+/// What the frozen vision tower alone needs, in bytes.
+struct TowerMemory {
+    /// Its weights at the real depth (built, not run).
+    weights: f64,
+    /// The weights of one block.
+    per_block: f64,
+    /// The transient of one forward of the cut tower on one pair's two images, above its weights
+    /// and inputs (what the tower adds on top of whatever is live when it runs).
+    transient: f64,
+}
+
+fn measure_vision<I: Backend>(case: &Case) -> TowerMemory {
+    let weights_of = |vision: &QwenVisionConfig| {
+        let base = common::live_bytes();
+        let tower = frozen_tower::<I>(vision);
+        let weights = (common::live_bytes() - base) as f64;
+        (tower, weights)
+    };
+    let (full, weights) = weights_of(&case.config.vision);
+    drop(full);
     let vision = cut(&case.config, 1, VISION_BLOCKS[0]).vision;
-    let tower = frozen_tower(&vision);
-    let pixels = pixels(&vision, case.grid, &Default::default());
+    let (tower, cut_weights) = weights_of(&vision);
+    let per_block = (weights - cut_weights) / (case.config.vision.depth - vision.depth) as f64;
+    let pixels = pixels::<I>(&vision, case.grid, PREFIXES_PER_PAIR, &Default::default());
     let started = Instant::now();
     let live = common::live_bytes();
     common::reset_peak();
-    let out = tower.forward(pixels, &[case.grid; PREFIXES]);
+    let out = tower.forward(pixels, &[case.grid; PREFIXES_PER_PAIR]);
     let transient = (common::peak_bytes() - live) as f64;
     drop(out);
     println!(
-        "  vision tower: weights {:.2} GiB at {} blocks; forward transient {:.2} GiB ({} blocks, {:.0} s)",
+        "  vision tower: weights {:.2} GiB at {} blocks ({:.3} GiB per block); forward transient {:.2} GiB ({} blocks, {:.0} s)",
         gib(weights),
         case.config.vision.depth,
+        gib(per_block),
         gib(transient),
         VISION_BLOCKS[0],
         started.elapsed().as_secs_f64()
     );
-    (weights, transient)
+    TowerMemory {
+        weights,
+        per_block,
+        transient,
+    }
 }
 
-fn report(case: &Case, vision_only: bool) {
+fn report<I: Backend>(case: &Case, vision_only: bool, mode: Mode) {
     let layers = case.config.text.n_layers;
     let depth = case.config.vision.depth;
     let [t, h, w] = case.grid;
     let patch = case.config.vision.patch_size;
     println!(
-        "{}: {PREFIXES} prefixes of a {}x{} px image (grid [{t}, {h}, {w}], {} image tokens) + {TEXT_TOKENS} text tokens, {ANSWERS}x{ANSWER_LEN} answer tokens each",
+        "{} ({}, on {}): {PREFIXES_PER_PAIR} prefixes per pair of a {}x{} px image (grid [{t}, {h}, {w}], {} image tokens) + {TEXT_TOKENS} text tokens, {ANSWERS}x{ANSWER_LEN} answer tokens each",
         case.name,
+        mode.describe(),
+        I::name(&Default::default()),
         h * patch,
         w * patch,
         image_tokens(&case.config, case.grid)
     );
+    let tower = measure_vision::<I>(case);
     if vision_only {
-        measure_vision(case);
         return;
     }
     let [d1, d2] = VISION_BLOCKS;
-    let base = measure_step(case, 1, d1);
-    let deeper = measure_step(case, 2, d1);
-    let wider_tower = measure_step(case, 1, d2);
+    let base = measure_step::<I>(case, 1, d1, 1, mode);
+    let deeper = measure_step::<I>(case, 2, d1, 1, mode);
     let zero = StepMemory([0.0; 4]);
     let per_layer = zero.plus_slope(&base, &deeper, 1.0);
-    let per_block = zero.plus_slope(&base, &wider_tower, 1.0 / (d2 - d1) as f64);
     println!("  per decoder layer: {}", per_layer.show(3));
-    println!(
-        "  per vision block: {} (frozen: each phase grows by the block's weights only)",
-        per_block.show(3)
-    );
-    let (vision_weights, transient) = measure_vision(case);
+    // Each frozen block adds its weights to every phase; the default mode measures that.
+    let per_block = if mode.is_default() {
+        let wider_tower = measure_step::<I>(case, 1, d2, 1, mode);
+        let per_block = zero.plus_slope(&base, &wider_tower, 1.0 / (d2 - d1) as f64);
+        println!(
+            "  per vision block: {} (frozen: each phase grows by the block's weights, {:.3} GiB)",
+            per_block.show(3),
+            gib(tower.per_block)
+        );
+        per_block
+    } else {
+        StepMemory([tower.per_block; 4])
+    };
     let full = base
         .plus_slope(&base, &deeper, (layers - 1) as f64)
-        .plus_slope(&base, &wider_tower, (depth - d1) as f64 / (d2 - d1) as f64);
+        .plus_slope(&zero, &per_block, (depth - d1) as f64);
     let (peak, phase) = full.peak();
     println!(
-        "  {} ({layers} layers, {depth} vision blocks), f32, LoRA step: weights {:.1} GiB (vision tower {:.1} GiB = {:.0}%), peak {:.1} GiB in the {phase} (vision forward transient {:.1} GiB = {:.0}% of it)",
+        "  {} ({layers} layers, {depth} vision blocks), {}, LoRA step, 1 pair: weights {:.1} GiB (vision tower {:.1} GiB = {:.0}%), peak {:.1} GiB in the {phase} (vision forward transient {:.1} GiB = {:.0}% of it)",
         case.name,
+        mode.describe(),
         gib(full.weights()),
-        gib(vision_weights),
-        100.0 * vision_weights / full.weights(),
+        gib(tower.weights),
+        100.0 * tower.weights / full.weights(),
         gib(peak),
-        gib(transient),
-        100.0 * transient / peak,
+        gib(tower.transient),
+        100.0 * tower.transient / peak,
     );
-    // Computed, not measured: ndarray is f32 only, and firempo keeps activations in f32 anyway.
+    if mode.pairs {
+        report_pairs::<I>(case, mode, [&base, &deeper], &full);
+    }
+    if !mode.dtype.is_half() {
+        report_computed_bf16(case, &full);
+    }
+}
+
+/// `-- pairs`: steps of 2 pairs at 1 and 2 layers give what a further pair adds per phase, and how
+/// that grows with depth; extrapolated to the full depth and [`PAIRS_SHOWN`] pairs.
+fn report_pairs<I: Backend>(
+    case: &Case,
+    mode: Mode,
+    one_pair: [&StepMemory; 2],
+    full: &StepMemory,
+) {
+    let [base, deeper] = one_pair;
+    let d1 = VISION_BLOCKS[0];
+    let two = measure_step::<I>(case, 1, d1, 2, mode);
+    let two_deeper = measure_step::<I>(case, 2, d1, 2, mode);
+    let zero = StepMemory([0.0; 4]);
+    // What a further pair adds at 1 layer, and what it adds on top of that per further layer.
+    let per_pair = zero.plus_slope(base, &two, 1.0);
+    let per_pair_layer = zero
+        .plus_slope(&two, &two_deeper, 1.0)
+        .plus_slope(deeper, base, 1.0);
+    let layers = case.config.text.n_layers;
+    let further_pair = per_pair.plus_slope(&zero, &per_pair_layer, (layers - 1) as f64);
+    println!(
+        "  each further pair at {layers} layers: {}",
+        further_pair.show(2)
+    );
+    for pairs in PAIRS_SHOWN {
+        let (peak, phase) = full
+            .plus_slope(&zero, &further_pair, (pairs - 1) as f64)
+            .peak();
+        println!(
+            "  {} ({layers} layers), {}, LoRA step, {pairs} pairs per micro-batch: peak {:.1} GiB in the {phase}",
+            case.name,
+            mode.describe(),
+            gib(peak)
+        );
+    }
+}
+
+/// Computed, not measured, for an f32 run: what `--dtype bf16` saves on the weights alone.
+fn report_computed_bf16(case: &Case, full: &StepMemory) {
+    let (peak, _) = full.peak();
     let projections = projection_bytes(&case.config.text);
     println!(
-        "  computed, not measured (ndarray is f32 only; activations stay f32): `--dtype bf16` halves the decoder projections ({:.1} GiB f32, {:.0}% of the weights; embeddings, head, tower, norms and adapters stay f32): weights {:.1} GiB, peak {:.1} GiB; the whole frozen base in bf16: weights {:.1} GiB, peak {:.1} GiB",
+        "  computed, not measured (activations stay f32; `-- bf16` measures it on flex): `--dtype bf16` halves the decoder projections ({:.1} GiB f32, {:.0}% of the weights; embeddings, head, tower, norms and adapters stay f32): weights {:.1} GiB, peak {:.1} GiB; the whole frozen base in bf16: weights {:.1} GiB, peak {:.1} GiB",
         gib(projections),
         100.0 * projections / full.weights(),
         gib(full.weights() - projections / 2.0),
@@ -477,21 +611,46 @@ fn projection_bytes(text: &TextConfig) -> f64 {
     4.0 * (per_layer * text.n_layers) as f64
 }
 
-fn main() {
+/// Every selected case on backend `I`.
+fn run<I: Backend>(mode: Mode, selected: &[&String], vision_only: bool) {
     // The decoder's attention trains through its own backward op, as in `firempo align`.
     register_fused_attention::<I>();
+    for case in cases() {
+        if selected.is_empty() || selected.iter().any(|k| **k == case.key) {
+            report::<I>(&case, vision_only, mode);
+        }
+    }
+}
+
+/// Half-precision base weights run on flex (ndarray is f32 only).
+#[cfg(feature = "test-flex")]
+fn run_half(mode: Mode, selected: &[&String], vision_only: bool) {
+    run::<burn::backend::Flex>(mode, selected, vision_only);
+}
+
+#[cfg(not(feature = "test-flex"))]
+fn run_half(_: Mode, _: &[&String], _: bool) {
+    eprintln!(
+        "`-- bf16` and `-- f16` run on flex: cargo bench -p firempo-models --bench qwen_memory \
+         --profile dev --features test-flex -- bf16"
+    );
+    std::process::exit(2);
+}
+
+fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    let mode = Mode::from_args(&args);
     let vision_only = args.iter().any(|a| a == "vision");
-    let only: Vec<&String> = args
+    let selected: Vec<&String> = args
         .iter()
-        .filter(|a| *a != "vision" && *a != "ckpt")
+        .filter(|a| *a != "vision" && !Mode::WORDS.contains(&a.as_str()))
         .collect();
-    for case in cases() {
-        if only.is_empty() || only.iter().any(|k| **k == case.key) {
-            report(&case, vision_only);
-        }
+    if mode.dtype.is_half() {
+        run_half(mode, &selected, vision_only);
+    } else {
+        run::<NdArray<f32>>(mode, &selected, vision_only);
     }
 }
