@@ -121,9 +121,9 @@ pub fn run_on<T: BackendTask>(kind: BackendKind, task: T) -> anyhow::Result<T::O
     require_compiled(kind)?;
     match kind {
         #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => run_with_fused_attention::<burn::backend::NdArray<f32>, T>(task),
+        BackendKind::Ndarray => run_with_host_attention::<burn::backend::NdArray<f32>, T>(task),
         #[cfg(feature = "flex")]
-        BackendKind::Flex => run_with_fused_attention::<burn::backend::Flex, T>(task),
+        BackendKind::Flex => run_with_host_attention::<burn::backend::Flex, T>(task),
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => {
             probe(BackendKind::Wgpu)?;
@@ -149,6 +149,18 @@ where
     T: BackendTask,
 {
     firempo_models::register_fused_attention::<I>();
+    task.run::<burn::backend::Autodiff<I>>(Default::default())
+}
+
+/// [`run_with_fused_attention`] for a CPU backend: the attention op, and the inference
+/// attention, run the host kernel on the f32 data (`firempo_models::register_host_attention`).
+#[allow(dead_code)] // unused when no CPU backend feature is compiled in
+fn run_with_host_attention<I, T>(task: T) -> anyhow::Result<T::Output>
+where
+    I: burn::tensor::backend::Backend,
+    T: BackendTask,
+{
+    firempo_models::register_host_attention::<I>();
     task.run::<burn::backend::Autodiff<I>>(Default::default())
 }
 

@@ -1,5 +1,5 @@
-"""Interleaved comparison of one FiRe-MPO-like LoRA step: firempo (blocked and dense attention)
-against PyTorch naive (TRL way) and smart (prefix once, KV cache). Run by hand, never in CI:
+"""Interleaved comparison of one FiRe-MPO-like LoRA step: firempo (the host attention kernel,
+and the tensor-op blocked and dense attention) against PyTorch naive (TRL way) and smart (prefix once, KV cache). Run by hand, never in CI:
 
     cargo bench -p firempo-models --profile dev --bench alignment_step --no-run
     /tmp/venv/bin/python benches/pytorch/compare.py --rounds 3 [--threads 1] [--preload LIB]
@@ -45,7 +45,8 @@ def main():
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="PyTorch threads (burn-ndarray uses one)")
     ap.add_argument("--target", default=os.environ.get("CARGO_TARGET_DIR", "target"))
-    ap.add_argument("--impls", default="firempo-blocked,firempo-dense,pytorch-naive,pytorch-smart")
+    ap.add_argument("--impls", default="firempo-host,firempo-blocked,pytorch-naive,pytorch-smart",
+                    help="also firempo-dense (the dense reference attention)")
     ap.add_argument("--shapes", default=None, help="e.g. 96x2048,600x32000 (default: all five)")
     ap.add_argument("--preload", default=None, help="LD_PRELOAD for the firempo processes (an allocator)")
     ap.add_argument("--out", default="/tmp/alignment_step.jsonl")
@@ -82,8 +83,9 @@ def main():
         return statistics.median(times), min(times), rss
 
     head = "| prefix, vocab | " + " | ".join(f"{i} median / min s (peak RSS MiB)" for i in impls)
-    ratios = [(i, j) for i, j in [("firempo-blocked", "pytorch-naive"), ("firempo-blocked", "pytorch-smart"),
-                                  ("firempo-blocked", "firempo-dense")] if i in impls and j in impls]
+    ratios = [(i, j) for i, j in [("firempo-host", "pytorch-naive"), ("firempo-host", "pytorch-smart"),
+                                  ("firempo-host", "firempo-blocked"), ("firempo-blocked", "firempo-dense")]
+              if i in impls and j in impls]
     head += "".join(f" | {i.split('-')[1]} / {j.split('-')[1]}" for i, j in ratios) + " |"
     print(head)
     print("|" + " ---: |" * (1 + len(impls) + len(ratios)))

@@ -11,7 +11,7 @@
 //!
 //! Run by hand (dev profile: its dependencies are optimized, no release build of burn needed):
 //! `cargo bench -p firempo-models --profile dev --bench alignment_step -- --prefix 600 --vocab 2048
-//! --kernel blocked --steps 3`. Prints one JSON line per timed step set: the step times (s, after
+//! --kernel host --steps 3`. Prints one JSON line per timed step set: the step times (s, after
 //! one warm-up step) and the peak heap bytes of one step.
 
 use std::time::Instant;
@@ -30,7 +30,8 @@ use burn::tensor::{
     Distribution, Int, Tensor, TensorData,
 };
 use firempo_models::{
-    register_fused_attention_with, AttentionKernel, LoraConfig, ScoringInput, Vlm, VlmConfig,
+    register_fused_attention_with, register_host_attention_with, AttentionKernel, LoraConfig,
+    ScoringInput, Vlm, VlmConfig,
 };
 
 type I = NdArray<f32>;
@@ -44,6 +45,8 @@ struct Args {
     prefix: usize,
     vocab: usize,
     kernel: AttentionKernel,
+    /// The blocked attention computed by the host kernel (`register_host_attention`).
+    host: bool,
     steps: usize,
     /// `Autodiff<I, BalancedCheckpointing>` instead of `Autodiff<I>` (burn's op-level recomputation).
     balanced: bool,
@@ -54,6 +57,7 @@ fn args() -> Args {
         prefix: 600,
         vocab: 2048,
         kernel: AttentionKernel::Blocked,
+        host: true,
         steps: 3,
         balanced: false,
     };
@@ -66,10 +70,11 @@ fn args() -> Args {
             "--steps" => a.steps = value(i).parse().expect("--steps N"),
             "--checkpointing" => a.balanced = value(i) == "balanced",
             "--kernel" => {
-                a.kernel = match value(i) {
-                    "dense" => AttentionKernel::Dense,
-                    "blocked" => AttentionKernel::Blocked,
-                    other => panic!("--kernel blocked|dense, got {other:?}"),
+                (a.kernel, a.host) = match value(i) {
+                    "dense" => (AttentionKernel::Dense, false),
+                    "blocked" => (AttentionKernel::Blocked, false),
+                    "host" => (AttentionKernel::Blocked, true),
+                    other => panic!("--kernel host|blocked|dense, got {other:?}"),
                 }
             }
             _ => {}
@@ -164,7 +169,11 @@ fn main() {
 
 fn run<C: CheckpointStrategy>(args: &Args) {
     type A<C> = Autodiff<I, C>;
-    register_fused_attention_with::<I, C>();
+    if args.host {
+        register_host_attention_with::<I, C>();
+    } else {
+        register_fused_attention_with::<I, C>();
+    }
     let mut config = VlmConfig::small();
     config.text.vocab_size = args.vocab;
     config.image_token_id = args.vocab - 1;
@@ -194,9 +203,10 @@ fn run<C: CheckpointStrategy>(args: &Args) {
     }
     println!(
         "{{\"impl\": \"firempo-{}{}\", \"prefix\": {}, \"vocab\": {}, \"times\": {:?}, \"peak_heap_bytes\": {}, \"peak_rss_bytes\": {}}}",
-        match args.kernel {
-            AttentionKernel::Blocked => "blocked",
-            AttentionKernel::Dense => "dense",
+        match (args.kernel, args.host) {
+            (AttentionKernel::Blocked, true) => "host",
+            (AttentionKernel::Blocked, false) => "blocked",
+            (AttentionKernel::Dense, _) => "dense",
         },
         if args.balanced { "-balanced" } else { "" },
         args.prefix,

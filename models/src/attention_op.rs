@@ -2,12 +2,16 @@
 //!
 //! [`causal_attention`] dispatches on the backend:
 //! - a backend without autodiff (inference, the reference model of alignment) runs
-//!   [`blocked_forward`] and drops the statistics;
+//!   [`blocked_forward`] and drops the statistics (the host kernel where registered, below);
 //! - an `Autodiff<I, C>` registered with [`register_fused_attention`] runs one custom op whose
 //!   backward is [`blocked_backward`]: the graph keeps q, k, v, the output and the row
 //!   log-sum-exp, never a `[heads, L, L]` tensor;
 //! - any other autodiff backend differentiates [`blocked_forward`] op by op (exact, half the
 //!   dense work, but every block's intermediates stay alive until backward).
+//!
+//! Backends whose tensors live in host memory (ndarray, flex) register with
+//! [`register_host_attention`] instead: the same op, forward and backward run by the host
+//! kernel of [`crate::host_attention`] on the f32 data, and inference on `I` runs it too.
 //!
 //! Why a registry: the models are generic over `B: Backend`, and stable Rust cannot ask whether a
 //! generic `B` is `Autodiff<I, C>` for some `I`. The binary, which names its backends, registers
@@ -27,6 +31,7 @@ use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorPrimitive};
 use crate::causal_attention::{
     blocked_backward, blocked_forward, to_f32, AttentionInput, QUERY_BLOCK,
 };
+use crate::host_attention::{host_backward, host_forward, host_supported};
 
 type AttentionFn<B> = fn(AttentionInput<B>, usize) -> Tensor<B, 4>;
 
@@ -45,11 +50,29 @@ pub fn register_fused_attention<I: Backend>() {
 /// [`register_fused_attention`] for `Autodiff<I, C>` with checkpoint strategy `C`
 /// (e.g. `BalancedCheckpointing`).
 pub fn register_fused_attention_with<I: Backend, C: CheckpointStrategy>() {
-    let f: AttentionFn<Autodiff<I, C>> = fused_attention::<I, C>;
+    register::<Autodiff<I, C>>(fused_attention::<I, C, false>);
+}
+
+/// [`register_fused_attention`] for a backend whose tensors live in host memory (ndarray,
+/// flex): the op's forward and backward, and `I`'s own (inference) attention, run the host
+/// kernel ([`crate::host_attention`]) on f32 inputs; other dtypes keep the tensor kernel.
+/// On a GPU backend it would copy every input to the host: register those with
+/// [`register_fused_attention`].
+pub fn register_host_attention<I: Backend>() {
+    register_host_attention_with::<I, NoCheckpointing>();
+}
+
+/// [`register_host_attention`] for `Autodiff<I, C>` with checkpoint strategy `C`.
+pub fn register_host_attention_with<I: Backend, C: CheckpointStrategy>() {
+    register::<Autodiff<I, C>>(fused_attention::<I, C, true>);
+    register::<I>(host_attention::<I>);
+}
+
+fn register<B: Backend>(f: AttentionFn<B>) {
     registry()
         .write()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(TypeId::of::<Autodiff<I, C>>(), Box::new(f));
+        .insert(TypeId::of::<B>(), Box::new(f));
 }
 
 /// Whether [`causal_attention`] on `B` runs the blocked op with its own backward (for tests and
@@ -79,12 +102,9 @@ pub fn causal_attention_blocked<B: Backend>(
     block: usize,
 ) -> Tensor<B, 4> {
     let (input, cast_back) = to_f32(input);
-    let out = if !B::ad_enabled(&input.q.device()) {
-        blocked_forward(input, block).0
-    } else if let Some(f) = registered::<B>() {
-        f(input, block)
-    } else {
-        blocked_forward(input, block).0
+    let out = match registered::<B>() {
+        Some(f) => f(input, block),
+        None => blocked_forward(input, block).0,
     };
     match cast_back {
         Some(dtype) => out.cast(dtype),
@@ -100,9 +120,30 @@ fn primitive<B: Backend>(t: Tensor<B, 4>) -> FloatTensor<B> {
     t.into_primitive().tensor()
 }
 
+/// Inference attention of a host backend: the host kernel on f32, the tensor kernel otherwise.
+fn host_attention<I: Backend>(input: AttentionInput<I>, block: usize) -> Tensor<I, 4> {
+    blocked_forward_on(input, block, true).0
+}
+
+/// [`blocked_forward`], or [`host_forward`] when `host` and the inputs are f32.
+fn blocked_forward_on<I: Backend>(
+    input: AttentionInput<I>,
+    block: usize,
+    host: bool,
+) -> (Tensor<I, 4>, Tensor<I, 4>) {
+    if host && host_supported(&input) {
+        host_forward(input, block)
+    } else {
+        blocked_forward(input, block)
+    }
+}
+
 /// Backward step of [`fused_attention`]; state: q, k, v, bias, output, log-sum-exp, block size.
+/// `host`: run [`host_backward`] (f32 inputs of a host backend) instead of [`blocked_backward`].
 #[derive(Debug)]
-struct BlockedAttentionBackward;
+struct BlockedAttentionBackward {
+    host: bool,
+}
 
 type State<I> = (
     FloatTensor<I>,
@@ -127,7 +168,12 @@ impl<I: Backend> Backward<I, 3> for BlockedAttentionBackward {
             v: float(v),
             bias: float(bias),
         };
-        let (dq, dk, dv) = blocked_backward(input, float(out), float(lse), float(grad), block);
+        let (out, lse, grad) = (float(out), float(lse), float(grad));
+        let (dq, dk, dv) = if self.host && host_supported(&input) {
+            host_backward(input, out, lse, grad, block)
+        } else {
+            blocked_backward(input, out, lse, grad, block)
+        };
         for (node, g) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
             if let Some(node) = node {
                 grads.register::<I>(node.id, primitive(g));
@@ -136,9 +182,10 @@ impl<I: Backend> Backward<I, 3> for BlockedAttentionBackward {
     }
 }
 
-/// The blocked attention as one autodiff op on `Autodiff<I, C>`. `bias` is treated as a
-/// constant (it is built from host masks and never needs a gradient).
-fn fused_attention<I: Backend, C: CheckpointStrategy>(
+/// The blocked attention as one autodiff op on `Autodiff<I, C>`, computed by the host kernel
+/// when `HOST` (and the inputs are f32). `bias` is treated as a constant (it is built from host
+/// masks and never needs a gradient).
+fn fused_attention<I: Backend, C: CheckpointStrategy, const HOST: bool>(
     input: AttentionInput<Autodiff<I, C>>,
     block: usize,
 ) -> Tensor<Autodiff<I, C>, 4> {
@@ -152,13 +199,13 @@ fn fused_attention<I: Backend, C: CheckpointStrategy>(
         v: float(v.primitive.clone()),
         bias: float(bias.clone()),
     };
-    let prep = BlockedAttentionBackward
+    let prep = BlockedAttentionBackward { host: HOST }
         .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
         .compute_bound()
         .stateful();
     let output = match prep {
         OpsKind::Tracked(prep) => {
-            let (out, lse) = blocked_forward(inner, block);
+            let (out, lse) = blocked_forward_on(inner, block, HOST);
             let out = primitive(out);
             let state = (
                 q.primitive,
@@ -171,7 +218,9 @@ fn fused_attention<I: Backend, C: CheckpointStrategy>(
             );
             prep.finish(state, out)
         }
-        OpsKind::UnTracked(prep) => prep.finish(primitive(blocked_forward(inner, block).0)),
+        OpsKind::UnTracked(prep) => {
+            prep.finish(primitive(blocked_forward_on(inner, block, HOST).0))
+        }
     };
     float(output)
 }

@@ -53,6 +53,8 @@ mod config;
 mod decoder;
 mod error;
 mod generate;
+pub mod host_attention;
+mod host_math;
 mod kv_cache;
 pub mod loading;
 mod lora;

@@ -2,18 +2,21 @@
 //! gradients of q, k and v: through its own backward op (registered `Autodiff<B>`) and through
 //! plain autodiff of the blocked ops (unregistered `Autodiff<B, BalancedCheckpointing>`), with
 //! left padding, shared-prefix answer segments, grouped-query heads, a KV-cache offset and block
-//! sizes that put seams inside every segment.
+//! sizes that put seams inside every segment. The host kernel (`host_attention`, what ndarray
+//! and flex train with) is held to the same references, directly and through its registration.
 
 use crate::common;
 
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-use burn::backend::Autodiff;
+use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{backend::AutodiffBackend, Distribution, Tensor, TensorData};
 use common::B;
 use firempo_models::causal_attention::{dense_attention, AttentionInput, QUERY_BLOCK};
+use firempo_models::host_attention::{host_backward, host_forward};
 use firempo_models::mask::{attention_bias, RowLayout};
 use firempo_models::{
     causal_attention_blocked, fused_attention_registered, register_fused_attention,
+    register_host_attention,
 };
 
 const TOL: f32 = 1e-5;
@@ -105,6 +108,23 @@ fn assert_close(name: &str, got: &[f32], want: &[f32]) {
     );
 }
 
+/// Output and (dq, dk, dv) of the host kernel called directly on `B` (the output gradient of
+/// `Σ out ∘ w` is `w`).
+fn run_host(data: &[TensorData; 4], weight: &TensorData, block: usize) -> [Vec<f32>; 4] {
+    let device = Default::default();
+    let t = |d: &TensorData| Tensor::<B, 4>::from_data(d.clone(), &device);
+    let input = || AttentionInput {
+        q: t(&data[0]),
+        k: t(&data[1]),
+        v: t(&data[2]),
+        bias: t(&data[3]),
+    };
+    let (out, lse) = host_forward(input(), block);
+    let (dq, dk, dv) = host_backward(input(), out.clone(), lse, t(weight), block);
+    let host = |x: Tensor<B, 4>| x.into_data().convert::<f32>().to_vec().unwrap();
+    [host(out), host(dq), host(dk), host(dv)]
+}
+
 fn check(past: usize, q_len: usize, blocks: &[usize]) {
     register_fused_attention::<B>();
     assert!(fused_attention_registered::<Autodiff<B>>());
@@ -124,7 +144,13 @@ fn check(past: usize, q_len: usize, blocks: &[usize]) {
         let plain = run::<Autodiff<B, BalancedCheckpointing>>(&data, &weight, |x| {
             causal_attention_blocked(x, block)
         });
+        let host = run_host(&data, &weight, block);
         for (i, name) in ["out", "dq", "dk", "dv"].iter().enumerate() {
+            assert_close(
+                &format!("host kernel, block {block}, past {past}: {name}"),
+                &host[i],
+                &dense[i],
+            );
             assert_close(
                 &format!("fused op, block {block}, past {past}: {name}"),
                 &fused[i],
@@ -170,5 +196,65 @@ fn inference_backend_runs_the_blocked_forward() {
         "inference forward",
         &host(causal_attention_blocked(input(), 2)),
         &host(dense_attention(input())),
+    );
+}
+
+/// A backend type no other test registers, so its registration cannot race the others'.
+type Host = NdArray<f32, i32>;
+
+#[test]
+fn registered_host_backend_trains_and_infers_through_the_host_kernel() {
+    register_host_attention::<Host>();
+    assert!(fused_attention_registered::<Autodiff<Host>>());
+    assert!(fused_attention_registered::<Host>());
+    let device = Default::default();
+    let data = case(5, 9);
+    let weight = Tensor::<Host, 4>::random(
+        [2, HEADS, 9, HEAD_DIM],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    )
+    .into_data();
+    let block = 4;
+    let via_op = run::<Autodiff<Host>>(&data, &weight, |x| causal_attention_blocked(x, block));
+    let dense = run::<Autodiff<Host>>(&data, &weight, dense_attention);
+    let t = |d: &TensorData| Tensor::<Host, 4>::from_data(d.clone(), &device);
+    let input = || AttentionInput {
+        q: t(&data[0]),
+        k: t(&data[1]),
+        v: t(&data[2]),
+        bias: t(&data[3]),
+    };
+    let (out, lse) = host_forward(input(), block);
+    let (dq, dk, dv) = host_backward(input(), out.clone(), lse, t(&weight), block);
+    let inferred = causal_attention_blocked(input(), block);
+    let host = |x: Tensor<Host, 4>| x.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    // Bit-identical to the direct calls: the registered op is the host kernel (the tensor
+    // kernel sums in another order), and it still equals the dense reference.
+    for (i, (name, direct)) in [("out", out), ("dq", dq), ("dk", dk), ("dv", dv)]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            via_op[i],
+            host(direct),
+            "{name}: registered op vs host kernel"
+        );
+        assert_close(name, &via_op[i], &dense[i]);
+    }
+    assert_eq!(host(inferred), via_op[0], "inference on the host backend");
+    let tensor_kernel = causal_attention_blocked::<Autodiff<Host, BalancedCheckpointing>>(
+        AttentionInput {
+            q: Tensor::from_data(data[0].clone(), &device),
+            k: Tensor::from_data(data[1].clone(), &device),
+            v: Tensor::from_data(data[2].clone(), &device),
+            bias: Tensor::from_data(data[3].clone(), &device),
+        },
+        block,
+    );
+    assert_ne!(
+        host(tensor_kernel.inner()),
+        via_op[0],
+        "the tensor kernel rounds differently: the comparison above can tell them apart"
     );
 }
