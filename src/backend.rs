@@ -121,47 +121,56 @@ pub fn run_on<T: BackendTask>(kind: BackendKind, task: T) -> anyhow::Result<T::O
     require_compiled(kind)?;
     match kind {
         #[cfg(feature = "ndarray")]
-        BackendKind::Ndarray => run_with_host_attention::<burn::backend::NdArray<f32>, T>(task),
+        BackendKind::Ndarray => run_with::<burn::backend::NdArray<f32>, T>(
+            cpu_kernels::<burn::backend::NdArray<f32>>,
+            task,
+        ),
         #[cfg(feature = "flex")]
-        BackendKind::Flex => run_with_host_attention::<burn::backend::Flex, T>(task),
+        BackendKind::Flex => {
+            run_with::<burn::backend::Flex, T>(cpu_kernels::<burn::backend::Flex>, task)
+        }
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => {
             probe(BackendKind::Wgpu)?;
-            run_with_fused_attention::<burn::backend::Wgpu, T>(task)
+            run_with::<burn::backend::Wgpu, T>(gpu_kernels::<burn::backend::Wgpu>, task)
         }
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => {
             probe(BackendKind::Cuda)?;
-            run_with_fused_attention::<burn::backend::Cuda, T>(task)
+            run_with::<burn::backend::Cuda, T>(gpu_kernels::<burn::backend::Cuda>, task)
         }
         #[allow(unreachable_patterns)]
         _ => Err(not_compiled(kind).into()),
     }
 }
 
-/// Runs `task` on `Autodiff<I>` with the decoder's blocked attention trained through its own
-/// backward op (one log-sum-exp per row kept instead of the `[heads, L, L]` scores; see
-/// `firempo_models::register_fused_attention`).
+/// Runs `task` on `Autodiff<I>` after `register` chose `I`'s kernels: [`gpu_kernels`] or
+/// [`cpu_kernels`].
 #[allow(dead_code)] // unused when no backend feature is compiled in
-fn run_with_fused_attention<I, T>(task: T) -> anyhow::Result<T::Output>
+fn run_with<I, T>(register: fn(), task: T) -> anyhow::Result<T::Output>
 where
     I: burn::tensor::backend::Backend,
     T: BackendTask,
 {
-    firempo_models::register_fused_attention::<I>();
+    register();
     task.run::<burn::backend::Autodiff<I>>(Default::default())
 }
 
-/// [`run_with_fused_attention`] for a CPU backend: the attention op, and the inference
-/// attention, run the host kernel on the f32 data (`firempo_models::register_host_attention`).
-#[allow(dead_code)] // unused when no CPU backend feature is compiled in
-fn run_with_host_attention<I, T>(task: T) -> anyhow::Result<T::Output>
-where
-    I: burn::tensor::backend::Backend,
-    T: BackendTask,
-{
+/// A GPU backend's kernels: the decoder's blocked attention trained through its own backward op
+/// (one log-sum-exp per row kept instead of the `[heads, L, L]` scores; see
+/// `firempo_models::register_fused_attention`).
+#[allow(dead_code)]
+fn gpu_kernels<I: burn::tensor::backend::Backend>() {
+    firempo_models::register_fused_attention::<I>();
+}
+
+/// A CPU backend's kernels: that attention op, and the inference attention, run by the host
+/// kernel on the f32 data (`firempo_models::register_host_attention`), and LoRA dropout masks
+/// drawn on the host (`firempo_models::register_host_dropout`).
+#[allow(dead_code)]
+fn cpu_kernels<I: burn::tensor::backend::Backend>() {
     firempo_models::register_host_attention::<I>();
-    task.run::<burn::backend::Autodiff<I>>(Default::default())
+    firempo_models::register_host_dropout::<I>();
 }
 
 fn not_compiled(backend: BackendKind) -> BackendError {

@@ -46,7 +46,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="PyTorch threads (burn-ndarray uses one)")
     ap.add_argument("--target", default=os.environ.get("CARGO_TARGET_DIR", "target"))
     ap.add_argument("--impls", default="firempo-host,firempo-blocked,pytorch-naive,pytorch-smart",
-                    help="also firempo-dense (the dense reference attention)")
+                    help="also firempo-dense (the dense reference attention), firempo-host_burn_dropout "
+                         "(burn's dropout masks)")
     ap.add_argument("--shapes", default=None, help="e.g. 96x2048,600x32000 (default: all five)")
     ap.add_argument("--preload", default=None, help="LD_PRELOAD for the firempo processes (an allocator)")
     ap.add_argument("--out", default="/tmp/alignment_step.jsonl")
@@ -63,7 +64,7 @@ def main():
                 for impl in impls:
                     common = ["--prefix", str(prefix), "--vocab", str(vocab), "--steps", str(a.steps)]
                     if impl.startswith("firempo"):
-                        cmd = [binary, "--kernel", impl.split("-")[1], *common]
+                        cmd = [binary, "--kernel", impl.split("-", 1)[1], *common]
                         res = run(cmd, rust_env)
                         res["peak_rss_bytes"] = res.get("peak_rss_bytes", 0)
                     else:
@@ -84,9 +85,10 @@ def main():
 
     head = "| prefix, vocab | " + " | ".join(f"{i} median / min s (peak RSS MiB)" for i in impls)
     ratios = [(i, j) for i, j in [("firempo-host", "pytorch-naive"), ("firempo-host", "pytorch-smart"),
-                                  ("firempo-host", "firempo-blocked"), ("firempo-blocked", "firempo-dense")]
+                                  ("firempo-host", "firempo-blocked"), ("firempo-host", "firempo-host_burn_dropout"),
+                                  ("firempo-blocked", "firempo-dense")]
               if i in impls and j in impls]
-    head += "".join(f" | {i.split('-')[1]} / {j.split('-')[1]}" for i, j in ratios) + " |"
+    head += "".join(f" | {i.split('-', 1)[1]} / {j.split('-', 1)[1]}" for i, j in ratios) + " |"
     print(head)
     print("|" + " ---: |" * (1 + len(impls) + len(ratios)))
     for prefix, vocab in shapes:

@@ -11,7 +11,8 @@
 //!
 //! Run by hand (dev profile: its dependencies are optimized, no release build of burn needed):
 //! `cargo bench -p firempo-models --profile dev --bench alignment_step -- --prefix 600 --vocab 2048
-//! --kernel host --steps 3`. Prints one JSON line per timed step set: the step times (s, after
+//! --kernel host --steps 3` (`--kernel`: `host` attention kernel, `blocked` in tensor ops, `dense`;
+//! all with LoRA dropout masks drawn on the host, `host_burn_dropout` with burn's `Dropout`). Prints one JSON line per timed step set: the step times (s, after
 //! one warm-up step) and the peak heap bytes of one step.
 
 use std::time::Instant;
@@ -30,8 +31,8 @@ use burn::tensor::{
     Distribution, Int, Tensor, TensorData,
 };
 use firempo_models::{
-    register_fused_attention_with, register_host_attention_with, AttentionKernel, LoraConfig,
-    ScoringInput, Vlm, VlmConfig,
+    register_fused_attention_with, register_host_attention_with, register_host_dropout_with,
+    AttentionKernel, LoraConfig, ScoringInput, Vlm, VlmConfig,
 };
 
 type I = NdArray<f32>;
@@ -47,6 +48,8 @@ struct Args {
     kernel: AttentionKernel,
     /// The blocked attention computed by the host kernel (`register_host_attention`).
     host: bool,
+    /// LoRA dropout masks drawn by burn's `Dropout` instead of the host (`register_host_dropout`).
+    burn_dropout: bool,
     steps: usize,
     /// `Autodiff<I, BalancedCheckpointing>` instead of `Autodiff<I>` (burn's op-level recomputation).
     balanced: bool,
@@ -58,6 +61,7 @@ fn args() -> Args {
         vocab: 2048,
         kernel: AttentionKernel::Blocked,
         host: true,
+        burn_dropout: false,
         steps: 3,
         balanced: false,
     };
@@ -70,11 +74,14 @@ fn args() -> Args {
             "--steps" => a.steps = value(i).parse().expect("--steps N"),
             "--checkpointing" => a.balanced = value(i) == "balanced",
             "--kernel" => {
-                (a.kernel, a.host) = match value(i) {
-                    "dense" => (AttentionKernel::Dense, false),
-                    "blocked" => (AttentionKernel::Blocked, false),
-                    "host" => (AttentionKernel::Blocked, true),
-                    other => panic!("--kernel host|blocked|dense, got {other:?}"),
+                (a.kernel, a.host, a.burn_dropout) = match value(i) {
+                    "dense" => (AttentionKernel::Dense, false, false),
+                    "blocked" => (AttentionKernel::Blocked, false, false),
+                    "host" => (AttentionKernel::Blocked, true, false),
+                    "host_burn_dropout" => (AttentionKernel::Blocked, true, true),
+                    other => {
+                        panic!("--kernel host|host_burn_dropout|blocked|dense, got {other:?}")
+                    }
                 }
             }
             _ => {}
@@ -174,6 +181,9 @@ fn run<C: CheckpointStrategy>(args: &Args) {
     } else {
         register_fused_attention_with::<I, C>();
     }
+    if !args.burn_dropout {
+        register_host_dropout_with::<I, C>();
+    }
     let mut config = VlmConfig::small();
     config.text.vocab_size = args.vocab;
     config.image_token_id = args.vocab - 1;
@@ -203,10 +213,11 @@ fn run<C: CheckpointStrategy>(args: &Args) {
     }
     println!(
         "{{\"impl\": \"firempo-{}{}\", \"prefix\": {}, \"vocab\": {}, \"times\": {:?}, \"peak_heap_bytes\": {}, \"peak_rss_bytes\": {}}}",
-        match (args.kernel, args.host) {
-            (AttentionKernel::Blocked, true) => "host",
-            (AttentionKernel::Blocked, false) => "blocked",
-            (AttentionKernel::Dense, _) => "dense",
+        match (args.kernel, args.host, args.burn_dropout) {
+            (AttentionKernel::Blocked, true, false) => "host",
+            (AttentionKernel::Blocked, true, true) => "host_burn_dropout",
+            (AttentionKernel::Blocked, false, _) => "blocked",
+            (AttentionKernel::Dense, _, _) => "dense",
         },
         if args.balanced { "-balanced" } else { "" },
         args.prefix,

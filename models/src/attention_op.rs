@@ -13,13 +13,8 @@
 //! [`register_host_attention`] instead: the same op, forward and backward run by the host
 //! kernel of [`crate::host_attention`] on the f32 data, and inference on `I` runs it too.
 //!
-//! Why a registry: the models are generic over `B: Backend`, and stable Rust cannot ask whether a
-//! generic `B` is `Autodiff<I, C>` for some `I`. The binary, which names its backends, registers
-//! them once (`register_fused_attention::<NdArray>()`); lookup is by `TypeId`.
-
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
-use std::sync::{OnceLock, RwLock};
+//! The binary, which names its backends, registers them once (`register_fused_attention::<Wgpu>()`,
+//! [`crate::kernel_registry`] says why a registry).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
@@ -32,14 +27,9 @@ use crate::causal_attention::{
     blocked_backward, blocked_forward, to_f32, AttentionInput, QUERY_BLOCK,
 };
 use crate::host_attention::{host_backward, host_forward, host_supported};
+use crate::kernel_registry::{register, registered};
 
 type AttentionFn<B> = fn(AttentionInput<B>, usize) -> Tensor<B, 4>;
-
-fn registry() -> &'static RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>> {
-    static REGISTRY: OnceLock<RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>> =
-        OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
-}
 
 /// Makes `Autodiff<I>` (no checkpointing) train the decoder's attention through the blocked op
 /// with its own backward. Idempotent; call once per backend the program trains on.
@@ -50,7 +40,7 @@ pub fn register_fused_attention<I: Backend>() {
 /// [`register_fused_attention`] for `Autodiff<I, C>` with checkpoint strategy `C`
 /// (e.g. `BalancedCheckpointing`).
 pub fn register_fused_attention_with<I: Backend, C: CheckpointStrategy>() {
-    register::<Autodiff<I, C>>(fused_attention::<I, C, false>);
+    register::<AttentionFn<Autodiff<I, C>>>(fused_attention::<I, C, false>);
 }
 
 /// [`register_fused_attention`] for a backend whose tensors live in host memory (ndarray,
@@ -64,28 +54,14 @@ pub fn register_host_attention<I: Backend>() {
 
 /// [`register_host_attention`] for `Autodiff<I, C>` with checkpoint strategy `C`.
 pub fn register_host_attention_with<I: Backend, C: CheckpointStrategy>() {
-    register::<Autodiff<I, C>>(fused_attention::<I, C, true>);
-    register::<I>(host_attention::<I>);
-}
-
-fn register<B: Backend>(f: AttentionFn<B>) {
-    registry()
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(TypeId::of::<B>(), Box::new(f));
+    register::<AttentionFn<Autodiff<I, C>>>(fused_attention::<I, C, true>);
+    register::<AttentionFn<I>>(host_attention::<I>);
 }
 
 /// Whether [`causal_attention`] on `B` runs the blocked op with its own backward (for tests and
 /// start-up checks).
 pub fn fused_attention_registered<B: Backend>() -> bool {
-    registered::<B>().is_some()
-}
-
-fn registered<B: Backend>() -> Option<AttentionFn<B>> {
-    let map = registry().read().unwrap_or_else(|e| e.into_inner());
-    map.get(&TypeId::of::<B>())
-        .and_then(|f| f.downcast_ref::<AttentionFn<B>>())
-        .copied()
+    registered::<AttentionFn<B>>().is_some()
 }
 
 /// Causal grouped-query attention `softmax(q kᵀ / √d + bias) v`, `[batch, n_heads, q_len,
@@ -102,7 +78,7 @@ pub fn causal_attention_blocked<B: Backend>(
     block: usize,
 ) -> Tensor<B, 4> {
     let (input, cast_back) = to_f32(input);
-    let out = match registered::<B>() {
+    let out = match registered::<AttentionFn<B>>() {
         Some(f) => f(input, block),
         None => blocked_forward(input, block).0,
     };

@@ -37,19 +37,20 @@ pub struct AttentionInput<B: Backend> {
     pub bias: Tensor<B, 4>,
 }
 
-/// Sizes shared by the forward and backward passes.
+/// Sizes of one attention call, shared by the forward and backward passes (and the host
+/// kernel, [`crate::host_attention`], which adds its buffer offsets).
 #[derive(Debug, Clone, Copy)]
-struct Dims {
-    batch: usize,
-    heads: usize,
-    kv_heads: usize,
-    q_len: usize,
-    kv_len: usize,
-    head_dim: usize,
+pub(crate) struct Dims {
+    pub(crate) batch: usize,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) q_len: usize,
+    pub(crate) kv_len: usize,
+    pub(crate) head_dim: usize,
 }
 
 impl Dims {
-    fn of<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>) -> Self {
+    pub(crate) fn of<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>) -> Self {
         let [batch, heads, q_len, head_dim] = q.dims();
         let [_, kv_heads, kv_len, _] = k.dims();
         assert!(
@@ -66,13 +67,19 @@ impl Dims {
         }
     }
 
-    fn scale(&self) -> f64 {
+    /// Keys before the first query (a KV cache's length).
+    pub(crate) fn past(&self) -> usize {
+        self.kv_len - self.q_len
+    }
+
+    pub(crate) fn scale(&self) -> f64 {
         1.0 / (self.head_dim as f64).sqrt()
     }
 
-    /// Query blocks `(start, end, visible_keys)`.
-    fn blocks(&self, block: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-        let (q_len, past) = (self.q_len, self.kv_len - self.q_len);
+    /// Query blocks `(start, end, visible_keys)`: `visible_keys` = every key a query of the
+    /// block may see.
+    pub(crate) fn blocks(&self, block: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        let (q_len, past) = (self.q_len, self.past());
         (0..q_len).step_by(block.max(1)).map(move |start| {
             let end = (start + block.max(1)).min(q_len);
             (start, end, past + end)

@@ -16,25 +16,11 @@
 
 use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 
-use crate::causal_attention::AttentionInput;
+use crate::causal_attention::{AttentionInput, Dims};
 use crate::host_math::{dot, exp_softmax, gemm, max, sum, Strided};
 
-/// Sizes of one attention call (grouped-query layout, as [`AttentionInput`]).
-#[derive(Debug, Clone, Copy)]
-struct Dims {
-    batch: usize,
-    heads: usize,
-    kv_heads: usize,
-    q_len: usize,
-    kv_len: usize,
-    head_dim: usize,
-}
-
+/// Buffer offsets of the host kernel, on the call's sizes.
 impl Dims {
-    fn past(&self) -> usize {
-        self.kv_len - self.q_len
-    }
-
     /// Offset of head `h`'s first query row in a `[batch, heads, q_len, head_dim]` buffer.
     fn q_head(&self, b: usize, h: usize) -> usize {
         (b * self.heads + h) * self.q_len * self.head_dim
@@ -61,17 +47,8 @@ impl Dims {
         Strided::rows(head, keys, self.head_dim, self.head_dim)
     }
 
-    /// `(start, end, keys)` per query block; `keys` = every key a query of the block may see.
-    fn blocks(&self, block: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-        let (q_len, past) = (self.q_len, self.past());
-        (0..q_len).step_by(block.max(1)).map(move |start| {
-            let end = (start + block.max(1)).min(q_len);
-            (start, end, past + end)
-        })
-    }
-
     /// Keys visible to query `q` (the diagonal included): `0..past + q + 1`.
-    fn visible(&self, q: usize) -> usize {
+    fn keys_visible_to(&self, q: usize) -> usize {
         self.past() + q + 1
     }
 
@@ -108,21 +85,8 @@ fn tensor<B: Backend>(data: Vec<f32>, shape: [usize; 4], device: &B::Device) -> 
 
 impl HostInput {
     fn of<B: Backend>(input: AttentionInput<B>) -> Self {
-        let [batch, heads, q_len, head_dim] = input.q.dims();
-        let [_, kv_heads, kv_len, _] = input.k.dims();
-        assert!(
-            kv_len >= q_len && heads % kv_heads == 0,
-            "attention needs kv_len ({kv_len}) >= q_len ({q_len}) and n_heads ({heads}) divisible by n_kv_heads ({kv_heads})"
-        );
         Self {
-            dims: Dims {
-                batch,
-                heads,
-                kv_heads,
-                q_len,
-                kv_len,
-                head_dim,
-            },
+            dims: Dims::of(&input.q, &input.k),
             q: host_vec(input.q),
             k: host_vec(input.k),
             v: host_vec(input.v),
@@ -146,7 +110,7 @@ fn exp_row(
     (b, q): (usize, usize),
     shift: impl FnOnce(&[f32]) -> f32,
 ) -> usize {
-    let visible = dims.visible(q);
+    let visible = dims.keys_visible_to(q);
     let (seen, hidden) = row.split_at_mut(visible);
     for (s, &bias) in seen.iter_mut().zip(dims.bias_row(bias, b, q)) {
         *s += bias;
@@ -167,7 +131,7 @@ fn block_scores(
     scores: &mut [f32],
 ) {
     let d = &x.dims;
-    let scale = 1.0 / (d.head_dim as f32).sqrt();
+    let scale = d.scale() as f32;
     gemm(
         scale,
         (&x.q, d.query_rows(q_head, start, end)),
@@ -239,7 +203,7 @@ fn backward_host(
     let d = x.dims;
     let block = block.max(1);
     let hd = d.head_dim;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = d.scale() as f32;
     let delta: Vec<f32> = out
         .chunks_exact(hd)
         .zip(grad_out.chunks_exact(hd))

@@ -51,10 +51,12 @@ mod chat_template;
 mod checkpoint;
 mod config;
 mod decoder;
+mod dropout;
 mod error;
 mod generate;
 pub mod host_attention;
 mod host_math;
+mod kernel_registry;
 mod kv_cache;
 pub mod loading;
 mod lora;
@@ -77,6 +79,9 @@ pub use chat_template::*;
 pub use checkpoint::*;
 pub use config::*;
 pub use decoder::*;
+pub use dropout::{
+    host_dropout_registered, lora_dropout, register_host_dropout, register_host_dropout_with,
+};
 pub use error::*;
 pub use generate::*;
 pub use kv_cache::*;

@@ -15,6 +15,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{backend::Backend, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::dropout::lora_dropout;
 use crate::error::ModelError;
 use crate::precision;
 
@@ -176,10 +177,8 @@ impl<B: Backend> LoraLinear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match (&self.adapter, self.adapter_enabled) {
             (Some(adapter), true) => {
-                let low = adapter
-                    .dropout
-                    .forward(x.clone())
-                    .matmul(unsqueeze_to(adapter.a.val()));
+                let low =
+                    lora_dropout(&adapter.dropout, x.clone()).matmul(unsqueeze_to(adapter.a.val()));
                 let update = low.matmul(unsqueeze_to(adapter.b.val())) * adapter.scaling;
                 precision::linear(&self.base, x) + update
             }

@@ -9,7 +9,10 @@ use crate::common;
 
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, NdArray};
-use burn::tensor::{backend::AutodiffBackend, Distribution, Tensor, TensorData};
+use burn::tensor::{
+    backend::{AutodiffBackend, Backend},
+    Distribution, Tensor, TensorData,
+};
 use common::B;
 use firempo_models::causal_attention::{dense_attention, AttentionInput, QUERY_BLOCK};
 use firempo_models::host_attention::{host_backward, host_forward};
@@ -111,18 +114,33 @@ fn assert_close(name: &str, got: &[f32], want: &[f32]) {
 /// Output and (dq, dk, dv) of the host kernel called directly on `B` (the output gradient of
 /// `Σ out ∘ w` is `w`).
 fn run_host(data: &[TensorData; 4], weight: &TensorData, block: usize) -> [Vec<f32>; 4] {
-    let device = Default::default();
-    let t = |d: &TensorData| Tensor::<B, 4>::from_data(d.clone(), &device);
-    let input = || AttentionInput {
+    run_host_on::<B>(data, weight, block)
+}
+
+fn run_host_on<Bk: Backend>(
+    data: &[TensorData; 4],
+    weight: &TensorData,
+    block: usize,
+) -> [Vec<f32>; 4] {
+    let (out, lse) = host_forward(input_on::<Bk>(data), block);
+    let weight = Tensor::<Bk, 4>::from_data(weight.clone(), &Default::default());
+    let (dq, dk, dv) = host_backward(input_on(data), out.clone(), lse, weight, block);
+    [values(out), values(dq), values(dk), values(dv)]
+}
+
+/// Case `data` (q, k, v, bias) as inputs on backend `Bk`.
+fn input_on<Bk: Backend>(data: &[TensorData; 4]) -> AttentionInput<Bk> {
+    let t = |d: &TensorData| Tensor::<Bk, 4>::from_data(d.clone(), &Default::default());
+    AttentionInput {
         q: t(&data[0]),
         k: t(&data[1]),
         v: t(&data[2]),
         bias: t(&data[3]),
-    };
-    let (out, lse) = host_forward(input(), block);
-    let (dq, dk, dv) = host_backward(input(), out.clone(), lse, t(weight), block);
-    let host = |x: Tensor<B, 4>| x.into_data().convert::<f32>().to_vec().unwrap();
-    [host(out), host(dq), host(dk), host(dv)]
+    }
+}
+
+fn values<Bk: Backend>(x: Tensor<Bk, 4>) -> Vec<f32> {
+    x.into_data().convert::<f32>().to_vec().unwrap()
 }
 
 fn check(past: usize, q_len: usize, blocks: &[usize]) {
@@ -181,21 +199,10 @@ fn blocked_equals_dense_after_a_kv_cache() {
 #[test]
 fn inference_backend_runs_the_blocked_forward() {
     let data = case(5, 9);
-    let device = Default::default();
-    let input = || {
-        let t = |d: &TensorData| Tensor::<B, 4>::from_data(d.clone(), &device);
-        AttentionInput {
-            q: t(&data[0]),
-            k: t(&data[1]),
-            v: t(&data[2]),
-            bias: t(&data[3]),
-        }
-    };
-    let host = |x: Tensor<B, 4>| x.into_data().convert::<f32>().to_vec::<f32>().unwrap();
     assert_close(
         "inference forward",
-        &host(causal_attention_blocked(input(), 2)),
-        &host(dense_attention(input())),
+        &values(causal_attention_blocked(input_on::<B>(&data), 2)),
+        &values(dense_attention(input_on::<B>(&data))),
     );
 }
 
@@ -218,42 +225,19 @@ fn registered_host_backend_trains_and_infers_through_the_host_kernel() {
     let block = 4;
     let via_op = run::<Autodiff<Host>>(&data, &weight, |x| causal_attention_blocked(x, block));
     let dense = run::<Autodiff<Host>>(&data, &weight, dense_attention);
-    let t = |d: &TensorData| Tensor::<Host, 4>::from_data(d.clone(), &device);
-    let input = || AttentionInput {
-        q: t(&data[0]),
-        k: t(&data[1]),
-        v: t(&data[2]),
-        bias: t(&data[3]),
-    };
-    let (out, lse) = host_forward(input(), block);
-    let (dq, dk, dv) = host_backward(input(), out.clone(), lse, t(&weight), block);
-    let inferred = causal_attention_blocked(input(), block);
-    let host = |x: Tensor<Host, 4>| x.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    let direct = run_host_on::<Host>(&data, &weight, block);
+    let inferred = causal_attention_blocked(input_on::<Host>(&data), block);
     // Bit-identical to the direct calls: the registered op is the host kernel (the tensor
     // kernel sums in another order), and it still equals the dense reference.
-    for (i, (name, direct)) in [("out", out), ("dq", dq), ("dk", dk), ("dv", dv)]
-        .into_iter()
-        .enumerate()
-    {
-        assert_eq!(
-            via_op[i],
-            host(direct),
-            "{name}: registered op vs host kernel"
-        );
+    for (i, name) in ["out", "dq", "dk", "dv"].into_iter().enumerate() {
+        assert_eq!(via_op[i], direct[i], "{name}: registered op vs host kernel");
         assert_close(name, &via_op[i], &dense[i]);
     }
-    assert_eq!(host(inferred), via_op[0], "inference on the host backend");
-    let tensor_kernel = causal_attention_blocked::<Autodiff<Host, BalancedCheckpointing>>(
-        AttentionInput {
-            q: Tensor::from_data(data[0].clone(), &device),
-            k: Tensor::from_data(data[1].clone(), &device),
-            v: Tensor::from_data(data[2].clone(), &device),
-            bias: Tensor::from_data(data[3].clone(), &device),
-        },
-        block,
-    );
+    assert_eq!(values(inferred), via_op[0], "inference on the host backend");
+    let tensor_kernel =
+        causal_attention_blocked::<Autodiff<Host, BalancedCheckpointing>>(input_on(&data), block);
     assert_ne!(
-        host(tensor_kernel.inner()),
+        values(tensor_kernel.inner()),
         via_op[0],
         "the tensor kernel rounds differently: the comparison above can tell them apart"
     );

@@ -12,6 +12,7 @@ mod attention;
 mod chat;
 mod chat_template;
 mod common;
+mod dropout;
 mod generate;
 mod loading_errors;
 mod loading_memory;

@@ -1,0 +1,190 @@
+//! LoRA dropout, with the mask drawn on the host on CPU backends.
+//!
+//! burn's `Dropout` draws its Bernoulli mask through the backend's RNG. On ndarray and flex that
+//! builds a sampler and runs ChaCha once per element (`TensorData::random`): 12 % of a LoRA
+//! alignment step at 1 k tokens. A backend registered with [`register_host_dropout`] instead
+//! draws one 60-bit seed per call through its own RNG (so `B::seed` still fixes every mask, and
+//! a resumed run draws what the uninterrupted one drew) and expands it on the host with
+//! SplitMix64, two 32-bit uniforms per output. Other backends (GPUs, whose RNG runs on the
+//! device) keep burn's. Both keep an element with probability 1 − p and scale it by 1 / (1 − p),
+//! as PEFT's `nn.Dropout`; the masks differ, so switching changes a run's random stream.
+
+use std::marker::PhantomData;
+
+use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
+use burn::backend::Autodiff;
+use burn::nn::Dropout;
+use burn::tensor::{backend::Backend, Device, Distribution, Int, Shape, Tensor, TensorData};
+
+use crate::kernel_registry::{register, registered};
+
+/// Draws a keep mask (`1 / (1 − p)` or 0, f32) of `shape` for dropout probability `p` on `B`.
+/// The marker makes the registry key name `B` itself: the function's type names only
+/// `Device<B>`, which backends share (every ndarray element type has one device type).
+struct MaskFn<B>(
+    fn(&Shape, f64, &Device<B>) -> TensorData,
+    PhantomData<fn() -> B>,
+)
+where
+    B: Backend;
+
+impl<B: Backend> Clone for MaskFn<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for MaskFn<B> {}
+
+/// Makes LoRA dropout on `Autodiff<I>` draw its masks on the host (see the module doc). For
+/// backends whose tensors live in host memory (ndarray, flex); idempotent.
+pub fn register_host_dropout<I: Backend>() {
+    register_host_dropout_with::<I, NoCheckpointing>();
+}
+
+/// [`register_host_dropout`] for `Autodiff<I, C>` with checkpoint strategy `C`.
+pub fn register_host_dropout_with<I: Backend, C: CheckpointStrategy>() {
+    register(MaskFn::<Autodiff<I, C>>(
+        host_mask::<Autodiff<I, C>>,
+        PhantomData,
+    ));
+}
+
+/// Whether LoRA dropout on `B` draws its masks on the host.
+pub fn host_dropout_registered<B: Backend>() -> bool {
+    registered::<MaskFn<B>>().is_some()
+}
+
+/// `dropout` applied to `x`: identity without autodiff or with p = 0, the host mask where
+/// registered, burn's `Dropout` elsewhere.
+pub fn lora_dropout<B: Backend, const D: usize>(
+    dropout: &Dropout,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let device = x.device();
+    if dropout.prob == 0.0 || !B::ad_enabled(&device) {
+        return x;
+    }
+    match registered::<MaskFn<B>>() {
+        Some(MaskFn(mask, _)) => {
+            let (mask, dtype) = (mask(&x.shape(), dropout.prob, &device), x.dtype());
+            x * Tensor::<B, D>::from_data(mask, (&device, dtype))
+        }
+        None => dropout.forward(x),
+    }
+}
+
+/// Bits of seed per draw from the backend RNG (every int element type holds them).
+const SEED_BITS_PER_DRAW: u32 = 15;
+const SEED_DRAWS: usize = 4;
+
+/// One seed from `B`'s RNG: four uniform 15-bit integers.
+fn draw_seed<B: Backend>(device: &Device<B>) -> u64 {
+    let range = (1u64 << SEED_BITS_PER_DRAW) as f64;
+    let draws =
+        Tensor::<B, 1, Int>::random([SEED_DRAWS], Distribution::Uniform(0.0, range), device)
+            .into_data()
+            .convert::<i64>();
+    draws
+        .iter::<i64>()
+        .fold(0u64, |seed, d| (seed << SEED_BITS_PER_DRAW) | d as u64)
+}
+
+fn host_mask<B: Backend>(shape: &Shape, prob: f64, device: &Device<B>) -> TensorData {
+    TensorData::new(
+        keep_mask(draw_seed::<B>(device), shape.num_elements(), prob),
+        shape.clone(),
+    )
+}
+
+/// `n` independent draws: `1 / (1 − prob)` with probability `1 − prob`, else 0. Element `2i`
+/// and `2i + 1` are the low and high halves of SplitMix64's output `i` for `seed`.
+pub(crate) fn keep_mask(seed: u64, n: usize, prob: f64) -> Vec<f32> {
+    let keep = 1.0 - prob;
+    // P(u < threshold) = threshold / 2³² for u uniform on 32 bits.
+    let threshold = (keep * 4_294_967_296.0) as u64;
+    let scale = (1.0 / keep) as f32;
+    let mut mask = vec![0.0f32; n];
+    for (i, pair) in mask.chunks_mut(2).enumerate() {
+        let bits = splitmix64(seed.wrapping_add((i as u64 + 1).wrapping_mul(GOLDEN_GAMMA)));
+        for (half, m) in pair.iter_mut().enumerate() {
+            if ((bits >> (32 * half)) & 0xffff_ffff) < threshold {
+                *m = scale;
+            }
+        }
+    }
+    mask
+}
+
+const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// SplitMix64's output function (Steele, Lea & Flood 2014): a bijective mix of the counter.
+fn splitmix64(z: u64) -> u64 {
+    let z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SplitMix64's first outputs from state 0 (the reference implementation's values).
+    #[test]
+    fn splitmix64_matches_the_reference_sequence() {
+        let outputs: Vec<u64> = (1..=3)
+            .map(|i: u64| splitmix64(i.wrapping_mul(GOLDEN_GAMMA)))
+            .collect();
+        assert_eq!(
+            outputs,
+            [
+                0xe220_a839_7b1d_cdaf,
+                0x6e78_9e6a_a1b9_65f4,
+                0x06c4_5d18_8009_454f
+            ]
+        );
+    }
+
+    #[test]
+    fn keep_mask_keeps_the_asked_fraction_in_both_halves_and_scales_it() {
+        let (n, prob) = (1 << 20, 0.3);
+        let mask = keep_mask(42, n, prob);
+        let scale = (1.0 / 0.7) as f32;
+        assert!(mask.iter().all(|&m| m == 0.0 || m == scale));
+        // 4.5 standard deviations of a binomial proportion over n / 2 draws.
+        let tolerance = 4.5 * (0.7 * 0.3 / (n / 2) as f64).sqrt();
+        for half in 0..2 {
+            let kept = mask
+                .iter()
+                .skip(half)
+                .step_by(2)
+                .filter(|&&m| m != 0.0)
+                .count();
+            let fraction = kept as f64 / (n / 2) as f64;
+            assert!(
+                (fraction - 0.7).abs() < tolerance,
+                "half {half}: {fraction}"
+            );
+        }
+        // Neighbours are independent: P(both kept) = 0.49.
+        let both = mask
+            .chunks(2)
+            .filter(|p| p[0] != 0.0 && p[1] != 0.0)
+            .count();
+        let joint = both as f64 / (n / 2) as f64;
+        assert!(
+            (joint - 0.49).abs() < 4.5 * (0.49 * 0.51 / (n / 2) as f64).sqrt(),
+            "{joint}"
+        );
+    }
+
+    #[test]
+    fn keep_mask_depends_on_the_seed_only() {
+        assert_eq!(keep_mask(7, 1001, 0.05), keep_mask(7, 1001, 0.05));
+        assert_ne!(keep_mask(7, 1001, 0.05), keep_mask(8, 1001, 0.05));
+        assert_eq!(
+            keep_mask(7, 1001, 0.05)[..1000],
+            keep_mask(7, 1000, 0.05)[..]
+        );
+    }
+}
