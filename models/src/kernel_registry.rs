@@ -7,8 +7,8 @@
 //! type, which names the backend (`fn(AttentionInput<B>, usize) -> Tensor<B, 4>`), so one map
 //! holds every kind of kernel for every backend. A kernel type must name `B` itself, not only
 //! `Device<B>`: backends share device types (`NdArray<f32, i64>` and `NdArray<f32, i32>`), so
-//! such a key would register one backend's kernel for all of them (`dropout::MaskFn` adds a
-//! marker for that).
+//! such a key would register one backend's kernel for all of them (`dropout::HostDropout` is
+//! such a marker).
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
