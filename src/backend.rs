@@ -166,11 +166,14 @@ fn gpu_kernels<I: burn::tensor::backend::Backend>() {
 
 /// A CPU backend's kernels: that attention op, and the inference attention, run by the host
 /// kernel on the f32 data (`firempo_models::register_host_attention`), and LoRA dropout masks
-/// drawn on the host (`firempo_models::register_host_dropout`).
+/// drawn on the host (`firempo_models::register_host_dropout`), and the MLP's SwiGLU gate and the
+/// rotary embedding as host ops (`firempo_models::register_host_swiglu`, `register_host_rope`).
 #[allow(dead_code)]
 fn cpu_kernels<I: burn::tensor::backend::Backend>() {
     firempo_models::register_host_attention::<I>();
     firempo_models::register_host_dropout::<I>();
+    firempo_models::register_host_swiglu::<I>();
+    firempo_models::register_host_rope::<I>();
 }
 
 fn not_compiled(backend: BackendKind) -> BackendError {

@@ -47,7 +47,8 @@ def main():
     ap.add_argument("--target", default=os.environ.get("CARGO_TARGET_DIR", "target"))
     ap.add_argument("--impls", default="firempo-host,firempo-blocked,pytorch-naive,pytorch-smart",
                     help="also firempo-dense (the dense reference attention), firempo-host_burn_dropout "
-                         "(burn's dropout masks)")
+                         "(burn's dropout masks), firempo-host_tensor_swiglu, "
+                         "firempo-host_tensor_rope (the SwiGLU gate, the rotary embedding in tensor ops)")
     ap.add_argument("--shapes", default=None, help="e.g. 96x2048,600x32000 (default: all five)")
     ap.add_argument("--preload", default=None, help="LD_PRELOAD for the firempo processes (an allocator)")
     ap.add_argument("--out", default="/tmp/alignment_step.jsonl")
@@ -86,6 +87,7 @@ def main():
     head = "| prefix, vocab | " + " | ".join(f"{i} median / min s (peak RSS MiB)" for i in impls)
     ratios = [(i, j) for i, j in [("firempo-host", "pytorch-naive"), ("firempo-host", "pytorch-smart"),
                                   ("firempo-host", "firempo-blocked"), ("firempo-host", "firempo-host_burn_dropout"),
+                                  ("firempo-host", "firempo-host_tensor_swiglu"), ("firempo-host", "firempo-host_tensor_rope"),
                                   ("firempo-blocked", "firempo-dense")]
               if i in impls and j in impls]
     head += "".join(f" | {i.split('-', 1)[1]} / {j.split('-', 1)[1]}" for i, j in ratios) + " |"

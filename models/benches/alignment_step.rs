@@ -11,9 +11,12 @@
 //!
 //! Run by hand (dev profile: its dependencies are optimized, no release build of burn needed):
 //! `cargo bench -p firempo-models --profile dev --bench alignment_step -- --prefix 600 --vocab 2048
-//! --kernel host --steps 3` (`--kernel`: `host` attention kernel, `blocked` in tensor ops, `dense`;
-//! all with LoRA dropout masks drawn on the host, `host_burn_dropout` with burn's `Dropout`). Prints one JSON line per timed step set: the step times (s, after
-//! one warm-up step) and the peak heap bytes of one step.
+//! --kernel host --steps 3`. `--kernel host`: every host kernel of the CPU backends (attention,
+//! LoRA dropout masks, the SwiGLU gate); `host_burn_dropout`: burn's `Dropout` instead of host
+//! masks; `host_tensor_swiglu` / `host_tensor_rope`: the SwiGLU gate / the rotary embedding in
+//! tensor ops; `blocked` / `dense`: the attention
+//! in tensor ops (blocked or dense), the other host kernels on. Prints one JSON line per timed
+//! step set: the step times (s, after one warm-up step) and the peak heap bytes of one step.
 
 use std::time::Instant;
 
@@ -32,7 +35,8 @@ use burn::tensor::{
 };
 use firempo_models::{
     register_fused_attention_with, register_host_attention_with, register_host_dropout_with,
-    AttentionKernel, LoraConfig, ScoringInput, Vlm, VlmConfig,
+    register_host_rope_with, register_host_swiglu_with, AttentionKernel, LoraConfig, ScoringInput,
+    Vlm, VlmConfig,
 };
 
 type I = NdArray<f32>;
@@ -45,11 +49,17 @@ const LR: f64 = 1e-5;
 struct Args {
     prefix: usize,
     vocab: usize,
+    /// The `--kernel` mode, as given (names the run in the output).
+    mode: String,
     kernel: AttentionKernel,
     /// The blocked attention computed by the host kernel (`register_host_attention`).
-    host: bool,
-    /// LoRA dropout masks drawn by burn's `Dropout` instead of the host (`register_host_dropout`).
-    burn_dropout: bool,
+    host_attention: bool,
+    /// LoRA dropout masks drawn on the host (`register_host_dropout`), else burn's `Dropout`.
+    host_dropout: bool,
+    /// The SwiGLU gate as one host op (`register_host_swiglu`), else tensor ops.
+    host_swiglu: bool,
+    /// The rotary embedding as one host op (`register_host_rope`), else tensor ops.
+    host_rope: bool,
     steps: usize,
     /// `Autodiff<I, BalancedCheckpointing>` instead of `Autodiff<I>` (burn's op-level recomputation).
     balanced: bool,
@@ -59,9 +69,12 @@ fn args() -> Args {
     let mut a = Args {
         prefix: 600,
         vocab: 2048,
+        mode: "host".into(),
         kernel: AttentionKernel::Blocked,
-        host: true,
-        burn_dropout: false,
+        host_attention: true,
+        host_dropout: true,
+        host_swiglu: true,
+        host_rope: true,
         steps: 3,
         balanced: false,
     };
@@ -74,14 +87,25 @@ fn args() -> Args {
             "--steps" => a.steps = value(i).parse().expect("--steps N"),
             "--checkpointing" => a.balanced = value(i) == "balanced",
             "--kernel" => {
-                (a.kernel, a.host, a.burn_dropout) = match value(i) {
-                    "dense" => (AttentionKernel::Dense, false, false),
-                    "blocked" => (AttentionKernel::Blocked, false, false),
-                    "host" => (AttentionKernel::Blocked, true, false),
-                    "host_burn_dropout" => (AttentionKernel::Blocked, true, true),
-                    other => {
-                        panic!("--kernel host|host_burn_dropout|blocked|dense, got {other:?}")
-                    }
+                a.mode = value(i).to_string();
+                let all = (AttentionKernel::Blocked, true, true, true, true);
+                (
+                    a.kernel,
+                    a.host_attention,
+                    a.host_dropout,
+                    a.host_swiglu,
+                    a.host_rope,
+                ) = match value(i) {
+                    "host" => all,
+                    "host_burn_dropout" => (all.0, true, false, true, true),
+                    "host_tensor_swiglu" => (all.0, true, true, false, true),
+                    "host_tensor_rope" => (all.0, true, true, true, false),
+                    "blocked" => (all.0, false, true, true, true),
+                    "dense" => (AttentionKernel::Dense, false, true, true, true),
+                    other => panic!(
+                        "--kernel host|host_burn_dropout|host_tensor_swiglu|host_tensor_rope|\
+                             blocked|dense, got {other:?}"
+                    ),
                 }
             }
             _ => {}
@@ -176,13 +200,19 @@ fn main() {
 
 fn run<C: CheckpointStrategy>(args: &Args) {
     type A<C> = Autodiff<I, C>;
-    if args.host {
+    if args.host_attention {
         register_host_attention_with::<I, C>();
     } else {
         register_fused_attention_with::<I, C>();
     }
-    if !args.burn_dropout {
+    if args.host_dropout {
         register_host_dropout_with::<I, C>();
+    }
+    if args.host_swiglu {
+        register_host_swiglu_with::<I, C>();
+    }
+    if args.host_rope {
+        register_host_rope_with::<I, C>();
     }
     let mut config = VlmConfig::small();
     config.text.vocab_size = args.vocab;
@@ -213,12 +243,7 @@ fn run<C: CheckpointStrategy>(args: &Args) {
     }
     println!(
         "{{\"impl\": \"firempo-{}{}\", \"prefix\": {}, \"vocab\": {}, \"times\": {:?}, \"peak_heap_bytes\": {}, \"peak_rss_bytes\": {}}}",
-        match (args.kernel, args.host, args.burn_dropout) {
-            (AttentionKernel::Blocked, true, false) => "host",
-            (AttentionKernel::Blocked, true, true) => "host_burn_dropout",
-            (AttentionKernel::Blocked, false, _) => "blocked",
-            (AttentionKernel::Dense, _, _) => "dense",
-        },
+        args.mode,
         if args.balanced { "-balanced" } else { "" },
         args.prefix,
         args.vocab,

@@ -21,12 +21,13 @@ use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckp
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
-use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor, TensorPrimitive};
+use burn::tensor::{backend::Backend, ops::FloatTensor, Tensor};
 
 use crate::causal_attention::{
     blocked_backward, blocked_forward, to_f32, AttentionInput, QUERY_BLOCK,
 };
 use crate::host_attention::{host_backward, host_forward, host_supported};
+use crate::host_tensor::{float, primitive};
 use crate::kernel_registry::{register, registered};
 
 type AttentionFn<B> = fn(AttentionInput<B>, usize) -> Tensor<B, 4>;
@@ -88,14 +89,6 @@ pub fn causal_attention_blocked<B: Backend>(
     }
 }
 
-fn float<B: Backend>(t: FloatTensor<B>) -> Tensor<B, 4> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-fn primitive<B: Backend>(t: Tensor<B, 4>) -> FloatTensor<B> {
-    t.into_primitive().tensor()
-}
-
 /// Inference attention of a host backend: the host kernel on f32, the tensor kernel otherwise.
 fn host_attention<I: Backend>(input: AttentionInput<I>, block: usize) -> Tensor<I, 4> {
     blocked_forward_on(input, block, true).0
@@ -139,7 +132,7 @@ impl<I: Backend> Backward<I, 3> for BlockedAttentionBackward {
         let grad = grads.consume::<I>(&ops.node);
         let (q, k, v, bias, out, lse, block) = ops.state;
         let input = AttentionInput {
-            q: float::<I>(q),
+            q: float::<I, 4>(q),
             k: float(k),
             v: float(v),
             bias: float(bias),
@@ -170,7 +163,7 @@ fn fused_attention<I: Backend, C: CheckpointStrategy, const HOST: bool>(
     let v = primitive(input.v);
     let bias = primitive(input.bias).primitive;
     let inner = AttentionInput {
-        q: float::<I>(q.primitive.clone()),
+        q: float::<I, 4>(q.primitive.clone()),
         k: float(k.primitive.clone()),
         v: float(v.primitive.clone()),
         bias: float(bias.clone()),

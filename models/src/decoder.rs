@@ -13,6 +13,7 @@ use crate::error::ModelError;
 use crate::kv_cache::KvCache;
 use crate::lora::{LoraConfig, LoraLinear};
 use crate::rope::{Rope, RopeTables};
+use crate::swiglu::swiglu;
 
 /// SwiGLU feed-forward: `down(act(gate(x)) · up(x))`.
 #[derive(Module, Debug)]
@@ -42,8 +43,12 @@ impl<B: Backend> Mlp<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = self.activation.forward(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let (gate, up) = (self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
+        let hidden = match self.activation {
+            Activation::Silu => swiglu(gate, up),
+            act => act.forward(gate) * up,
+        };
+        self.down_proj.forward(hidden)
     }
 }
 

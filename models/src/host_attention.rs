@@ -14,10 +14,11 @@
 //! [`blocked_forward`]: crate::causal_attention::blocked_forward
 //! [`blocked_backward`]: crate::causal_attention::blocked_backward
 
-use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
+use burn::tensor::{backend::Backend, DType, Tensor};
 
 use crate::causal_attention::{AttentionInput, Dims};
 use crate::host_math::{dot, exp_softmax, gemm, max, sum, Strided};
+use crate::host_tensor::{host_tensor as tensor, host_vec};
 
 /// Buffer offsets of the host kernel, on the call's sizes.
 impl Dims {
@@ -66,21 +67,6 @@ struct HostInput {
     k: Vec<f32>,
     v: Vec<f32>,
     bias: Vec<f32>,
-}
-
-/// The tensor's elements in row-major order. `cat` of the one tensor first: it writes a fresh
-/// row-major buffer with one strided copy, which `into_data` then hands over without copying;
-/// burn-ndarray's `into_data` of a shared or permuted array (the graph keeps q, k, v; the bias
-/// serves every layer) walks it element by element, which cost more than the whole kernel.
-fn host_vec<B: Backend>(t: Tensor<B, 4>) -> Vec<f32> {
-    Tensor::cat(vec![t], 0)
-        .into_data()
-        .into_vec::<f32>()
-        .expect("host attention takes f32 tensors (checked by `host_supported`)")
-}
-
-fn tensor<B: Backend>(data: Vec<f32>, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
-    Tensor::from_data(TensorData::new(data, shape), device)
 }
 
 impl HostInput {
@@ -283,8 +269,8 @@ pub fn host_forward<B: Backend>(
     let d = x.dims;
     let (out, lse) = forward_host(&x, block);
     (
-        tensor::<B>(out, [d.batch, d.heads, d.q_len, d.head_dim], &device),
-        tensor::<B>(lse, [d.batch, d.heads, d.q_len, 1], &device),
+        tensor::<B, 4>(out, [d.batch, d.heads, d.q_len, d.head_dim], &device),
+        tensor::<B, 4>(lse, [d.batch, d.heads, d.q_len, 1], &device),
     )
 }
 
@@ -307,8 +293,8 @@ pub fn host_backward<B: Backend>(
         block,
     );
     (
-        tensor::<B>(dq, q_shape, &device),
-        tensor::<B>(dk, kv_shape, &device),
-        tensor::<B>(dv, kv_shape, &device),
+        tensor::<B, 4>(dq, q_shape, &device),
+        tensor::<B, 4>(dk, kv_shape, &device),
+        tensor::<B, 4>(dv, kv_shape, &device),
     )
 }

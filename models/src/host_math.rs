@@ -1,6 +1,7 @@
 //! f32 building blocks for kernels that run on host slices ([`crate::host_attention`]): a strided
 //! matrix product (matrixmultiply's `sgemm`, the GEMM burn-ndarray itself uses, behind a
-//! bounds-checked view) and a vectorizable `exp` for softmax arguments.
+//! bounds-checked view), a vectorizable `exp` for softmax arguments and the logistic function
+//! built on it.
 
 /// An `rows × cols` matrix inside a slice: element `(i, j)` at
 /// `offset + i · row_stride + j · col_stride`. A transpose is the same memory with the strides
@@ -140,6 +141,21 @@ pub(crate) fn exp_softmax(x: f32) -> f32 {
     }
 }
 
+/// The logistic function `1 / (1 + e^(−x))`, branch-free (vectorizes over a slice): `e^(−|x|)`
+/// by [`exp_softmax`], so no argument overflows. Within 3 ulp of the rounded value where that
+/// is a normal f32 (x > [`EXP_MIN`]), 0 below (the true value is under 1.2e-38), 1 at +∞, NaN
+/// for NaN.
+#[inline(always)]
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    let e = exp_softmax(-x.abs());
+    let r = 1.0 / (1.0 + e);
+    if x >= 0.0 {
+        r
+    } else {
+        e * r
+    }
+}
+
 /// Largest element (−∞ for an empty slice); eight running maxima so the loop vectorizes.
 pub(crate) fn max(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];
@@ -211,6 +227,24 @@ mod tests {
             "positive arguments are clamped to 0"
         );
         assert!(exp_softmax(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn sigmoid_is_within_three_ulp_where_normal() {
+        let mut worst = 0f64;
+        let n = 200_000;
+        for i in 0..=n {
+            let x = EXP_MIN + (40.0 - EXP_MIN) * i as f32 / n as f32;
+            let exact = 1.0 / (1.0 + (-(x as f64)).exp());
+            let rel = ((sigmoid(x) as f64) - exact).abs() / exact;
+            worst = worst.max(rel);
+        }
+        assert!(worst < 3.6e-7, "worst relative error {worst:e}");
+        assert_eq!(sigmoid(0.0), 0.5);
+        assert_eq!(sigmoid(f32::INFINITY), 1.0);
+        assert_eq!(sigmoid(f32::NEG_INFINITY), 0.0);
+        assert_eq!(sigmoid(-1e9), 0.0);
+        assert!(sigmoid(f32::NAN).is_nan());
     }
 
     #[test]

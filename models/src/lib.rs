@@ -56,6 +56,8 @@ mod error;
 mod generate;
 pub mod host_attention;
 mod host_math;
+mod host_rope;
+mod host_tensor;
 mod kernel_registry;
 mod kv_cache;
 pub mod loading;
@@ -69,6 +71,7 @@ mod projector;
 pub mod qwen_vl;
 mod rope;
 mod scoring;
+mod swiglu;
 mod vision;
 mod vlm;
 
@@ -84,6 +87,7 @@ pub use dropout::{
 };
 pub use error::*;
 pub use generate::*;
+pub use host_rope::{host_rope_registered, register_host_rope, register_host_rope_with};
 pub use kv_cache::*;
 pub use loading::adapter::{load_adapter, save_adapter, AdaptedModel};
 pub use loading::record::load_record_file;
@@ -103,5 +107,6 @@ pub use qwen_vl::{
 };
 pub use rope::*;
 pub use scoring::*;
+pub use swiglu::{host_swiglu_registered, register_host_swiglu, register_host_swiglu_with, swiglu};
 pub use vision::*;
 pub use vlm::*;

@@ -4,6 +4,8 @@
 
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
+use crate::host_rope::host_rope;
+
 /// `cos`/`sin` tables for one forward, each `[batch, 1, seq_len, head_dim]`.
 #[derive(Debug, Clone)]
 pub struct RopeTables<B: Backend> {
@@ -131,8 +133,12 @@ impl Rope {
     }
 }
 
-/// `x · cos + rotate_half(x) · sin` for `x` `[batch, heads, seq_len, head_dim]`.
+/// `x · cos + rotate_half(x) · sin` for `x` `[batch, heads, seq_len, head_dim]`; one host op
+/// on backends registered with [`crate::register_host_rope`].
 pub fn apply_rope<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4> {
+    if let Some(host) = host_rope(&x, tables) {
+        return host(x, tables);
+    }
     let [_, _, _, head_dim] = x.dims();
     let half = head_dim / 2;
     let x1 = x.clone().narrow(3, 0, half);

@@ -206,7 +206,8 @@ fn inference_backend_runs_the_blocked_forward() {
     );
 }
 
-/// A backend type no other test registers, so its registration cannot race the others'.
+/// A backend type no other test registers host attention for, so its registration cannot race
+/// the others'.
 type Host = NdArray<f32, i32>;
 
 #[test]

@@ -14,6 +14,7 @@ mod chat_template;
 mod common;
 mod dropout;
 mod generate;
+mod host_ops;
 mod loading_errors;
 mod loading_memory;
 mod lora;
