@@ -17,7 +17,7 @@
 use burn::tensor::{backend::Backend, DType, Tensor};
 
 use crate::causal_attention::{AttentionInput, Dims};
-use crate::host_math::{dot, exp_softmax, gemm, max, sum, Strided};
+use crate::host_math::{dot, exp_softmax, gemm, max, sum, wide_fn, Strided};
 use crate::host_tensor::{host_tensor as tensor, host_vec};
 
 /// Buffer offsets of the host kernel, on the call's sizes.
@@ -89,6 +89,7 @@ pub fn host_supported<B: Backend>(input: &AttentionInput<B>) -> bool {
 /// Turns score row `row` (`scale · q kᵀ` of query `q`, all `keys` of its block) into
 /// `exp(s + bias − shift)` over the keys `q` may see and 0 after them; `shift` gets the biased
 /// visible scores. Returns the visible length.
+#[inline(always)]
 fn exp_row(
     dims: &Dims,
     row: &mut [f32],
@@ -107,6 +108,63 @@ fn exp_row(
     }
     hidden.fill(0.0);
     visible
+}
+
+wide_fn! {
+    /// Query rows `start..end` of batch `b`'s head: each score row (`keys` long, `n × keys`
+    /// row-major) becomes `exp(s + bias − max)` ([`exp_row`]), `lse[q]` its log-sum-exp and
+    /// `inv_sums[i]` one over its sum.
+    fn softmax_rows(
+        d: &Dims,
+        scores: &mut [f32],
+        bias: &[f32],
+        rows: (usize, usize, usize, usize),
+        lse: &mut [f32],
+        inv_sums: &mut [f32],
+    ) {
+        let (b, start, end, keys) = rows;
+        for (i, q) in (start..end).enumerate() {
+            let row = &mut scores[i * keys..(i + 1) * keys];
+            let mut row_max = 0.0;
+            let visible = exp_row(d, row, bias, (b, q), |seen| {
+                row_max = max(seen);
+                row_max
+            });
+            let row_sum = sum(&row[..visible]);
+            lse[q] = row_max + row_sum.ln();
+            inv_sums[i] = 1.0 / row_sum;
+        }
+    }
+}
+
+wide_fn! {
+    /// Query rows `start..end` of batch `b`'s head: each score row becomes its probabilities
+    /// `exp(s + bias − lse[q])`.
+    fn probability_rows(
+        d: &Dims,
+        probs: &mut [f32],
+        bias: &[f32],
+        rows: (usize, usize, usize, usize),
+        lse: &[f32],
+    ) {
+        let (b, start, end, keys) = rows;
+        for (i, q) in (start..end).enumerate() {
+            let row = &mut probs[i * keys..(i + 1) * keys];
+            exp_row(d, row, bias, (b, q), |_| lse[q]);
+        }
+    }
+}
+
+wide_fn! {
+    /// `dS = P ∘ (dP − δ)` row by row (`keys` long), `δ` one value per row.
+    fn score_gradient_rows(dscores: &mut [f32], probs: &[f32], keys: usize, delta: &[f32]) {
+        let rows = dscores.chunks_exact_mut(keys).zip(probs.chunks_exact(keys));
+        for ((ds_row, p_row), &delta) in rows.zip(delta) {
+            for (ds, &p) in ds_row.iter_mut().zip(p_row) {
+                *ds = p * (*ds - delta);
+            }
+        }
+    }
 }
 
 /// `scores ← scale · Q[start..end] · K[0..keys]ᵀ`, `n × keys` row-major.
@@ -144,17 +202,15 @@ fn forward_host(x: &HostInput, block: usize) -> (Vec<f32>, Vec<f32>) {
                 let n = end - start;
                 let scores = &mut scores[..n * keys];
                 block_scores(x, heads, (start, end, keys), scores);
-                for (i, q) in (start..end).enumerate() {
-                    let row = &mut scores[i * keys..(i + 1) * keys];
-                    let mut row_max = 0.0;
-                    let visible = exp_row(&d, row, &x.bias, (b, q), |seen| {
-                        row_max = max(seen);
-                        row_max
-                    });
-                    let row_sum = sum(&row[..visible]);
-                    lse[lse_head + q] = row_max + row_sum.ln();
-                    inv_sums[i] = 1.0 / row_sum;
-                }
+                let lse_rows = &mut lse[lse_head..lse_head + d.q_len];
+                softmax_rows(
+                    &d,
+                    scores,
+                    &x.bias,
+                    (b, start, end, keys),
+                    lse_rows,
+                    &mut inv_sums,
+                );
                 let out_rows = d.query_rows(heads.0, start, end);
                 gemm(
                     1.0,
@@ -210,10 +266,8 @@ fn backward_host(
                 let probs = &mut probs[..n * keys];
                 let dscores = &mut dscores[..n * keys];
                 block_scores(x, (q_head, kv_head), (start, end, keys), probs);
-                for (i, q) in (start..end).enumerate() {
-                    let row = &mut probs[i * keys..(i + 1) * keys];
-                    exp_row(&d, row, &x.bias, (b, q), |_| lse[row_head + q]);
-                }
+                let lse_rows = &lse[row_head..row_head + d.q_len];
+                probability_rows(&d, probs, &x.bias, (b, start, end, keys), lse_rows);
                 let rows = d.query_rows(q_head, start, end);
                 let kv_rows = d.key_rows(kv_head, keys);
                 gemm(
@@ -230,13 +284,8 @@ fn backward_host(
                     0.0,
                     (dscores, block_view),
                 );
-                for (i, q) in (start..end).enumerate() {
-                    let row = i * keys..(i + 1) * keys;
-                    let delta = delta[row_head + q];
-                    for (ds, &p) in dscores[row.clone()].iter_mut().zip(&probs[row]) {
-                        *ds = p * (*ds - delta);
-                    }
-                }
+                let delta_rows = &delta[row_head + start..row_head + end];
+                score_gradient_rows(dscores, probs, keys, delta_rows);
                 gemm(
                     scale,
                     (dscores, block_view),

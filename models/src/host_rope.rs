@@ -16,6 +16,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::{backend::Backend, ops::FloatTensor, DType, Tensor};
 
+use crate::host_math::wide_fn;
 use crate::host_tensor::{float, host_tensor, host_vec, primitive};
 use crate::kernel_registry::{register, registered};
 use crate::rope::RopeTables;
@@ -63,47 +64,49 @@ enum Direction {
     Transpose,
 }
 
-/// Rotates every `head_dim` row of `x` (`[batch, heads, seq_len, head_dim]`, row-major) with
-/// the tables' row of the same (batch, head, position), broadcast where the tables have size 1.
-fn rotate(
-    x: &[f32],
-    dims: [usize; 4],
-    cos: &[f32],
-    sin: &[f32],
-    table_dims: [usize; 4],
-    dir: Direction,
-) -> Vec<f32> {
-    let [b, h, s, d] = dims;
-    let [tb, th, _, _] = table_dims;
-    let half = d / 2;
-    let mut y = vec![0.0; x.len()];
-    for bi in 0..b {
-        for hi in 0..h {
-            for si in 0..s {
-                let row = ((bi * h + hi) * s + si) * d;
-                let t = (((bi % tb) * th + hi % th) * s + si) * d;
-                let (x1, x2) = x[row..row + d].split_at(half);
-                let (y1, y2) = y[row..row + d].split_at_mut(half);
-                let (c1, c2) = cos[t..t + d].split_at(half);
-                let (s1, s2) = sin[t..t + d].split_at(half);
-                // y = x cos + rotate_half(x) sin, rotate_half(x) = (−x2, x1); its transpose
-                // turns the other way.
-                let (sin_1, sin_2) = match dir {
-                    Direction::Forward => (s1, s2),
-                    Direction::Transpose => (s2, s1),
-                };
-                let sign = match dir {
-                    Direction::Forward => 1.0,
-                    Direction::Transpose => -1.0,
-                };
-                for j in 0..half {
-                    y1[j] = x1[j] * c1[j] - sign * x2[j] * sin_1[j];
-                    y2[j] = x2[j] * c2[j] + sign * x1[j] * sin_2[j];
+wide_fn! {
+    /// Rotates every `head_dim` row of `x` (`[batch, heads, seq_len, head_dim]`, row-major) with
+    /// the tables' row of the same (batch, head, position), broadcast where the tables have size 1.
+    fn rotate(
+        x: &[f32],
+        dims: [usize; 4],
+        cos: &[f32],
+        sin: &[f32],
+        table_dims: [usize; 4],
+        dir: Direction,
+    ) -> Vec<f32> {
+        let [b, h, s, d] = dims;
+        let [tb, th, _, _] = table_dims;
+        let half = d / 2;
+        let mut y = vec![0.0; x.len()];
+        for bi in 0..b {
+            for hi in 0..h {
+                for si in 0..s {
+                    let row = ((bi * h + hi) * s + si) * d;
+                    let t = (((bi % tb) * th + hi % th) * s + si) * d;
+                    let (x1, x2) = x[row..row + d].split_at(half);
+                    let (y1, y2) = y[row..row + d].split_at_mut(half);
+                    let (c1, c2) = cos[t..t + d].split_at(half);
+                    let (s1, s2) = sin[t..t + d].split_at(half);
+                    // y = x cos + rotate_half(x) sin, rotate_half(x) = (−x2, x1); its transpose
+                    // turns the other way.
+                    let (sin_1, sin_2) = match dir {
+                        Direction::Forward => (s1, s2),
+                        Direction::Transpose => (s2, s1),
+                    };
+                    let sign = match dir {
+                        Direction::Forward => 1.0,
+                        Direction::Transpose => -1.0,
+                    };
+                    for j in 0..half {
+                        y1[j] = x1[j] * c1[j] - sign * x2[j] * sin_1[j];
+                        y2[j] = x2[j] * c2[j] + sign * x1[j] * sin_2[j];
+                    }
                 }
             }
         }
+        y
     }
-    y
 }
 
 /// `x` rotated by `tables` in `dir`, on the host.

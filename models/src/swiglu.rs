@@ -17,7 +17,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::{activation, backend::Backend, ops::FloatTensor, DType, Tensor};
 
-use crate::host_math::sigmoid;
+use crate::host_math::{sigmoid, wide_fn};
 use crate::host_tensor::{float, host_tensor, host_vec, primitive};
 use crate::kernel_registry::{register, registered};
 
@@ -51,14 +51,33 @@ pub fn swiglu<B: Backend>(gate: Tensor<B, 3>, up: Tensor<B, 3>) -> Tensor<B, 3> 
     }
 }
 
+wide_fn! {
+    /// `y ← silu(g) · y` (`y` holds `up`).
+    fn gate_forward(y: &mut [f32], g: &[f32]) {
+        for (y, &g) in y.iter_mut().zip(g) {
+            *y *= g * sigmoid(g);
+        }
+    }
+}
+
+wide_fn! {
+    /// `d_gate ← ∂/∂gate`, `d_up ← ∂/∂up` of `silu(g) · u` (`d_gate` holds `dy`).
+    fn gate_backward(d_gate: &mut [f32], d_up: &mut [f32], g: &[f32], u: &[f32]) {
+        let rows = d_gate.iter_mut().zip(d_up.iter_mut()).zip(g.iter().zip(u));
+        for ((dg, du), (&g, &u)) in rows {
+            let (dy, s) = (*dg, sigmoid(g));
+            *du = dy * g * s;
+            *dg = dy * u * s * (1.0 + g * (1.0 - s));
+        }
+    }
+}
+
 /// `silu(g) · u` elementwise on the host.
 fn swiglu_host<B: Backend>(gate: Tensor<B, 3>, up: Tensor<B, 3>) -> Tensor<B, 3> {
     let (shape, device) = (gate.dims(), gate.device());
     let g = host_vec(gate);
     let mut y = host_vec(up);
-    for (y, &g) in y.iter_mut().zip(&g) {
-        *y *= g * sigmoid(g);
-    }
+    gate_forward(&mut y, &g);
     host_tensor(y, shape, &device)
 }
 
@@ -73,12 +92,7 @@ fn swiglu_host_backward<B: Backend>(
     let u = host_vec(up);
     let mut d_gate = host_vec(dy);
     let mut d_up = vec![0.0; d_gate.len()];
-    for (i, (dg, du)) in d_gate.iter_mut().zip(d_up.iter_mut()).enumerate() {
-        let (g, dy) = (g[i], *dg);
-        let s = sigmoid(g);
-        *du = dy * g * s;
-        *dg = dy * u[i] * s * (1.0 + g * (1.0 - s));
-    }
+    gate_backward(&mut d_gate, &mut d_up, &g, &u);
     (
         host_tensor(d_gate, shape, &device),
         host_tensor(d_up, shape, &device),
