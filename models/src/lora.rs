@@ -177,9 +177,11 @@ impl<B: Backend> LoraLinear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match (&self.adapter, self.adapter_enabled) {
             (Some(adapter), true) => {
+                // `s` scales the rank-r activations, not the d_out-wide update: one pass over
+                // `[.., r]` instead of `[.., d_out]`, forward and backward.
                 let low =
                     lora_dropout(&adapter.dropout, x.clone()).matmul(unsqueeze_to(adapter.a.val()));
-                let update = low.matmul(unsqueeze_to(adapter.b.val())) * adapter.scaling;
+                let update = (low * adapter.scaling).matmul(unsqueeze_to(adapter.b.val()));
                 precision::linear(&self.base, x) + update
             }
             _ => precision::linear(&self.base, x),
