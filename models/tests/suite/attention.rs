@@ -212,6 +212,7 @@ type Host = NdArray<f32, i32>;
 
 #[test]
 fn registered_host_backend_trains_and_infers_through_the_host_kernel() {
+    crate::common::int64_device_defaults();
     register_host_attention::<Host>();
     assert!(fused_attention_registered::<Autodiff<Host>>());
     assert!(fused_attention_registered::<Host>());

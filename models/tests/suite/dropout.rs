@@ -63,6 +63,7 @@ fn assert_dropout(name: &str, (x, y, grad): (Vec<f32>, Vec<f32>, Vec<f32>)) {
 
 #[test]
 fn host_masks_on_a_registered_backend_and_burns_elsewhere_drop_alike() {
+    crate::common::int64_device_defaults();
     assert!(!host_dropout_registered::<Autodiff<Plain>>());
     assert_dropout("burn's Dropout", dropout_and_grad::<Autodiff<Plain>>());
     register_host_dropout::<Registered>();
@@ -76,6 +77,7 @@ fn host_masks_on_a_registered_backend_and_burns_elsewhere_drop_alike() {
 
 #[test]
 fn dropout_is_the_identity_without_autodiff_or_at_zero() {
+    crate::common::int64_device_defaults();
     register_host_dropout::<Registered>();
     fn check<B: Backend>(p: f64) {
         let device = Default::default();

@@ -1,4 +1,4 @@
-//! The elementwise host ops of the CPU backends against the same formulas in burn tensor ops,
+//! The host ops of the CPU backends against the same formulas in burn tensor ops,
 //! in values and gradients, with and without autodiff, on permuted inputs: the MLP's SwiGLU gate
 //! `silu(gate) · up` (`register_host_swiglu`, also at arguments where `exp` would overflow or
 //! underflow) and the rotary embedding (`register_host_rope`, tables per batch row and shared).
@@ -68,6 +68,7 @@ fn assert_close(name: &str, got: &[f32], want: &[f32]) {
 
 #[test]
 fn host_swiglu_matches_tensor_ops_in_values_and_gradients() {
+    crate::common::int64_device_defaults();
     register_host_swiglu::<Host>();
     assert!(host_swiglu_registered::<Autodiff<Host>>());
     assert!(host_swiglu_registered::<Host>());
@@ -101,6 +102,7 @@ fn host_swiglu_matches_tensor_ops_in_values_and_gradients() {
 
 #[test]
 fn host_swiglu_reads_permuted_inputs_in_logical_order() {
+    crate::common::int64_device_defaults();
     register_host_swiglu::<Host>();
     let [gate, up, _] = case();
     // [2, 13, 7] views of the [2, 7, 13] buffers: strided, not row-major.
@@ -130,6 +132,7 @@ fn rope_with_grads<B: Backend>(
 
 #[test]
 fn host_rope_matches_tensor_ops_in_values_and_gradients() {
+    crate::common::int64_device_defaults();
     register_host_rope::<Host>();
     assert!(host_rope_registered::<Autodiff<Host>>());
     assert!(host_rope_registered::<Host>());

@@ -6,7 +6,9 @@
 //! The tests run as threads of one process. None seeds burn's process-wide RNG or sets an
 //! environment variable (random weights and inputs come unseeded, and no test compares two
 //! random draws), and each module's scratch folders carry its own prefix and the process id. A
-//! test that needs process-wide state of its own takes [`common::exclusive`].
+//! test that needs process-wide state of its own takes [`common::exclusive`]. A test naming an
+//! `NdArray` type with other int elements than i64 calls [`common::int64_device_defaults`] first
+//! (burn locks a device's dtypes on first use, for every backend type on that device).
 
 mod attention;
 mod chat;

@@ -33,6 +33,26 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Fixes the CPU device's default dtypes to f32 / i64 before a test touches it with a backend
+/// type of other int elements (`NdArray<f32, i32>`, `<f32, i16>`, `<f32, i8>`: the suite's
+/// registration tests use them as distinct backend types). burn keys its per-device dtype
+/// settings by device type, which every `NdArray<E, I>` shares, and locks them on the device's
+/// first use: a test whose `NdArray<f32, i8>` came first would give every other test i8 ints
+/// (positions over 127 then panic). Every test that names such a type calls this first; the
+/// others use `NdArray<f32>`, whose defaults are these.
+pub fn int64_device_defaults() {
+    use burn::backend::NdArray;
+    use burn::tensor::{get_device_settings, set_default_dtypes, FloatDType, IntDType};
+    let device = Default::default();
+    // Err: already set, by this call in another test or by a test on `NdArray<f32>`.
+    let _ = set_default_dtypes::<NdArray<f32>>(&device, FloatDType::F32, IntDType::I64);
+    assert_eq!(
+        get_device_settings::<NdArray<f32>>(&device).int_dtype,
+        IntDType::I64,
+        "a test used a non-i64 NdArray type without calling int64_device_defaults() first"
+    );
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
