@@ -7,8 +7,11 @@
 //! a resumed run draws what the uninterrupted one drew) and expands it on the host with
 //! SplitMix64, two 32-bit uniforms per output. Other backends (GPUs, whose RNG runs on the
 //! device) keep burn's. Both keep an element with probability 1 − p and scale it by 1 / (1 − p),
-//! as PEFT's `nn.Dropout`; the masks differ, so switching changes a run's random stream.
+//! as PEFT's `nn.Dropout`; the masks differ, so switching changes a run's random stream. A
+//! thread seeded with [`seed_host_dropout`] (the trainer does, per step and peer) draws its
+//! seeds from its own stream instead, so threads that train side by side repeat exactly.
 
+use std::cell::Cell;
 use std::marker::PhantomData;
 
 use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
@@ -69,8 +72,28 @@ pub fn lora_dropout<B: Backend, const D: usize>(
 const SEED_BITS_PER_DRAW: u32 = 15;
 const SEED_DRAWS: usize = 4;
 
-/// One seed from `B`'s RNG: four uniform 15-bit integers.
+thread_local! {
+    /// This thread's mask seed stream ([`seed_host_dropout`]): the last seed handed out.
+    static STREAM: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Makes the host dropout masks drawn on this thread come from a stream started at `seed`
+/// (SplitMix64 over a counter) instead of the backend RNG, until the next call. The trainer
+/// reseeds it per step and data-parallel peer: each peer runs on its own thread, and the CPU
+/// backends' RNG is process-wide, so peers drawing from it would race for its draws and a
+/// 2-peer run with dropout would not repeat. GPUs (burn's dropout) are not affected.
+pub fn seed_host_dropout(seed: u64) {
+    STREAM.set(Some(seed));
+}
+
+/// One mask seed: the next of this thread's stream where [`seed_host_dropout`] set one, else
+/// four uniform 15-bit integers from `B`'s RNG.
 fn draw_seed<B: Backend>(device: &Device<B>) -> u64 {
+    if let Some(last) = STREAM.get() {
+        let next = last.wrapping_add(GOLDEN_GAMMA);
+        STREAM.set(Some(next));
+        return splitmix64(next);
+    }
     let range = (1u64 << SEED_BITS_PER_DRAW) as f64;
     let draws =
         Tensor::<B, 1, Int>::random([SEED_DRAWS], Distribution::Uniform(0.0, range), device)

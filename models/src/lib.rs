@@ -84,6 +84,7 @@ pub use config::*;
 pub use decoder::*;
 pub use dropout::{
     host_dropout_registered, lora_dropout, register_host_dropout, register_host_dropout_with,
+    seed_host_dropout,
 };
 pub use error::*;
 pub use generate::*;

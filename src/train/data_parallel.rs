@@ -23,8 +23,10 @@
 //!   run's error is the failing peer's.
 //!
 //! Not bit-equal to one device: summation order (f32 rounding, ~1e-7 relative), and dropout
-//! masks (`B::seed` is per device, or process-wide on the CPU backends; equality tests use
-//! dropout 0). burn initializes parameters lazily (at first use); the peers' copies are made
+//! masks (each peer draws its own; equality tests use dropout 0). A run repeats exactly with
+//! dropout too: on the CPU backends each peer thread draws its LoRA masks from its own stream
+//! (`firempo_models::seed_host_dropout`, seeded per step and peer by the trainer), not from the
+//! process-wide RNG the peers would race for. burn initializes parameters lazily (at first use); the peers' copies are made
 //! from the materialized model, so a randomly initialized model (the demo's) gets its random
 //! weights before the first step rather than during it: other values than a single-device run
 //! draws, equal ones from a model directory or a materialized model.

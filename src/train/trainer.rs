@@ -379,7 +379,11 @@ where
     };
     while state.step < config.steps {
         let started = Instant::now();
-        B::seed(device, peer_seed(step_seed(config.seed, state.step), rank));
+        let seed = peer_seed(step_seed(config.seed, state.step), rank);
+        B::seed(device, seed);
+        // The CPU backends' RNG is process-wide: peers (threads) draw their dropout masks from
+        // their own stream instead, so a multi-peer run with dropout repeats exactly.
+        firempo_models::seed_host_dropout(seed);
         let mut accumulator = GradientsAccumulator::<T::Model>::new();
         let mut sums = MetricRow::new();
         for _ in 0..config.grad_accum {

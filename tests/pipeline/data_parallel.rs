@@ -39,11 +39,11 @@ fn trainer(devices: usize) -> TrainerConfig {
     }
 }
 
-fn lora() -> LoraConfig {
+fn lora(dropout: f64) -> LoraConfig {
     LoraConfig {
         rank: 4,
         alpha: 8.0,
-        dropout: 0.0,
+        dropout,
         ..LoraConfig::default()
     }
 }
@@ -98,13 +98,24 @@ fn align_run(
     run: &str,
     resume: bool,
 ) -> anyhow::Result<TrainOutcome<Model<B>>> {
+    align_run_with_dropout(setup, config, run, resume, 0.0)
+}
+
+/// [`align_run`] with LoRA dropout `dropout`.
+fn align_run_with_dropout(
+    setup: &TinySetup,
+    config: &TrainerConfig,
+    run: &str,
+    resume: bool,
+    dropout: f64,
+) -> anyhow::Result<TrainOutcome<Model<B>>> {
     let device = Default::default();
     <B as burn::tensor::backend::Backend>::seed(&device, 0);
     let pairs = presence_pairs(&setup.records, &setup.root);
     let policy = materialized(
         Model::from(setup.config.init::<B>(&device))
             .freeze_vision()
-            .with_lora(&lora(), &device)
+            .with_lora(&lora(dropout), &device)
             .unwrap(),
     );
     let objective = AlignObjective::<B> {
@@ -217,6 +228,26 @@ fn two_cpu_peers_train_sft_and_fire_mpo_lora_as_one_device() {
     let resumed = align_run(&setup, &reshard, "align-2", true).unwrap();
     assert_eq!(resumed.steps_done, 3);
     align_run(&setup, &trainer(1), "align-2", true).unwrap();
+    std::fs::remove_dir_all(&setup.dir).ok();
+}
+
+/// With LoRA dropout, 2 CPU peers repeat exactly: each peer thread draws its masks from its own
+/// stream, seeded per step and peer (the CPU backends' RNG is process-wide, and the peers would
+/// race for its draws). The masks do act: the weights differ from a run without dropout.
+#[test]
+fn two_cpu_peers_with_lora_dropout_repeat_exactly() {
+    let _serial = crate::common::exclusive();
+    // As `run_on` does for the CPU backends (this test calls `train` directly).
+    firempo_models::register_host_dropout::<TestCpu>();
+    let setup = crate::common::tiny_setup("data-parallel-dropout");
+    let run = |name: &str, dropout: f64| {
+        align_run_with_dropout(&setup, &trainer(2), name, false, dropout).unwrap()
+    };
+    let first = weights(&run("dropout-a", 0.3).model);
+    let second = weights(&run("dropout-b", 0.3).model);
+    assert_eq!(first, second, "two 2-peer runs with dropout 0.3 differ");
+    let without = weights(&run("no-dropout", 0.0).model);
+    assert_ne!(first, without, "dropout 0.3 left the weights of dropout 0");
     std::fs::remove_dir_all(&setup.dir).ok();
 }
 

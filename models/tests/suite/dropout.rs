@@ -7,7 +7,9 @@
 use burn::backend::{Autodiff, NdArray};
 use burn::nn::DropoutConfig;
 use burn::tensor::{backend::Backend, Distribution, Tensor};
-use firempo_models::{host_dropout_registered, lora_dropout, register_host_dropout};
+use firempo_models::{
+    host_dropout_registered, lora_dropout, register_host_dropout, seed_host_dropout,
+};
 
 /// A backend type only this module registers (the attention tests register `NdArray<f32, i32>`).
 type Registered = NdArray<f32, i16>;
@@ -89,4 +91,40 @@ fn dropout_is_the_identity_without_autodiff_or_at_zero() {
     check::<Plain>(P);
     check::<Autodiff<Registered>>(0.0);
     check::<Autodiff<Plain>>(0.0);
+}
+
+/// `seed_host_dropout` gives this thread its own mask stream: the same seed repeats the masks
+/// (what 2 data-parallel peers on threads need; the backend RNG is shared by the suite's threads,
+/// so this test could not seed that), another seed draws others, and the draws stay dropout.
+#[test]
+fn a_seeded_thread_stream_repeats_its_masks() {
+    crate::common::int64_device_defaults();
+    register_host_dropout::<Registered>();
+    let device = Default::default();
+    let x = Tensor::<Autodiff<Registered>, 2>::random(
+        [4, N / 4],
+        Distribution::Uniform(1.0, 2.0),
+        &device,
+    );
+    let dropout = DropoutConfig::new(P).init();
+    let masks = |seed: u64| {
+        seed_host_dropout(seed);
+        let first = lora_dropout(&dropout, x.clone()).inner().into_data();
+        let second = lora_dropout(&dropout, x.clone()).inner().into_data();
+        (first, second)
+    };
+    let (a1, a2) = masks(7);
+    let (b1, b2) = masks(7);
+    assert_eq!(a1, b1, "same seed, same first mask");
+    assert_eq!(a2, b2, "same seed, same second mask");
+    assert_ne!(a1, a2, "the stream moves on between draws");
+    assert_ne!(masks(8).0, a1, "another seed, another mask");
+    let kept = a1
+        .to_vec::<f32>()
+        .unwrap()
+        .iter()
+        .filter(|&&v| v != 0.0)
+        .count();
+    let fraction = kept as f64 / N as f64;
+    assert!((fraction - (1.0 - P)).abs() < 4.5 * (P * (1.0 - P) / N as f64).sqrt());
 }
