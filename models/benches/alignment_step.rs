@@ -12,11 +12,11 @@
 //! Run by hand (dev profile: its dependencies are optimized, no release build of burn needed):
 //! `cargo bench -p firempo-models --profile dev --bench alignment_step -- --prefix 600 --vocab 2048
 //! --kernel host --steps 3`. `--kernel host`: every host kernel of the CPU backends (attention,
-//! LoRA dropout masks, the SwiGLU gate); `host_burn_dropout`: burn's `Dropout` instead of host
-//! masks; `host_tensor_swiglu` / `host_tensor_rope`: the SwiGLU gate / the rotary embedding in
-//! tensor ops; `blocked` / `dense`: the attention
-//! in tensor ops (blocked or dense), the other host kernels on. Prints one JSON line per timed
-//! step set: the step times (s, after one warm-up step) and the peak heap bytes of one step.
+//! LoRA dropout masks, the SwiGLU gate, RoPE); each other mode switches one off:
+//! `host_burn_dropout` (burn's `Dropout`), `host_tensor_swiglu` / `host_tensor_rope` (the gate /
+//! the rotary embedding in tensor ops), `blocked` / `dense` (the attention in tensor ops, blocked
+//! or dense). Prints one JSON line per timed step set: the step times (s, after one warm-up step)
+//! and the peak heap bytes of one step.
 
 use std::time::Instant;
 
@@ -88,23 +88,16 @@ fn args() -> Args {
             "--checkpointing" => a.balanced = value(i) == "balanced",
             "--kernel" => {
                 a.mode = value(i).to_string();
-                let all = (AttentionKernel::Blocked, true, true, true, true);
-                (
-                    a.kernel,
-                    a.host_attention,
-                    a.host_dropout,
-                    a.host_swiglu,
-                    a.host_rope,
-                ) = match value(i) {
-                    "host" => all,
-                    "host_burn_dropout" => (all.0, true, false, true, true),
-                    "host_tensor_swiglu" => (all.0, true, true, false, true),
-                    "host_tensor_rope" => (all.0, true, true, true, false),
-                    "blocked" => (all.0, false, true, true, true),
-                    "dense" => (AttentionKernel::Dense, false, true, true, true),
+                match value(i) {
+                    "host" => {}
+                    "host_burn_dropout" => a.host_dropout = false,
+                    "host_tensor_swiglu" => a.host_swiglu = false,
+                    "host_tensor_rope" => a.host_rope = false,
+                    "blocked" => a.host_attention = false,
+                    "dense" => (a.kernel, a.host_attention) = (AttentionKernel::Dense, false),
                     other => panic!(
                         "--kernel host|host_burn_dropout|host_tensor_swiglu|host_tensor_rope|\
-                             blocked|dense, got {other:?}"
+                         blocked|dense, got {other:?}"
                     ),
                 }
             }

@@ -90,13 +90,9 @@ wide_fn! {
                     let (s1, s2) = sin[t..t + d].split_at(half);
                     // y = x cos + rotate_half(x) sin, rotate_half(x) = (−x2, x1); its transpose
                     // turns the other way.
-                    let (sin_1, sin_2) = match dir {
-                        Direction::Forward => (s1, s2),
-                        Direction::Transpose => (s2, s1),
-                    };
-                    let sign = match dir {
-                        Direction::Forward => 1.0,
-                        Direction::Transpose => -1.0,
+                    let (sin_1, sin_2, sign) = match dir {
+                        Direction::Forward => (s1, s2, 1.0),
+                        Direction::Transpose => (s2, s1, -1.0),
                     };
                     for j in 0..half {
                         y1[j] = x1[j] * c1[j] - sign * x2[j] * sin_1[j];

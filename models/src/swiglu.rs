@@ -40,9 +40,9 @@ pub fn host_swiglu_registered<B: Backend>() -> bool {
     registered::<SwigluFn<B>>().is_some()
 }
 
-/// `silu(gate) · up`, `[batch, seq_len, d_ff]` each.
+/// `silu(gate) · up`, `[batch, seq_len, d_ff]` each (other shapes broadcast in tensor ops).
 pub fn swiglu<B: Backend>(gate: Tensor<B, 3>, up: Tensor<B, 3>) -> Tensor<B, 3> {
-    let host = (gate.dtype() == DType::F32 && up.dtype() == DType::F32)
+    let host = (gate.dtype() == DType::F32 && up.dtype() == DType::F32 && gate.dims() == up.dims())
         .then(registered::<SwigluFn<B>>)
         .flatten();
     match host {
