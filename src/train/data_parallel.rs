@@ -26,10 +26,11 @@
 //! masks (each peer draws its own; equality tests use dropout 0). A run repeats exactly with
 //! dropout too: on the CPU backends each peer thread draws its LoRA masks from its own stream
 //! (`firempo_models::seed_host_dropout`, seeded per step and peer by the trainer), not from the
-//! process-wide RNG the peers would race for. burn initializes parameters lazily (at first use); the peers' copies are made
-//! from the materialized model, so a randomly initialized model (the demo's) gets its random
-//! weights before the first step rather than during it: other values than a single-device run
-//! draws, equal ones from a model directory or a materialized model.
+//! process-wide RNG the peers would race for. burn initializes parameters lazily (at first
+//! use); the peers' copies are made from the materialized model, so a randomly initialized
+//! model (the demo's) gets its random weights before the first step rather than during it:
+//! other values than a single-device run draws, equal ones from a model directory or a
+//! materialized model.
 
 use std::fmt;
 use std::str::FromStr;

@@ -92,17 +92,8 @@ fn sft_run(setup: &TinySetup, devices: usize) -> TrainOutcome<Model<B>> {
     .unwrap()
 }
 
+/// FiRe-MPO with LoRA (dropout `dropout`) on the tiny setup's pairs, into `run`.
 fn align_run(
-    setup: &TinySetup,
-    config: &TrainerConfig,
-    run: &str,
-    resume: bool,
-) -> anyhow::Result<TrainOutcome<Model<B>>> {
-    align_run_with_dropout(setup, config, run, resume, 0.0)
-}
-
-/// [`align_run`] with LoRA dropout `dropout`.
-fn align_run_with_dropout(
     setup: &TinySetup,
     config: &TrainerConfig,
     run: &str,
@@ -201,8 +192,8 @@ fn two_cpu_peers_train_sft_and_fire_mpo_lora_as_one_device() {
     // The run moved away from its start: SFT's loss falls over the 3 steps.
     assert!(two.rows[2]["loss"] < two.rows[0]["loss"]);
 
-    let one = align_run(&setup, &trainer(1), "align-1", false).unwrap();
-    let two = align_run(&setup, &trainer(2), "align-2", false).unwrap();
+    let one = align_run(&setup, &trainer(1), "align-1", false, 0.0).unwrap();
+    let two = align_run(&setup, &trainer(2), "align-2", false, 0.0).unwrap();
     assert_same_training("fire-mpo lora", &one, &two);
     let moved = weights(&two.model)
         .iter()
@@ -211,7 +202,7 @@ fn two_cpu_peers_train_sft_and_fire_mpo_lora_as_one_device() {
     assert!(moved > 1e-3, "the adapters moved ({moved})");
 
     // The 2-peer run's identity records its peers: resuming it on 1 is refused naming --devices.
-    let err = align_run(&setup, &trainer(1), "align-2", true)
+    let err = align_run(&setup, &trainer(1), "align-2", true, 0.0)
         .unwrap_err()
         .to_string();
     assert!(
@@ -225,9 +216,9 @@ fn two_cpu_peers_train_sft_and_fire_mpo_lora_as_one_device() {
         reshard: true,
         ..trainer(1)
     };
-    let resumed = align_run(&setup, &reshard, "align-2", true).unwrap();
+    let resumed = align_run(&setup, &reshard, "align-2", true, 0.0).unwrap();
     assert_eq!(resumed.steps_done, 3);
-    align_run(&setup, &trainer(1), "align-2", true).unwrap();
+    align_run(&setup, &trainer(1), "align-2", true, 0.0).unwrap();
     std::fs::remove_dir_all(&setup.dir).ok();
 }
 
@@ -240,9 +231,8 @@ fn two_cpu_peers_with_lora_dropout_repeat_exactly() {
     // As `run_on` does for the CPU backends (this test calls `train` directly).
     firempo_models::register_host_dropout::<TestCpu>();
     let setup = crate::common::tiny_setup("data-parallel-dropout");
-    let run = |name: &str, dropout: f64| {
-        align_run_with_dropout(&setup, &trainer(2), name, false, dropout).unwrap()
-    };
+    let run =
+        |name: &str, dropout: f64| align_run(&setup, &trainer(2), name, false, dropout).unwrap();
     let first = weights(&run("dropout-a", 0.3).model);
     let second = weights(&run("dropout-b", 0.3).model);
     assert_eq!(first, second, "two 2-peer runs with dropout 0.3 differ");
